@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from usb_model.config import ScheduleConfig
+from usb_model.diffusion import Diffusion, sample_timesteps
+
+
+@pytest.fixture(scope="module")
+def diffusion():
+    return Diffusion(ScheduleConfig())
+
+
+def test_schedule_is_linear_beta(diffusion):
+    betas = 1 - diffusion.alphas_cumprod[1:] / diffusion.alphas_cumprod[:-1]
+    assert betas[0].item() == pytest.approx(1e-4 + (2e-2 - 1e-4) / 1023, rel=1e-3)
+    assert betas[-1].item() == pytest.approx(2e-2, rel=1e-3)
+    assert diffusion.alphas_cumprod[0].item() == pytest.approx(1 - 1e-4, rel=1e-6)
+
+
+def test_one_step_estimate_inverts_forward_noising(diffusion):
+    z0 = torch.randn(2, 3, 4, 4, 4)
+    eps = torch.randn_like(z0)
+    for t in (0, 300, 1023):
+        z_t = diffusion.add_noise(z0, eps, t)
+        assert torch.allclose(diffusion.predict_x0(z_t, eps, t), z0, atol=1e-3)
+
+
+def test_ddim_step_with_true_noise_stays_on_the_forward_path(diffusion):
+    # With the exact noise, a deterministic DDIM step from t lands where forward noising to t_prev would.
+    z0 = torch.randn(1, 3, 4, 4, 4)
+    eps = torch.randn_like(z0)
+    z_t = diffusion.add_noise(z0, eps, 500)
+    z_prev, z0_hat = diffusion.ddim_step(z_t, eps, 500, 377)
+    assert torch.allclose(z0_hat, z0, atol=1e-4)
+    assert torch.allclose(z_prev, diffusion.add_noise(z0, eps, 377), atol=1e-4)
+    z_clean, _ = diffusion.ddim_step(z_t, eps, 500, -1)
+    assert torch.allclose(z_clean, z0, atol=1e-4)
+
+
+def test_ddim_eta_adds_seeded_noise(diffusion):
+    z_t = torch.randn(1, 3, 4, 4, 4)
+    eps = torch.randn_like(z_t)
+    a, _ = diffusion.ddim_step(z_t, eps, 400, 300, ddim_eta=1.0, generator=torch.Generator().manual_seed(1))
+    b, _ = diffusion.ddim_step(z_t, eps, 400, 300, ddim_eta=1.0, generator=torch.Generator().manual_seed(1))
+    c, _ = diffusion.ddim_step(z_t, eps, 400, 300, ddim_eta=0.0)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_timestep_sequences(diffusion):
+    assert diffusion.edit_timesteps(300) == list(range(300, -1, -1))
+    assert diffusion.edit_timesteps(300, 100) == [300, 200, 100, 0]
+    gen = diffusion.generation_timesteps(300)
+    assert len(gen) == 342 and gen[0] == 1023 and gen[-1] == 0  # upstream's stride of 3
+    with pytest.raises(ValueError):
+        diffusion.edit_timesteps(1024)
+
+
+def test_antithetic_timesteps_pair_up():
+    t = sample_timesteps(8, 1024, torch.Generator().manual_seed(0))
+    assert torch.equal(t[:4] + t[4:], torch.full((4,), 1023))

@@ -1,0 +1,199 @@
+"""Checkpoints: safetensors weights plus JSON, so that loading a model never unpickles.
+
+A checkpoint is a directory::
+
+    config.json          the USBConfig the networks were built from
+    model.safetensors    every tensor of USBNetworks (autoencoder.*, lesion.*, brain.*, latent_scale)
+    meta.json            package version, latent scale, training-data description, free notes
+
+Nested states that are not plain ``state_dict``s (optimizers, schedulers, counters) go through
+``save_state``/``load_state``: tensors into safetensors, everything else into JSON.
+Directories are written under a temporary name and renamed, so a checkpoint appears whole or
+not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .config import USBConfig
+from .networks import USBNetworks
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "meta.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, corrupt or does not fit its configuration."""
+
+
+def save_checkpoint(
+    networks: USBNetworks,
+    directory: str | Path,
+    *,
+    training_data: dict[str, Any] | None = None,
+    notes: dict[str, Any] | None = None,
+    overwrite: bool = True,
+) -> Path:
+    directory = Path(directory)
+    if directory.exists() and not overwrite:
+        raise FileExistsError(f"checkpoint directory {directory} exists; pass overwrite=True to replace it")
+    meta = {
+        "format": "usb-checkpoint/1",
+        "package_version": __version__,
+        "latent_scale": float(networks.latent_scale),
+        "contrast": networks.cfg.grid.contrast,
+        "empty_condition": networks.cfg.training.empty_condition,
+        "training_data": training_data or {},
+        "notes": notes or {},
+    }
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in networks.state_dict().items()}
+
+    def write(tmp: Path) -> None:
+        networks.cfg.to_json(tmp / CONFIG_FILE)
+        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"package_version": __version__})
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+
+    atomic_directory(directory, write)
+    return directory
+
+
+def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> USBNetworks:
+    """Build the networks from ``config.json`` and fill them from ``model.safetensors``.
+
+    Every failure is a ``CheckpointError`` whose message names the file or the tensor.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"checkpoint {directory} does not exist or is not a directory")
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (directory / name).is_file():
+            raise CheckpointError(f"checkpoint {directory} has no {name}; it is incomplete, save it again")
+    try:
+        cfg = USBConfig.from_json(directory / CONFIG_FILE)
+    except (ValueError, TypeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{directory / CONFIG_FILE} is not a valid USB config: {exc}") from exc
+    try:
+        tensors = load_file(str(directory / WEIGHTS_FILE))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{directory / WEIGHTS_FILE} is not a readable safetensors file: {exc}") from exc
+    networks = USBNetworks(cfg)
+    load_weights(networks, tensors, source=directory / WEIGHTS_FILE)
+    return networks.to(device).eval()
+
+
+def load_weights(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str | Path = "weights") -> None:
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    if missing:
+        raise CheckpointError(f"{source} lacks tensor {missing[0]!r} ({len(missing)} missing); the file does not match its config")
+    unexpected = sorted(set(tensors) - set(expected))
+    if unexpected:
+        raise CheckpointError(f"{source} has unexpected tensor {unexpected[0]!r}; the file does not match its config")
+    for key, value in expected.items():
+        if tuple(tensors[key].shape) != tuple(value.shape):
+            raise CheckpointError(
+                f"{source}: tensor {key!r} has shape {tuple(tensors[key].shape)}, "
+                f"the config expects {tuple(value.shape)}"
+            )
+    module.load_state_dict(tensors, strict=True)
+
+
+def read_meta(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory) / META_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def checkpoint_sha256(directory: str | Path) -> str:
+    """The digest of the weights file: what a derivative's sidecar cites as the model used."""
+    digest = hashlib.sha256()
+    with open(Path(directory) / WEIGHTS_FILE, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --- nested training states (optimizers, EMA, counters) --------------------------------------
+
+
+def save_state(state: dict[str, Any], directory: str | Path, name: str = "state") -> None:
+    """Write a nested dict: tensors to ``<name>.safetensors``, the rest to ``<name>.json``.
+
+    Tensors are replaced in the JSON by ``{"__tensor__": key}`` markers, so the structure (ints,
+    floats, lists, optimizer param-group settings) round-trips exactly without pickle.
+    """
+    directory = Path(directory)
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(obj: Any, path: str) -> Any:
+        if isinstance(obj, torch.Tensor):
+            tensors[path] = obj.detach().to("cpu").contiguous()
+            return {"__tensor__": path}
+        if isinstance(obj, dict):
+            return {"__dict__": [[_key(k), walk(v, f"{path}.{k}")] for k, v in obj.items()]}
+        if isinstance(obj, (list, tuple)):
+            return [walk(v, f"{path}.{i}") for i, v in enumerate(obj)]
+        return obj
+
+    skeleton = walk(state, name)
+    save_file(tensors, str(directory / f"{name}.safetensors"))
+    (directory / f"{name}.json").write_text(json.dumps(skeleton))
+
+
+def load_state(directory: str | Path, name: str = "state") -> dict[str, Any]:
+    directory = Path(directory)
+    tensors = load_file(str(directory / f"{name}.safetensors"))
+    skeleton = json.loads((directory / f"{name}.json").read_text())
+
+    def walk(obj: Any) -> Any:
+        if isinstance(obj, dict) and "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        if isinstance(obj, dict) and "__dict__" in obj:
+            return {_unkey(k): walk(v) for k, v in obj["__dict__"]}
+        if isinstance(obj, list):
+            return [walk(v) for v in obj]
+        return obj
+
+    return walk(skeleton)
+
+
+def _key(k: Any) -> Any:
+    # Optimizer states are keyed by int parameter indices; JSON object keys would turn them into
+    # strings, so keys are stored as [type, value] pairs.
+    return ["int", k] if isinstance(k, int) else ["str", str(k)]
+
+
+def _unkey(k: list) -> Any:
+    return int(k[1]) if k[0] == "int" else k[1]
+
+
+def atomic_directory(directory: str | Path, write) -> Path:
+    """Call ``write(tmp)`` on a fresh sibling directory, then swap it into place."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        write(tmp)
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+            os.replace(directory, old)
+            os.replace(tmp, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory

@@ -1,0 +1,215 @@
+"""Configuration of a USB model: one dataclass per concern, JSON in and out.
+
+A checkpoint stores its configuration as JSON next to its weights, so everything that
+changes what a model computes lives here (and nothing that only changes where files go).
+Presets (`paper`, `tiny`, ...) are JSON files in ``usb_model/resources/configs`` so that users
+can copy one and edit it rather than read Python.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PRESET_DIR = Path(__file__).parent / "resources" / "configs"
+
+
+@dataclass
+class GridConfig:
+    """The model grid: every image the networks see is resampled to it (RAS, template space)."""
+
+    shape: tuple[int, int, int] = (160, 160, 160)
+    voxel_size: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    contrast: str = "T1w"  # the modality the model was trained on (T1w or FLAIR)
+
+
+@dataclass
+class AutoencoderConfig:
+    """MONAI ``AutoencoderKL``; one VAE encodes brain images and lesion masks alike."""
+
+    channels: tuple[int, ...] = (64, 128, 128, 128)
+    latent_channels: int = 3
+    num_res_blocks: int = 2
+    norm_num_groups: int = 32
+    attention_levels: tuple[bool, ...] = (False, False, False, False)
+
+    @property
+    def downsample_factor(self) -> int:
+        return 2 ** (len(self.channels) - 1)
+
+
+@dataclass
+class DenoiserConfig:
+    """MONAI ``DiffusionModelUNet``; USB_lesion and USB_brain share this shape, not weights.
+
+    Conditioning is channel concatenation only: the first convolution sees
+    ``[z_t, cond]``, so ``in_channels = 2 * latent_channels`` (set by networks.py).
+    """
+
+    channels: tuple[int, ...] = (128, 256, 256)
+    attention_levels: tuple[bool, ...] = (False, False, True)
+    num_res_blocks: int = 1
+    num_head_channels: int = 256
+    norm_num_groups: int = 32
+
+
+@dataclass
+class ScheduleConfig:
+    """The forward process: linear betas over T training steps (paper: 1e-4 .. 2e-2, T = 1024)."""
+
+    num_train_timesteps: int = 1024
+    beta_start: float = 1e-4
+    beta_end: float = 2e-2
+    schedule: str = "linear_beta"
+
+
+@dataclass
+class SamplingConfig:
+    """Reverse-process and guidance parameters; every value is a default the CLI can override.
+
+    ``steps`` is the number of DDIM steps for generation from noise (upstream: 300, which is a
+    stride of 1024 // 300 = 3). Editing starts at ``t_start_heal`` / ``t_start_embed`` and walks
+    down with ``edit_stride`` (upstream: 1). ``alpha0`` and ``k`` shape Anatomy Consistency
+    Guidance (eq. 12); ``lcg_eta`` is the paper's eta of Lesion Consistency Guidance (eq. 14);
+    ``ddim_eta`` is DDIM's stochasticity (0 = deterministic), a different quantity.
+    """
+
+    steps: int = 300
+    t_start_heal: int = 300
+    t_start_embed: int = 500
+    edit_stride: int = 1
+    alpha0: float = 20.0
+    k: float = 0.5
+    lcg_eta: float = 1.0
+    lcg_pool: int = 3  # AvgPool kernel (latent voxels) that softens the lesion map for LCG
+    ddim_eta: float = 0.0
+    acg: bool = True
+    lcg: bool = True
+    mask_threshold: float = 0.5
+
+
+@dataclass
+class TrainingConfig:
+    """Optimisation settings for the three training stages (VAE, USB_lesion, USB_brain)."""
+
+    batch_size: int = 8
+    vae_lr: float = 5e-5
+    vae_kl_weight: float = 1e-8
+    vae_adv_weight: float = 1e-3
+    vae_perceptual_weight: float = 2e-3
+    vae_mask_fraction: float = 0.25  # share of VAE batches that are lesion masks, not images
+    diffusion_lr: float = 1e-4
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    healthy_fraction: float = 0.2  # share of samples teaching the empty-lesion condition
+    empty_condition: str = "encoded"  # "encoded": VAE latent of an all-zero mask; or "zeros"
+    latent_injection: float = 0.0  # upstream's -0.05 * x0 shift of the brain latent; off by default
+    sigmoid_weighting: bool = False  # upstream's sigmoid(cond) voxel weighting; off by default
+    antithetic_timesteps: bool = True
+    mixed_precision: bool = True  # bf16 autocast on CUDA; ignored on the CPU
+
+
+@dataclass
+class USBConfig:
+    name: str = "custom"
+    grid: GridConfig = field(default_factory=GridConfig)
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int, int]:
+        f = self.autoencoder.downsample_factor
+        if any(s % f for s in self.grid.shape):
+            raise ValueError(
+                f"grid shape {self.grid.shape} is not divisible by the autoencoder's "
+                f"downsampling factor {f}; choose a shape that is a multiple of {f}"
+            )
+        return (self.autoencoder.latent_channels, *(s // f for s in self.grid.shape))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2) + "\n"
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "USBConfig":
+        sections = {f.name: f.type for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            if key not in sections:
+                raise ValueError(f"unknown configuration section {key!r}")
+            if key == "name":
+                kwargs[key] = value
+            else:
+                kwargs[key] = _build(_SECTION_TYPES[key], value)
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, path_or_text: str | Path) -> "USBConfig":
+        text = str(path_or_text)
+        if not text.lstrip().startswith("{"):
+            text = Path(path_or_text).read_text()
+        return cls.from_dict(json.loads(text))
+
+    def replace(self, **sections: Any) -> "USBConfig":
+        """A copy with some fields of some sections changed: ``cfg.replace(sampling={"k": 1})``."""
+        data = self.to_dict()
+        for name, updates in sections.items():
+            if name == "name":
+                data["name"] = updates
+            else:
+                data[name].update(updates)
+        return USBConfig.from_dict(data)
+
+
+_SECTION_TYPES = {
+    "grid": GridConfig,
+    "autoencoder": AutoencoderConfig,
+    "denoiser": DenoiserConfig,
+    "schedule": ScheduleConfig,
+    "sampling": SamplingConfig,
+    "training": TrainingConfig,
+}
+
+
+def _build(kind: type, values: dict[str, Any]):
+    known = {f.name: f for f in dataclasses.fields(kind)}
+    unknown = set(values) - set(known)
+    if unknown:
+        raise ValueError(f"unknown {kind.__name__} field(s): {', '.join(sorted(unknown))}")
+    converted = {}
+    for key, value in values.items():
+        # JSON has no tuples; the dataclasses use tuples so configs are hashable and immutable-ish.
+        converted[key] = tuple(value) if isinstance(value, list) else value
+    return kind(**converted)
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
+
+
+def load_preset(name: str) -> USBConfig:
+    path = PRESET_DIR / f"{name}.json"
+    if not path.is_file():
+        raise ValueError(f"unknown preset {name!r}; available: {', '.join(list_presets())}")
+    return USBConfig.from_json(path)
+
+
+def load_config(name_or_path: str | Path) -> USBConfig:
+    """A preset name (``paper``, ``tiny``) or the path of a config JSON."""
+    path = Path(name_or_path)
+    if path.suffix == ".json" or path.is_file():
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        return USBConfig.from_json(path)
+    return load_preset(str(name_or_path))

@@ -1,0 +1,97 @@
+"""Diffusion arithmetic: the noise schedule, forward noising, the one-step clean estimate and
+a DDIM step between any two timesteps.
+
+The betas come from MONAI's scheduler (so the schedule is the one MONAI users know). The
+DDIM update is written out here because MONAI's ``DDIMScheduler.step`` derives the previous
+timestep from a fixed stride (``T // num_inference_steps``), which is wrong for a sequence
+that does not start at T - 1 (editing starts at ``t_start``) and for step counts that do not
+divide T. Here the caller names both timesteps.
+"""
+
+from __future__ import annotations
+
+import torch
+from monai.networks.schedulers import DDPMScheduler
+
+from .config import ScheduleConfig
+
+
+class Diffusion:
+    """The forward process q(z_t | z_0) and the deterministic (or eta-noisy) DDIM reverse step."""
+
+    def __init__(self, schedule: ScheduleConfig):
+        scheduler = DDPMScheduler(
+            num_train_timesteps=schedule.num_train_timesteps,
+            schedule=schedule.schedule,
+            beta_start=schedule.beta_start,
+            beta_end=schedule.beta_end,
+        )
+        self.num_train_timesteps = schedule.num_train_timesteps
+        # float64 for the products, float32 for use: abar_t spans 1 .. ~4e-5 at T = 1024.
+        self.alphas_cumprod = scheduler.alphas_cumprod.to(torch.float64).float()
+
+    @property
+    def T(self) -> int:  # noqa: N802 - the paper's symbol
+        return self.num_train_timesteps
+
+    def abar(self, t: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
+        """abar_t broadcast against ``like`` (batch first); t = -1 means the clean end (abar = 1)."""
+        t = torch.as_tensor(t, device=self.alphas_cumprod.device).long().reshape(-1)
+        table = torch.cat([self.alphas_cumprod, torch.ones(1)])  # index -1 -> 1.0
+        a = table[t].to(device=like.device, dtype=like.dtype)
+        return a.reshape(-1, *([1] * (like.dim() - 1)))
+
+    def add_noise(self, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+        """z_t = sqrt(abar_t) z_0 + sqrt(1 - abar_t) eps (paper eq. 4-5)."""
+        a = self.abar(t, z0)
+        return a.sqrt() * z0 + (1 - a).sqrt() * noise
+
+    def predict_x0(self, z_t: torch.Tensor, eps: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+        """The one-step clean estimate z0_hat = (z_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t)."""
+        a = self.abar(t, z_t)
+        return (z_t - (1 - a).sqrt() * eps) / a.sqrt()
+
+    def ddim_step(
+        self,
+        z_t: torch.Tensor,
+        eps: torch.Tensor,
+        t: int,
+        t_prev: int,
+        ddim_eta: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One DDIM update from t to t_prev < t (Song et al. 2021, eq. 12); returns (z_prev, z0_hat)."""
+        z0_hat = self.predict_x0(z_t, eps, t)
+        a_t = self.abar(t, z_t)
+        a_prev = self.abar(t_prev, z_t)
+        sigma = ddim_eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).sqrt()
+        direction = (1 - a_prev - sigma**2).clamp(min=0).sqrt() * eps
+        z_prev = a_prev.sqrt() * z0_hat + direction
+        if ddim_eta > 0:
+            noise = torch.randn(z_t.shape, generator=generator, device=z_t.device, dtype=z_t.dtype)
+            z_prev = z_prev + sigma * noise
+        return z_prev, z0_hat
+
+    def edit_timesteps(self, t_start: int, stride: int = 1) -> list[int]:
+        """t_start, t_start - stride, ..., down to >= 0: the reverse path of an edit."""
+        if not 0 < t_start < self.T:
+            raise ValueError(f"t_start must lie in (0, {self.T}); got {t_start}")
+        if stride < 1:
+            raise ValueError(f"stride must be >= 1; got {stride}")
+        return list(range(t_start, -1, -stride))
+
+    def generation_timesteps(self, steps: int) -> list[int]:
+        """A uniform sub-sequence for sampling from pure noise: stride T // steps, as upstream
+        (300 requested steps at T = 1024 is a stride of 3, so 342 network calls)."""
+        if not 1 <= steps <= self.T:
+            raise ValueError(f"steps must lie in [1, {self.T}]; got {steps}")
+        stride = self.T // steps
+        return list(range(0, self.T, stride))[::-1]
+
+
+def sample_timesteps(batch: int, T: int, generator: torch.Generator | None = None, antithetic: bool = True) -> torch.Tensor:
+    """Training timesteps; antithetic pairs (t, T - 1 - t) halve the variance of the loss estimate."""
+    if not antithetic:
+        return torch.randint(0, T, (batch,), generator=generator)
+    half = torch.randint(0, T, ((batch + 1) // 2,), generator=generator)
+    return torch.cat([half, T - 1 - half])[:batch]

@@ -1,0 +1,258 @@
+"""The four USB tasks on one reverse-diffusion loop.
+
+- ``generate_pairs``: lesion masks and brains together from noise (paper eq. 6-8);
+- ``generate_from_mask``: a brain for a given lesion mask (eq. 9);
+- ``heal``: pathology-to-healthy editing with Anatomy Consistency Guidance (eq. 12-13);
+- ``embed``: healthy-to-pathology editing with ACG times Lesion Consistency Guidance (eq. 14-15).
+
+Everything here works on the model grid: images in [0, 1] and binary masks shaped like
+``cfg.grid.shape``. Mapping native scans to that grid is the BIDS App's job, not this module's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import load_checkpoint
+from .composite import blend_weight
+from .composite import composite as blend
+from .config import USBConfig
+from .device import autocast, make_generator, pick_device
+from .diffusion import Diffusion
+from .guidance import acg_weight, apply_guidance, lcg_weight, soft_lesion_map
+from .networks import USBNetworks
+
+
+@dataclass
+class EditResult:
+    """An edited brain: the mean over samples, their voxelwise std (uncertainty), the samples,
+    and the blend weight that put the edit back into the input (None when not composited)."""
+
+    image: torch.Tensor
+    std: torch.Tensor | None
+    samples: torch.Tensor
+    region: torch.Tensor | None
+
+
+@dataclass
+class GenerationResult:
+    """Generated brains (n, *grid) in [0, 1] and their lesion masks (n, *grid) in {0, 1}."""
+
+    images: torch.Tensor
+    masks: torch.Tensor
+
+
+@dataclass
+class _Guidance:
+    """ACG (and optionally LCG) towards the input latent y0 after each reverse step."""
+
+    y0: torch.Tensor
+    t_norm: float
+    alpha0: float
+    k: float
+    acg: bool
+    lesion_weight: torch.Tensor | None = None  # lambda_lesion from LCG, or None
+
+    def weight(self, y0_hat: torch.Tensor, t: int) -> torch.Tensor:
+        if not self.acg:  # LCG alone (an ablation): keep everything but the lesion
+            return self.lesion_weight
+        w = acg_weight(self.y0, y0_hat, t, self.alpha0, self.k, self.t_norm)
+        return w if self.lesion_weight is None else w * self.lesion_weight
+
+
+class USB:
+    """A trained USB model ready to sample: networks, diffusion schedule and device."""
+
+    def __init__(self, networks: USBNetworks, device: str | torch.device | None = None):
+        self.device = pick_device(device)
+        self.networks = networks.to(self.device).eval()
+        self.cfg: USBConfig = networks.cfg
+        self.diffusion = Diffusion(self.cfg.schedule)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None) -> "USB":
+        return cls(load_checkpoint(path), device=device)
+
+    # --- the four tasks -----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate_pairs(self, n: int = 1, *, seed: int = 0, steps: int | None = None, ddim_eta: float | None = None) -> GenerationResult:
+        """Joint reverse process: at every step the lesion net sees (x_t, y_t) and its clean
+        estimate x0_hat conditions the brain net."""
+        gen = make_generator(seed, self.device)
+        timesteps = self.diffusion.generation_timesteps(steps or self.cfg.sampling.steps)
+        x_t = self._noise(n, gen)
+        y_t = self._noise(n, gen)
+        y0, x0 = self._reverse(timesteps, y_t, x_t=x_t, generator=gen, ddim_eta=ddim_eta)
+        masks = self._decode(x0)[:, 0] > self.cfg.sampling.mask_threshold
+        return GenerationResult(images=self._decode(y0)[:, 0].cpu(), masks=masks.float().cpu())
+
+    @torch.no_grad()
+    def generate_from_mask(self, mask, n: int = 1, *, seed: int = 0, steps: int | None = None, ddim_eta: float | None = None) -> GenerationResult:
+        """The brain net alone from noise, conditioned on the encoded mask."""
+        mask_t = self._volume(mask, "mask").gt(0.5).float()
+        gen = make_generator(seed, self.device)
+        timesteps = self.diffusion.generation_timesteps(steps or self.cfg.sampling.steps)
+        condition = self.networks.encode(mask_t).expand(n, *self.cfg.latent_shape)
+        y0, _ = self._reverse(timesteps, self._noise(n, gen), condition=condition, generator=gen, ddim_eta=ddim_eta)
+        images = self._decode(y0)[:, 0].cpu()
+        return GenerationResult(images=images, masks=mask_t[:, 0].expand(n, *self.cfg.grid.shape).cpu())
+
+    @torch.no_grad()
+    def heal(
+        self,
+        image,
+        mask=None,
+        *,
+        n_samples: int = 1,
+        seed: int = 0,
+        t_start: int | None = None,
+        stride: int | None = None,
+        alpha0: float | None = None,
+        k: float | None = None,
+        acg: bool | None = None,
+        ddim_eta: float | None = None,
+        composite: bool = True,
+        spacing=None,
+    ) -> EditResult:
+        """Pathology-to-healthy: noise the input to t_start, denoise with the empty-lesion
+        condition, and pull back towards the input wherever the model agrees with it (ACG).
+
+        With a mask (and ``composite``), voxels farther than the blend band from the mask are the
+        input's own values; without one, ACG alone decides what changes.
+        """
+        s = self.cfg.sampling
+        t_start = t_start if t_start is not None else s.t_start_heal
+        y0 = self.networks.encode(self._volume(image, "image"))
+        condition = self.networks.empty_condition(n_samples, self.device)
+        use_acg = s.acg if acg is None else acg
+        guidance = self._guidance(y0, t_start, alpha0, k, use_acg) if use_acg else None
+        return self._edit(image, mask, y0, condition, guidance, n_samples, seed, t_start, stride, ddim_eta, composite, spacing)
+
+    @torch.no_grad()
+    def embed(
+        self,
+        image,
+        mask,
+        *,
+        n_samples: int = 1,
+        seed: int = 0,
+        t_start: int | None = None,
+        stride: int | None = None,
+        alpha0: float | None = None,
+        k: float | None = None,
+        lcg_eta: float | None = None,
+        acg: bool | None = None,
+        lcg: bool | None = None,
+        ddim_eta: float | None = None,
+        composite: bool = True,
+        spacing=None,
+    ) -> EditResult:
+        """Healthy-to-pathology: noise the healthy input to t_start, denoise conditioned on the
+        target mask's latent, and guide with ACG x LCG so that only the lesion's voxels are free."""
+        s = self.cfg.sampling
+        mask_t = self._volume(mask, "mask").gt(0.5).float()
+        if not bool(mask_t.any()):
+            raise ValueError("embed needs a non-empty lesion mask")
+        t_start = t_start if t_start is not None else s.t_start_embed
+        y0 = self.networks.encode(self._volume(image, "image"))
+        condition = self.networks.encode(mask_t).expand(n_samples, *self.cfg.latent_shape)
+        use_acg = s.acg if acg is None else acg
+        use_lcg = s.lcg if lcg is None else lcg
+        guidance = self._guidance(y0, t_start, alpha0, k, use_acg) if (use_acg or use_lcg) else None
+        if use_lcg:
+            x_lesion = soft_lesion_map(mask_t, self.cfg.latent_shape, s.lcg_pool)
+            guidance.lesion_weight = lcg_weight(x_lesion, s.lcg_eta if lcg_eta is None else lcg_eta)
+        return self._edit(image, mask_t, y0, condition, guidance, n_samples, seed, t_start, stride, ddim_eta, composite, spacing)
+
+    # --- the shared loop ----------------------------------------------------------------------
+
+    def _reverse(
+        self,
+        timesteps: list[int],
+        y_t: torch.Tensor,
+        *,
+        x_t: torch.Tensor | None = None,
+        condition: torch.Tensor | None = None,
+        guidance: _Guidance | None = None,
+        generator: torch.Generator | None = None,
+        ddim_eta: float | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Walk ``timesteps`` down to the clean end.
+
+        With ``x_t`` the lesion latent evolves too (paired process) and its one-step estimate
+        is the brain net's condition; otherwise ``condition`` is fixed. Guidance, when given,
+        is applied to y after every step.
+        """
+        eta = self.cfg.sampling.ddim_eta if ddim_eta is None else ddim_eta
+        for t, t_prev in zip(timesteps, [*timesteps[1:], -1]):
+            if x_t is not None:
+                eps_x = self._eps(self.networks.lesion, x_t, y_t, t)
+                x_t, condition = self.diffusion.ddim_step(x_t, eps_x, t, t_prev, eta, generator)
+            eps_y = self._eps(self.networks.brain, y_t, condition, t)
+            y_t, y0_hat = self.diffusion.ddim_step(y_t, eps_y, t, t_prev, eta, generator)
+            if guidance is not None:
+                y_t = apply_guidance(y_t, guidance.y0, guidance.weight(y0_hat, t))
+        return y_t, x_t
+
+    def _edit(self, image, mask, y0, condition, guidance, n_samples, seed, t_start, stride, ddim_eta, composite, spacing) -> EditResult:
+        gen = make_generator(seed, self.device)
+        timesteps = self.diffusion.edit_timesteps(t_start, stride or self.cfg.sampling.edit_stride)
+        y0_n = y0.expand(n_samples, *self.cfg.latent_shape)
+        y_t = self.diffusion.add_noise(y0_n, self._noise(n_samples, gen), t_start)
+        y_out, _ = self._reverse(timesteps, y_t, condition=condition, guidance=guidance, generator=gen, ddim_eta=ddim_eta)
+        samples = self._decode(y_out)[:, 0].float().cpu()
+        mean = samples.mean(dim=0)
+        std = samples.std(dim=0, unbiased=True) if n_samples > 1 else None
+        region = None
+        if composite and mask is not None:
+            mask_np = self._volume(mask, "mask")[0, 0].cpu().numpy() > 0.5
+            if mask_np.any():
+                original = self._volume(image, "image")[0, 0].cpu().numpy()
+                weight = blend_weight(mask_np, spacing or self.cfg.grid.voxel_size)
+                region = torch.from_numpy(weight)
+                mean = torch.from_numpy(blend(original, mean.numpy(), weight))
+                samples = torch.stack([torch.from_numpy(blend(original, x.numpy(), weight)) for x in samples])
+                std = std * region if std is not None else None
+        return EditResult(image=mean, std=std, samples=samples, region=region)
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _guidance(self, y0, t_start, alpha0, k, acg) -> _Guidance:
+        s = self.cfg.sampling
+        return _Guidance(
+            y0=y0,
+            t_norm=float(t_start),
+            alpha0=s.alpha0 if alpha0 is None else alpha0,
+            k=s.k if k is None else k,
+            acg=acg,
+        )
+
+    def _eps(self, net, z_t: torch.Tensor, condition: torch.Tensor, t: int) -> torch.Tensor:
+        timesteps = torch.full((z_t.shape[0],), t, device=self.device, dtype=torch.long)
+        with autocast(self.device):
+            eps = net(torch.cat([z_t, condition], dim=1), timesteps)
+        return eps.float()
+
+    def _noise(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.randn((n, *self.cfg.latent_shape), generator=generator, device=self.device)
+
+    def _decode(self, latent: torch.Tensor) -> torch.Tensor:
+        with autocast(self.device):
+            volume = self.networks.decode(latent)
+        return volume.float().clamp(0, 1)
+
+    def _volume(self, array, what: str) -> torch.Tensor:
+        """A (grid) or (1, grid) or (1, 1, grid) array -> (1, 1, grid) float32 on the device."""
+        tensor = torch.as_tensor(np.asarray(array) if not torch.is_tensor(array) else array).float()
+        grid = tuple(self.cfg.grid.shape)
+        squeezed = tensor.reshape(tensor.shape[-3:]) if tensor.dim() > 3 and tensor.numel() == np.prod(grid) else tensor
+        if tuple(squeezed.shape) != grid:
+            raise ValueError(f"{what} has shape {tuple(tensor.shape)}; the model grid is {grid}")
+        if not torch.isfinite(squeezed).all():
+            raise ValueError(f"{what} contains NaN or Inf voxels")
+        return squeezed.reshape(1, 1, *grid).to(self.device)
