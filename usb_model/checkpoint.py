@@ -4,7 +4,10 @@ A checkpoint is a directory::
 
     config.json          the USBConfig the networks were built from
     model.safetensors    every tensor of USBNetworks (autoencoder.*, lesion.*, brain.*, latent_scale)
-    meta.json            package version, latent scale, training-data description, free notes
+    meta.json            package version, latent scale, training-data description, free notes,
+                         and ``grid_affine``: the model grid's voxel-to-world (RAS mm) matrix
+    template.safetensors the template the model was trained in (``t1w``, ``brain_mask``) on the
+                         model grid: what the BIDS App registers participants to
 
 Nested states that are not plain ``state_dict``s (optimizers, schedulers, counters) go through
 ``save_state``/``load_state``: tensors into safetensors, everything else into JSON.
@@ -33,6 +36,7 @@ from .networks import USBNetworks
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "meta.json"
+TEMPLATE_FILE = "template.safetensors"
 
 
 class CheckpointError(ValueError):
@@ -45,8 +49,14 @@ def save_checkpoint(
     *,
     training_data: dict[str, Any] | None = None,
     notes: dict[str, Any] | None = None,
+    template: dict[str, Any] | None = None,
     overwrite: bool = True,
 ) -> Path:
+    """Write a checkpoint directory atomically.
+
+    ``template``: ``{"t1w": array, "brain_mask": array, "affine": 4x4}`` on the model grid;
+    a checkpoint without one can sample but cannot serve the BIDS App.
+    """
     directory = Path(directory)
     if directory.exists() and not overwrite:
         raise FileExistsError(f"checkpoint directory {directory} exists; pass overwrite=True to replace it")
@@ -59,12 +69,17 @@ def save_checkpoint(
         "training_data": training_data or {},
         "notes": notes or {},
     }
+    if template is not None:
+        meta["grid_affine"] = [[float(v) for v in row] for row in template["affine"]]
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in networks.state_dict().items()}
 
     def write(tmp: Path) -> None:
         networks.cfg.to_json(tmp / CONFIG_FILE)
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"package_version": __version__})
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        if template is not None:
+            arrays = {k: torch.as_tensor(template[k]).float().contiguous() for k in ("t1w", "brain_mask")}
+            save_file(arrays, str(tmp / TEMPLATE_FILE))
 
     atomic_directory(directory, write)
     return directory
@@ -114,6 +129,21 @@ def load_weights(module: torch.nn.Module, tensors: dict[str, torch.Tensor], sour
 def read_meta(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / META_FILE
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def load_template_arrays(directory: str | Path) -> dict[str, Any]:
+    """The template stored with a checkpoint: ``t1w`` and ``brain_mask`` arrays and ``affine``."""
+    directory = Path(directory)
+    meta = read_meta(directory)
+    if not (directory / TEMPLATE_FILE).is_file() or "grid_affine" not in meta:
+        raise CheckpointError(f"checkpoint {directory} carries no template ({TEMPLATE_FILE} and grid_affine); save it with template=...")
+    try:
+        arrays = load_file(str(directory / TEMPLATE_FILE))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{directory / TEMPLATE_FILE} is not a readable safetensors file: {exc}") from exc
+    out: dict[str, Any] = {k: v.numpy() for k, v in arrays.items()}
+    out["affine"] = torch.tensor(meta["grid_affine"], dtype=torch.float64).numpy()
+    return out
 
 
 def checkpoint_sha256(directory: str | Path) -> str:

@@ -1,0 +1,82 @@
+"""Checking an anatomical image and its lesion mask together, before preprocessing.
+
+A mask on the image's own grid is used as is. A mask on another grid of the same space (its
+voxels fall inside the head) is resampled with nearest neighbour onto the image's grid, with a
+warning. A mask that lies outside the head once placed in world coordinates, or that names
+another template space, is in another space: that is an error (65), since guessing a
+registration for it would silently heal the wrong place.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from nibabel.processing import resample_from_to
+
+from .errors import DataError
+from .images import load_image, load_mask, same_grid
+
+# At least this share of the mask's voxels must land inside the head for "same space".
+MIN_INSIDE_HEAD = 0.5
+
+
+@dataclass
+class PreparedInputs:
+    anat: nib.Nifti1Image
+    lesion: nib.Nifti1Image | None  # binary uint8 on the anat's grid, or None
+
+
+def _space(path: str | Path) -> str | None:
+    m = re.search(r"_space-([a-zA-Z0-9]+)", Path(path).name)
+    return m.group(1) if m else None
+
+
+def prepare_inputs(anat_path: str | Path, mask_path: str | Path | None, task: str) -> PreparedInputs:
+    anat = load_image(anat_path, "image")
+    if mask_path is None:
+        if task == "embed":
+            raise DataError(f"{anat_path}: embedding needs a lesion mask; pass --lesion-mask FILE or --lesion-from")
+        return PreparedInputs(anat, None)
+    if _space(mask_path) != _space(anat_path):
+        raise DataError(
+            f"{mask_path}: the lesion mask is in space {_space(mask_path) or 'native'} but the image is in "
+            f"{_space(anat_path) or 'native'} space; give a mask on the image's own grid"
+        )
+    mask = load_mask(mask_path)
+    if not same_grid(mask, anat):
+        mask = _resample_mask(mask, anat, mask_path)
+    if not np.asanyarray(mask.dataobj).any():
+        if task == "embed":
+            raise DataError(f"{mask_path}: the lesion mask is empty; embedding needs at least one lesion voxel")
+        warnings.warn(f"{mask_path}: the lesion mask is empty; healing without a mask (the model finds the lesion itself)", stacklevel=2)
+        return PreparedInputs(anat, None)
+    return PreparedInputs(anat, mask)
+
+
+def _resample_mask(mask: nib.Nifti1Image, anat: nib.Nifti1Image, mask_path) -> nib.Nifti1Image:
+    data = np.asanyarray(mask.dataobj) > 0
+    if data.any():
+        idx = np.argwhere(data)
+        world = nib.affines.apply_affine(mask.affine, idx)
+        vox = np.rint(nib.affines.apply_affine(np.linalg.inv(anat.affine), world)).astype(int)
+        inside = np.all((vox >= 0) & (vox < np.array(anat.shape[:3])), axis=1)
+        head = np.asanyarray(anat.dataobj, dtype=np.float32)
+        threshold = 0.05 * float(np.percentile(head[head > 0], 99)) if (head > 0).any() else 0.0
+        in_head = np.zeros(len(vox), bool)
+        in_head[inside] = head[tuple(vox[inside].T)] > threshold
+        if in_head.mean() < MIN_INSIDE_HEAD:
+            raise DataError(
+                f"{mask_path}: only {100 * in_head.mean():.0f}% of the lesion mask falls inside the head once placed "
+                "on the image; it is in another space. Give a mask on the image's own grid"
+            )
+    warnings.warn(f"{mask_path}: the lesion mask is on another grid than its image; resampled with nearest neighbour", stacklevel=3)
+    out = resample_from_to(nib.Nifti1Image(data.astype(np.float32), mask.affine), (anat.shape[:3], anat.affine), order=0)
+    binary = (np.asanyarray(out.dataobj) > 0.5).astype(np.uint8)
+    img = nib.Nifti1Image(binary, anat.affine)
+    img.set_data_dtype(np.uint8)
+    return img

@@ -1,0 +1,1 @@
+"""Thin nipype interfaces: each reads files, calls plain functions, writes files in its cwd."""

@@ -1,0 +1,72 @@
+"""Back to the participant's own grid: the composite, the edit region, the uncertainty map."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, isdefined, traits
+
+from .. import preprocessing as prep
+from ..images import load_image
+from ..native import to_native_edit
+
+
+class _NativeInputSpec(BaseInterfaceInputSpec):
+    anat = File(exists=True, mandatory=True, desc="the input as found in the dataset")
+    edited = File(exists=True, mandatory=True)
+    image_model = File(exists=True, mandatory=True, desc="the model-grid input the edit started from")
+    transform = File(exists=True, mandatory=True)
+    scale = traits.Float(mandatory=True)
+    bias_field = File(exists=True, mandatory=True, desc="N4 field on the RAS grid")
+    lesion_native = File(exists=True, desc="heal: the lesion on the anat's grid")
+    lesion_model = File(exists=True, desc="embed: the lesion drawn, on the model grid")
+    uncertainty = File(exists=True)
+
+
+class _NativeOutputSpec(TraitedSpec):
+    out_file = File(exists=True)
+    edit_region = File(exists=True)
+    lesion_native = File(desc="the lesion (heal: as given; embed: as drawn) on the anat's grid")
+    uncertainty = File()
+
+
+class ToNative(SimpleInterface):
+    input_spec = _NativeInputSpec
+    output_spec = _NativeOutputSpec
+
+    def _run_interface(self, runtime):
+        cwd = Path(runtime.cwd)
+        original = load_image(self.inputs.anat)
+        reg = prep.Registration(Path(self.inputs.transform))
+        lesion = None
+        if isdefined(self.inputs.lesion_native):
+            lesion = np.asanyarray(nib.load(self.inputs.lesion_native).dataobj) > 0
+        elif isdefined(self.inputs.lesion_model):
+            moved = prep.to_native(nib.load(self.inputs.lesion_model), original, reg, "nearestNeighbor")
+            lesion = np.asanyarray(moved.dataobj) > 0.5
+        edit = to_native_edit(
+            original,
+            nib.load(self.inputs.edited),
+            nib.load(self.inputs.image_model),
+            reg,
+            self.inputs.scale,
+            nib.load(self.inputs.bias_field),
+            lesion,
+        )
+        nib.save(edit.image, str(cwd / "edited_native.nii.gz"))
+        nib.save(edit.region, str(cwd / "edit_region_native.nii.gz"))
+        self._results["out_file"] = str(cwd / "edited_native.nii.gz")
+        self._results["edit_region"] = str(cwd / "edit_region_native.nii.gz")
+        if lesion is not None:
+            img = nib.Nifti1Image(lesion.astype(np.uint8), original.affine)
+            img.set_data_dtype(np.uint8)
+            nib.save(img, str(cwd / "lesion_native.nii.gz"))
+            self._results["lesion_native"] = str(cwd / "lesion_native.nii.gz")
+        if isdefined(self.inputs.uncertainty):
+            std = prep.to_native(nib.load(self.inputs.uncertainty), original, reg)
+            data = np.asanyarray(std.dataobj, dtype=np.float32) * self.inputs.scale * edit.weight
+            nib.save(nib.Nifti1Image(data, original.affine), str(cwd / "uncertainty_native.nii.gz"))
+            self._results["uncertainty"] = str(cwd / "uncertainty_native.nii.gz")
+        return runtime

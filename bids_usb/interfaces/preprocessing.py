@@ -1,0 +1,221 @@
+"""Interfaces for the preprocessing steps (logic in bids_usb.preprocessing and .inputs)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from nipype.interfaces.base import BaseInterfaceInputSpec, Directory, File, SimpleInterface, TraitedSpec, isdefined, traits
+
+from .. import inputs as inp
+from .. import preprocessing as prep
+from ..model import TEMPLATE_SPACE, ModelBundle
+
+
+def _save(img: nib.Nifti1Image, cwd: str, name: str) -> str:
+    path = str(Path(cwd) / name)
+    nib.save(img, path)
+    return path
+
+
+class _ModelTemplateInputSpec(BaseInterfaceInputSpec):
+    model_dir = Directory(exists=True, mandatory=True)
+
+
+class _ModelTemplateOutputSpec(TraitedSpec):
+    template = File(exists=True)
+    template_mask = File(exists=True)
+
+
+class ModelTemplate(SimpleInterface):
+    """The model's template and brain mask (stored in the checkpoint) as NIfTI files."""
+
+    input_spec = _ModelTemplateInputSpec
+    output_spec = _ModelTemplateOutputSpec
+
+    def _run_interface(self, runtime):
+        bundle = ModelBundle.open(self.inputs.model_dir)
+        self._results["template"] = _save(bundle.template_image(), runtime.cwd, "template.nii.gz")
+        self._results["template_mask"] = _save(bundle.template_mask(), runtime.cwd, "template_mask.nii.gz")
+        return runtime
+
+
+class _PrepareInputSpec(BaseInterfaceInputSpec):
+    anat = File(exists=True, mandatory=True, desc="the T1w (or FLAIR) as found in the dataset")
+    lesion_mask = File(exists=True, desc="a lesion mask on the anat's grid or in the same space")
+    task = traits.Enum("heal", "embed", usedefault=True)
+
+
+class _PrepareOutputSpec(TraitedSpec):
+    anat_ras = File(exists=True)
+    lesion_ras = File(desc="the lesion mask on the anat's RAS grid (absent when there is none)")
+    lesion_native = File(desc="the lesion mask on the anat's own grid, binary uint8")
+    warnings = traits.List(traits.Str)
+
+
+class PrepareInputs(SimpleInterface):
+    """Check the anat and mask, bring the mask onto the anat's grid, reorient both to RAS."""
+
+    input_spec = _PrepareInputSpec
+    output_spec = _PrepareOutputSpec
+
+    def _run_interface(self, runtime):
+        mask = self.inputs.lesion_mask if isdefined(self.inputs.lesion_mask) else None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            prepared = inp.prepare_inputs(self.inputs.anat, mask, self.inputs.task)
+        self._results["warnings"] = [str(w.message) for w in caught]
+        for w in caught:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        self._results["anat_ras"] = _save(prep.reorient_to_ras(prepared.anat), runtime.cwd, "anat_ras.nii.gz")
+        if prepared.lesion is not None:
+            self._results["lesion_native"] = _save(prepared.lesion, runtime.cwd, "lesion_native.nii.gz")
+            self._results["lesion_ras"] = _save(prep.reorient_to_ras(prepared.lesion), runtime.cwd, "lesion_ras.nii.gz")
+        return runtime
+
+
+class _BiasInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True)
+
+
+class _BiasOutputSpec(TraitedSpec):
+    out_file = File(exists=True)
+    bias_field = File(exists=True)
+
+
+class BiasCorrect(SimpleInterface):
+    """N4 bias-field correction (ANTs)."""
+
+    input_spec = _BiasInputSpec
+    output_spec = _BiasOutputSpec
+
+    def _run_interface(self, runtime):
+        corrected, bias = prep.bias_correct(nib.load(self.inputs.in_file))
+        self._results["out_file"] = _save(corrected, runtime.cwd, "corrected.nii.gz")
+        self._results["bias_field"] = _save(bias, runtime.cwd, "bias_field.nii.gz")
+        return runtime
+
+
+class _StripInputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True)
+    skull_stripped = traits.Bool(False, usedefault=True, desc="the input is already skull-stripped")
+
+
+class _StripOutputSpec(TraitedSpec):
+    brain_mask = File(exists=True)
+    brain = File(exists=True)
+
+
+class SkullStrip(SimpleInterface):
+    """Brain mask with deepbet, or from the non-zero voxels of an already stripped image."""
+
+    input_spec = _StripInputSpec
+    output_spec = _StripOutputSpec
+
+    def _run_interface(self, runtime):
+        img = nib.load(self.inputs.in_file)
+        mask = prep.nonzero_mask(img) if self.inputs.skull_stripped else prep.skull_strip(img)
+        data = np.asanyarray(img.dataobj, dtype=np.float32) * (np.asanyarray(mask.dataobj) > 0)
+        self._results["brain_mask"] = _save(mask, runtime.cwd, "brain_mask.nii.gz")
+        self._results["brain"] = _save(nib.Nifti1Image(data, img.affine), runtime.cwd, "brain.nii.gz")
+        return runtime
+
+
+class _RegisterInputSpec(BaseInterfaceInputSpec):
+    brain = File(exists=True, mandatory=True)
+    brain_mask = File(exists=True, mandatory=True)
+    lesion_mask = File(exists=True, desc="excluded (dilated) from the registration cost")
+    template = File(exists=True, mandatory=True)
+
+
+class _RegisterOutputSpec(TraitedSpec):
+    transform = File(exists=True, desc="native-to-template affine (ITK .mat)")
+
+
+class RegisterToTemplate(SimpleInterface):
+    """Affine registration of the brain to the model's template, lesion masked out (ANTs)."""
+
+    input_spec = _RegisterInputSpec
+    output_spec = _RegisterOutputSpec
+
+    def _run_interface(self, runtime):
+        brain_mask = nib.load(self.inputs.brain_mask)
+        lesion = nib.load(self.inputs.lesion_mask) if isdefined(self.inputs.lesion_mask) else None
+        cost = prep.cost_mask(brain_mask, lesion)
+        reg = prep.register_to_template(nib.load(self.inputs.brain), nib.load(self.inputs.template), cost, runtime.cwd)
+        self._results["transform"] = str(reg.transform)
+        return runtime
+
+
+class _ToModelInputSpec(BaseInterfaceInputSpec):
+    brain = File(exists=True, mandatory=True)
+    brain_mask = File(exists=True, mandatory=True)
+    lesion_mask = File(exists=True)
+    transform = File(exists=True, mandatory=True)
+    template = File(exists=True, mandatory=True)
+
+
+class _ToModelOutputSpec(TraitedSpec):
+    image = File(exists=True, desc="normalised brain on the model grid, [0, 1]")
+    brain_mask = File(exists=True)
+    lesion_mask = File(desc="lesion on the model grid")
+    scale = traits.Float(desc="native intensity = model intensity x scale x bias")
+
+
+class ToModelGrid(SimpleInterface):
+    """Resample to the model grid through the affine; normalise intensities to [0, 1]."""
+
+    input_spec = _ToModelInputSpec
+    output_spec = _ToModelOutputSpec
+
+    def _run_interface(self, runtime):
+        template = nib.load(self.inputs.template)
+        reg = prep.Registration(Path(self.inputs.transform))
+        brain_native = nib.load(self.inputs.brain)
+        mask_native = nib.load(self.inputs.brain_mask)
+        scale = prep.intensity_scale(np.asanyarray(brain_native.dataobj), np.asanyarray(mask_native.dataobj))
+        image = prep.to_template(brain_native, template, reg, "linear")
+        mask = prep.to_template(mask_native, template, reg, "nearestNeighbor")
+        mask_np = (np.asanyarray(mask.dataobj) > 0.5).astype(np.uint8)
+        data = prep.normalise(np.asanyarray(image.dataobj), mask_np, scale)
+        self._results["image"] = _save(nib.Nifti1Image(data, template.affine), runtime.cwd, "image_model.nii.gz")
+        self._results["brain_mask"] = _save(nib.Nifti1Image(mask_np, template.affine), runtime.cwd, "brain_mask_model.nii.gz")
+        self._results["scale"] = scale
+        if isdefined(self.inputs.lesion_mask):
+            lesion = prep.to_template(nib.load(self.inputs.lesion_mask), template, reg, "nearestNeighbor")
+            lesion_np = (np.asanyarray(lesion.dataobj) > 0.5).astype(np.uint8)
+            self._results["lesion_mask"] = _save(nib.Nifti1Image(lesion_np, template.affine), runtime.cwd, "lesion_model.nii.gz")
+        return runtime
+
+
+class _TemplateMaskInputSpec(BaseInterfaceInputSpec):
+    mask = File(exists=True, mandatory=True, desc="a lesion mask in the template's space, any grid")
+    template = File(exists=True, mandatory=True)
+
+
+class _TemplateMaskOutputSpec(TraitedSpec):
+    lesion_mask = File(exists=True)
+
+
+class TemplateMaskToModel(SimpleInterface):
+    """A template-space lesion mask (any grid) onto the model grid, by world coordinates."""
+
+    input_spec = _TemplateMaskInputSpec
+    output_spec = _TemplateMaskOutputSpec
+
+    def _run_interface(self, runtime):
+        from nibabel.processing import resample_from_to
+
+        from ..errors import DataError
+        from ..images import load_mask
+
+        template = nib.load(self.inputs.template)
+        mask = load_mask(self.inputs.mask)
+        moved = resample_from_to(nib.Nifti1Image(np.asanyarray(mask.dataobj).astype(np.float32), mask.affine), template, order=0)
+        data = (np.asanyarray(moved.dataobj) > 0.5).astype(np.uint8)
+        if not data.any():
+            raise DataError(f"{self.inputs.mask}: no lesion voxel falls on the model grid; is the mask in {TEMPLATE_SPACE} space?")
+        self._results["lesion_mask"] = _save(nib.Nifti1Image(data, template.affine), runtime.cwd, "lesion_model.nii.gz")
+        return runtime

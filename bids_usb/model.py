@@ -1,0 +1,105 @@
+"""Finding and opening the USB checkpoint a run uses, with errors a user can act on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+import usb_model
+from usb_model.checkpoint import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    CheckpointError,
+    checkpoint_sha256,
+    load_checkpoint,
+    load_template_arrays,
+    read_meta,
+)
+from usb_model.config import USBConfig
+
+from .errors import DataError, NoInput
+
+BUNDLED_MODELS = Path(usb_model.__file__).resolve().parent / "resources" / "models"
+DEFAULT_MODEL_NAME = "demo"
+# The template space every checkpoint of this project lives in (nilearn's MNI ICBM 2009a sym).
+TEMPLATE_SPACE = "MNI152NLin2009aSym"
+
+
+def default_model_dir() -> Path:
+    return BUNDLED_MODELS / DEFAULT_MODEL_NAME
+
+
+@dataclass
+class ModelBundle:
+    """A checkpoint directory, checked on open: config, weights digest and its template."""
+
+    path: Path
+
+    @classmethod
+    def open(cls, path: str | Path | None) -> "ModelBundle":
+        path = Path(path) if path is not None else default_model_dir()
+        if not path.is_dir():
+            if path == default_model_dir():
+                raise NoInput(f"no bundled model at {path}: this installation has no trained demo model yet; pass --model DIR with a USB checkpoint")
+            raise NoInput(f"--model {path}: no such directory; pass the directory that holds {CONFIG_FILE} and {WEIGHTS_FILE}")
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            if not (path / name).is_file():
+                raise NoInput(f"--model {path}: {name} is missing; this is not a complete USB checkpoint")
+        bundle = cls(path)
+        try:
+            bundle.config  # noqa: B018 - parse now, fail early
+            bundle.template
+        except CheckpointError as exc:
+            raise DataError(f"--model {path}: {exc}") from exc
+        return bundle
+
+    @cached_property
+    def config(self) -> USBConfig:
+        try:
+            return USBConfig.from_json(self.path / CONFIG_FILE)
+        except (ValueError, TypeError) as exc:
+            raise CheckpointError(f"{self.path / CONFIG_FILE} is not a valid USB config: {exc}") from exc
+
+    @cached_property
+    def meta(self) -> dict:
+        return read_meta(self.path)
+
+    @property
+    def contrast(self) -> str:
+        return self.config.grid.contrast
+
+    @cached_property
+    def sha256(self) -> str:
+        return checkpoint_sha256(self.path)
+
+    @cached_property
+    def template(self) -> dict:
+        return load_template_arrays(self.path)
+
+    def template_image(self) -> nib.Nifti1Image:
+        t = self.template
+        img = nib.Nifti1Image(np.asarray(t["t1w"], dtype=np.float32), t["affine"])
+        img.header.set_xyzt_units("mm", "sec")
+        return img
+
+    def template_mask(self) -> nib.Nifti1Image:
+        t = self.template
+        img = nib.Nifti1Image((np.asarray(t["brain_mask"]) > 0.5).astype(np.uint8), t["affine"])
+        img.set_data_dtype(np.uint8)
+        return img
+
+    def load_networks(self, device="cpu"):
+        try:
+            return load_checkpoint(self.path, device=device)
+        except CheckpointError as exc:
+            raise DataError(f"--model {self.path}: {exc}") from exc
+
+    @property
+    def res_label(self) -> str:
+        """The ``res-`` entity of model-grid outputs, e.g. ``2p5mm`` for 2.5 mm voxels."""
+        size = self.config.grid.voxel_size[0]
+        return (f"{size:g}".replace(".", "p")) + "mm"

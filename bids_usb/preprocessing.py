@@ -1,0 +1,180 @@
+"""Preprocessing steps as plain functions on nibabel images (the nipype interfaces wrap these).
+
+Native T1w -> RAS -> N4 bias correction (ANTs) -> skull stripping (deepbet) -> affine
+registration to the model's template with the lesion masked out of the cost (ANTs) ->
+resampling to the model grid and intensity normalisation to [0, 1].
+
+All spatial work goes through ANTs in physical (world) coordinates, so any input orientation,
+obliquity or voxel size maps onto the template and back without special cases.
+"""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import ants
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from usb_model.intensity import brain_scale, normalise_brain
+
+from .errors import DataError
+
+
+def to_ants(img: nib.Nifti1Image) -> "ants.ANTsImage":
+    data = np.asanyarray(img.dataobj).astype(np.float32)
+    float_img = nib.Nifti1Image(data, img.affine)
+    float_img.header.set_xyzt_units("mm", "sec")  # ITK warns on every image without units
+    return ants.from_nibabel_nifti(float_img)
+
+
+def from_ants(img: "ants.ANTsImage", dtype=np.float32) -> nib.Nifti1Image:
+    out = ants.to_nibabel_nifti(img)
+    data = np.asanyarray(out.dataobj).astype(dtype)
+    return nib.Nifti1Image(data, out.affine)
+
+
+def reorient_to_ras(img: nib.Nifti1Image) -> nib.Nifti1Image:
+    """The closest RAS+ voxel order, without resampling (a permutation and flips only)."""
+    return nib.as_closest_canonical(img)
+
+
+def bias_correct(img: nib.Nifti1Image, mask: nib.Nifti1Image | None = None) -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
+    """N4 (ANTs) -> (corrected image, bias field), with ``image = corrected * bias``.
+
+    The bias field is kept: the edit is mapped back to the native scan by multiplying with it,
+    so that filled-in tissue carries the same shading as its surroundings.
+    """
+    image = to_ants(img)
+    if float(image.max()) <= 0:
+        raise DataError("the image is empty (all voxels <= 0)")
+    kwargs = {"shrink_factor": 4, "convergence": {"iters": [50, 50, 30], "tol": 1e-6}}
+    if mask is not None:
+        kwargs["mask"] = to_ants(mask)
+    bias = np.asanyarray(from_ants(ants.n4_bias_field_correction(image, return_bias_field=True, **kwargs)).dataobj)
+    bias = np.where(bias > 1e-6, bias, 1.0).astype(np.float32)
+    data = np.asanyarray(img.dataobj).astype(np.float32)
+    return nib.Nifti1Image(data / bias, img.affine), nib.Nifti1Image(bias, img.affine)
+
+
+@functools.lru_cache(maxsize=1)
+def _deepbet(no_gpu: bool = True):
+    from deepbet.bet import BrainExtraction
+
+    return BrainExtraction(no_gpu=no_gpu)
+
+
+def skull_strip(img: nib.Nifti1Image) -> nib.Nifti1Image:
+    """Brain mask from deepbet (its weights ship in its wheel; no download)."""
+    import torch
+
+    _, mask, _ = _deepbet(not torch.cuda.is_available()).run(img)
+    data = np.asanyarray(mask.dataobj) > 0
+    if not data.any():
+        raise DataError("skull stripping found no brain; is this a T1w image of a head?")
+    out = nib.Nifti1Image(data.astype(np.uint8), img.affine)
+    out.set_data_dtype(np.uint8)
+    return out
+
+
+@dataclass
+class Registration:
+    """An affine from native (moving) to template (fixed) space, as an ANTs/ITK .mat file."""
+
+    transform: Path
+
+
+def register_to_template(
+    brain: nib.Nifti1Image,
+    template: nib.Nifti1Image,
+    cost_mask: nib.Nifti1Image | None,
+    workdir: str | Path,
+) -> Registration:
+    """Affine (ANTs, Mattes MI) of the skull-stripped brain to the template.
+
+    ``cost_mask`` is the brain without the (dilated) lesion: a lesion has no counterpart in the
+    template and would otherwise pull the fit.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    kwargs = {}
+    if cost_mask is not None:
+        kwargs["moving_mask"] = to_ants(cost_mask)
+    result = ants.registration(
+        fixed=to_ants(template),
+        moving=to_ants(brain),
+        type_of_transform="Affine",
+        outprefix=str(workdir / "native_to_template_"),
+        aff_iterations=(1000, 500, 250, 0),
+        aff_shrink_factors=(6, 4, 2, 1),
+        aff_smoothing_sigmas=(3, 2, 1, 0),
+        **kwargs,
+    )
+    return Registration(transform=Path(result["fwdtransforms"][0]))
+
+
+def to_template(img: nib.Nifti1Image, template: nib.Nifti1Image, reg: Registration, interpolator: str = "linear") -> nib.Nifti1Image:
+    moved = ants.apply_transforms(fixed=to_ants(template), moving=to_ants(img), transformlist=[str(reg.transform)], interpolator=interpolator)
+    return from_ants(moved)
+
+
+def to_native(img: nib.Nifti1Image, native: nib.Nifti1Image, reg: Registration, interpolator: str = "linear") -> nib.Nifti1Image:
+    """Template-space image -> the exact native grid (inverse of the affine)."""
+    moved = ants.apply_transforms(
+        fixed=to_ants(native), moving=to_ants(img), transformlist=[str(reg.transform)], whichtoinvert=[True], interpolator=interpolator
+    )
+    return from_ants(moved)
+
+
+def intensity_scale(image: np.ndarray, brain: np.ndarray) -> float:
+    """The divisor that maps the brain's intensities to [0, 1] (usb_model.intensity's rule)."""
+    try:
+        return brain_scale(image, brain)
+    except ValueError as exc:
+        raise DataError(f"cannot normalise intensities: {exc}; check the skull stripping and registration in the report") from exc
+
+
+def normalise(image: np.ndarray, brain: np.ndarray, scale: float) -> np.ndarray:
+    return normalise_brain(image, brain, scale)
+
+
+def dilate(mask: np.ndarray, spacing, mm: float) -> np.ndarray:
+    """Binary dilation by a distance in millimetres (anisotropic voxels handled)."""
+    mask = mask > 0
+    if mm <= 0 or not mask.any():
+        return mask
+    return ndimage.distance_transform_edt(~mask, sampling=spacing) <= mm
+
+
+def scratch_dir(base: str | Path | None = None) -> Path:
+    return Path(tempfile.mkdtemp(prefix="bids_usb_", dir=base))
+
+
+def nonzero_mask(img: nib.Nifti1Image) -> nib.Nifti1Image:
+    """The brain of an image that is already skull-stripped: its non-zero voxels, holes filled."""
+    data = np.asanyarray(img.dataobj) > 0
+    if not data.any():
+        raise DataError("the image is empty; it cannot be skull-stripped already")
+    filled = ndimage.binary_fill_holes(data)
+    out = nib.Nifti1Image(filled.astype(np.uint8), img.affine)
+    out.set_data_dtype(np.uint8)
+    return out
+
+
+# The lesion is grown by this much before it is cut out of the registration cost: its rim of
+# oedema or gliosis does not match the template either.
+COST_MASK_DILATION_MM = 3.0
+
+
+def cost_mask(brain_mask: nib.Nifti1Image, lesion: nib.Nifti1Image | None) -> nib.Nifti1Image:
+    brain = np.asanyarray(brain_mask.dataobj) > 0
+    if lesion is not None:
+        grown = dilate(np.asanyarray(lesion.dataobj) > 0, brain_mask.header.get_zooms()[:3], COST_MASK_DILATION_MM)
+        brain = brain & ~grown
+    out = nib.Nifti1Image(brain.astype(np.uint8), brain_mask.affine)
+    out.set_data_dtype(np.uint8)
+    return out
