@@ -73,13 +73,14 @@ def write_participant_outputs(
     put_nifti(role="preproc", img=nib.Nifti1Image(np.asanyarray(preproc.dataobj, dtype=np.float32), original.affine), suffix_=suffix, desc="preproc",
               meta={"SkullStripped": False, "Sources": [src], "Description": "N4 bias-field corrected input."})
     space = {"space": TEMPLATE_SPACE, "resolution": res_label}
+    grid = {"Resolution": f"The USB model grid ({res_label.replace('p', '.')} voxels) in {TEMPLATE_SPACE}"}
     put_nifti(role="preproc_model", img=nib.load(files["image_model"]), suffix_=suffix, desc="preproc", **space,
-              meta={"SkullStripped": True, "Sources": [src], "Description": "The input on the model grid as USB saw it: bias-corrected, skull-stripped, affinely registered, intensities normalised to [0, 1]."})
+              meta={**grid, "SkullStripped": True, "Sources": [src], "Description": "The input on the model grid as USB saw it: bias-corrected, skull-stripped, affinely registered, intensities normalised to [0, 1]."})
     put_nifti(role="edited_model", img=nib.load(files["edited_model"]), suffix_=suffix, desc=desc, **space,
-              meta={"SkullStripped": True, "Sources": [src], "USB": usb_meta, "Description": "USB's output on the model grid (before the native composite)."})
+              meta={**grid, "SkullStripped": True, "Sources": [src], "USB": usb_meta, "Description": "USB's output on the model grid (before the native composite)."})
     if files.get("lesion_model"):
         put_nifti(role="lesion_model", img=nib.load(files["lesion_model"]), suffix_="mask", desc="lesion", **space,
-                  meta={"Type": "Lesion", "Sources": sources})
+                  meta={**grid, "Type": "Lesion", "Sources": sources})
     xfm = d.derivative_path(output_dir, entities, "xfm", ".mat", **{"from": suffix, "to": TEMPLATE_SPACE, "mode": "image"})
     xfm.parent.mkdir(parents=True, exist_ok=True)
     d._atomic(xfm, lambda tmp: shutil.copyfile(files["transform"], tmp))

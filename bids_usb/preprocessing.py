@@ -138,8 +138,8 @@ def intensity_scale(image: np.ndarray, brain: np.ndarray) -> float:
         raise DataError(f"cannot normalise intensities: {exc}; check the skull stripping and registration in the report") from exc
 
 
-def normalise(image: np.ndarray, brain: np.ndarray, scale: float) -> np.ndarray:
-    return normalise_brain(image, brain, scale)
+def normalise(image: np.ndarray, brain: np.ndarray, scale: float, contrast: str = "T1w") -> np.ndarray:
+    return normalise_brain(image, brain, scale, contrast)
 
 
 def dilate(mask: np.ndarray, spacing, mm: float) -> np.ndarray:

@@ -11,6 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 NORMALISATION_PERCENTILE = 99.5
+# Where that percentile lands, per contrast. FLAIR keeps headroom above normal tissue for the
+# bright lesions it is used to show (usb_model.synth scales its FLAIR brains the same way).
+TOP = {"T1w": 1.0, "FLAIR": 0.75}
 
 
 def brain_scale(image: np.ndarray, brain: np.ndarray, percentile: float = NORMALISATION_PERCENTILE) -> float:
@@ -24,6 +27,8 @@ def brain_scale(image: np.ndarray, brain: np.ndarray, percentile: float = NORMAL
     return scale
 
 
-def normalise_brain(image: np.ndarray, brain: np.ndarray, scale: float | None = None) -> np.ndarray:
+def normalise_brain(image: np.ndarray, brain: np.ndarray, scale: float | None = None, contrast: str = "T1w") -> np.ndarray:
+    """``image / scale * TOP[contrast]`` inside the brain, clipped to [0, 1]; 0 outside."""
     scale = brain_scale(image, brain) if scale is None else scale
-    return np.clip(np.where(np.asarray(brain) > 0, np.asarray(image, dtype=np.float32) / scale, 0.0), 0.0, 1.0).astype(np.float32)
+    scaled = np.asarray(image, dtype=np.float32) / scale * TOP[contrast]
+    return np.clip(np.where(np.asarray(brain) > 0, scaled, 0.0), 0.0, 1.0).astype(np.float32)

@@ -9,6 +9,8 @@ import nibabel as nib
 import numpy as np
 from nipype.interfaces.base import BaseInterfaceInputSpec, Directory, File, SimpleInterface, TraitedSpec, isdefined, traits
 
+from usb_model.intensity import TOP
+
 from .. import inputs as inp
 from .. import preprocessing as prep
 from ..model import TEMPLATE_SPACE, ModelBundle
@@ -155,6 +157,7 @@ class _ToModelInputSpec(BaseInterfaceInputSpec):
     lesion_mask = File(exists=True)
     transform = File(exists=True, mandatory=True)
     template = File(exists=True, mandatory=True)
+    contrast = traits.Enum("T1w", "FLAIR", usedefault=True)
 
 
 class _ToModelOutputSpec(TraitedSpec):
@@ -179,10 +182,10 @@ class ToModelGrid(SimpleInterface):
         image = prep.to_template(brain_native, template, reg, "linear")
         mask = prep.to_template(mask_native, template, reg, "nearestNeighbor")
         mask_np = (np.asanyarray(mask.dataobj) > 0.5).astype(np.uint8)
-        data = prep.normalise(np.asanyarray(image.dataobj), mask_np, scale)
+        data = prep.normalise(np.asanyarray(image.dataobj), mask_np, scale, self.inputs.contrast)
         self._results["image"] = _save(nib.Nifti1Image(data, template.affine), runtime.cwd, "image_model.nii.gz")
         self._results["brain_mask"] = _save(nib.Nifti1Image(mask_np, template.affine), runtime.cwd, "brain_mask_model.nii.gz")
-        self._results["scale"] = scale
+        self._results["scale"] = scale / TOP[self.inputs.contrast]
         if isdefined(self.inputs.lesion_mask):
             lesion = prep.to_template(nib.load(self.inputs.lesion_mask), template, reg, "nearestNeighbor")
             lesion_np = (np.asanyarray(lesion.dataobj) > 0.5).astype(np.uint8)

@@ -71,7 +71,7 @@ def init_image_wf(job: ImageJob, bundle: ModelBundle, settings: RunSettings, bid
     n4 = pe.Node(BiasCorrect(), name="bias_correct", n_procs=settings.omp_nthreads)
     strip = pe.Node(SkullStrip(skull_stripped=settings.skull_stripped), name="skull_strip", n_procs=settings.omp_nthreads)
     register = pe.Node(RegisterToTemplate(), name="register", n_procs=settings.omp_nthreads)
-    to_model = pe.Node(ToModelGrid(), name="to_model_grid")
+    to_model = pe.Node(ToModelGrid(contrast=bundle.contrast), name="to_model_grid")
     usb = pe.Node(
         RunUSB(model_dir=str(bundle.path), task=settings.task, params=settings.params, seed=settings.seed, n_samples=settings.n_samples, device=settings.device),
         name="usb",
