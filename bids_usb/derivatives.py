@@ -96,7 +96,7 @@ def dataset_description(bids_dir: Path, container: dict[str, str] | None = None)
     }
 
 
-BIDSIGNORE = "\n".join(["*.html", "*/figures/", "*_xfm.mat", "logs/", ""])
+BIDSIGNORE = "\n".join(["*.html", "**/figures", "*_xfm.mat", "logs/", ""])
 
 
 def init_dataset(output_dir: Path, bids_dir: Path) -> None:

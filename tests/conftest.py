@@ -20,3 +20,22 @@ def tiny_networks(tiny_cfg):
 
     torch.manual_seed(0)
     return USBNetworks(tiny_cfg).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_cfg):
+    """An untrained tiny model with its template: enough for the app's mechanics."""
+    from usb_model.checkpoint import save_checkpoint
+    from usb_model.networks import USBNetworks
+    from usb_model.template import load_template
+
+    torch.manual_seed(0)
+    template = load_template(tiny_cfg.grid)
+    path = tmp_path_factory.mktemp("models") / "tiny"
+    save_checkpoint(
+        USBNetworks(tiny_cfg),
+        path,
+        template={"t1w": template.t1w, "brain_mask": template.brain_mask, "affine": template.affine},
+        training_data={"note": "untrained, for tests"},
+    )
+    return path

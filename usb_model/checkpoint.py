@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -78,7 +79,7 @@ def save_checkpoint(
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"package_version": __version__})
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         if template is not None:
-            arrays = {k: torch.as_tensor(template[k]).float().contiguous() for k in ("t1w", "brain_mask")}
+            arrays = {k: torch.tensor(np.asarray(template[k], dtype=np.float32)) for k in ("t1w", "brain_mask")}
             save_file(arrays, str(tmp / TEMPLATE_FILE))
 
     atomic_directory(directory, write)

@@ -1,0 +1,150 @@
+"""The command line: ``bids_usb bids_dir output_dir {participant,group} [options]``.
+
+Options are spelled as fMRIPrep spells them (both ``-`` and ``_`` forms). Every failure ends
+with one line on stderr, ``bids_usb: error: <file>: <what is wrong>; <the fix>``, and an exit
+code from the BIDS Execution specification (see ``bids_usb.errors``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import click
+
+from usb_model import __version__
+
+from .errors import BidsUsbError, DataError, NoInput, UnknownLevel, UsageError
+
+LEVELS = ("participant", "group")
+
+
+def _labels(values: tuple[str, ...], prefix: str) -> list[str] | None:
+    """Repeated flags or space/comma-separated lists; a leading ``sub-``/``ses-`` is dropped."""
+    out = []
+    for value in values:
+        for item in value.replace(",", " ").split():
+            out.append(item[len(prefix):] if item.startswith(prefix) else item)
+    return out or None
+
+
+def _plugin_args(text: str | None) -> dict:
+    if not text:
+        return {}
+    path = Path(text)
+    try:
+        data = json.loads(path.read_text() if path.is_file() else text)
+    except ValueError as exc:
+        raise UsageError(f"--plugin-args {text}: not JSON ({exc}); pass a JSON object or a JSON file") from exc
+    if not isinstance(data, dict):
+        raise UsageError(f"--plugin-args {text}: a JSON object is needed")
+    return data
+
+
+def _mem_gb(text: str | None) -> float | None:
+    if text is None:
+        return None
+    value = text.strip().upper().removesuffix("B")
+    factor = {"G": 1.0, "M": 1 / 1024, "T": 1024.0}.get(value[-1:], None)
+    try:
+        return float(value[:-1]) * factor if factor else float(value)
+    except ValueError as exc:
+        raise UsageError(f"--mem {text}: give an amount such as 16 or 16GB") from exc
+
+
+def _opt(*names, **kw):
+    """An option under both its dashed and underscored spellings, as fMRIPrep accepts."""
+    spelled = []
+    for name in names:
+        spelled.append(name)
+        if name.startswith("--") and "-" in name[2:]:
+            spelled.append("--" + name[2:].replace("-", "_"))
+    return click.option(*spelled, **kw)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("bids_dir", type=click.Path(path_type=Path))
+@click.argument("output_dir", type=click.Path(path_type=Path))
+@click.argument("analysis_level")
+@_opt("--participant-label", multiple=True, help="Participants to process (with or without 'sub-'); repeat the flag or separate by spaces.")
+@_opt("--session-label", multiple=True, help="Sessions to process (with or without 'ses-').")
+@_opt("--bids-filter-file", type=click.Path(path_type=Path, exists=True, dir_okay=False), help="JSON of pybids queries per image kind, as in fMRIPrep ({'t1w': {...}}).")
+@_opt("--skip-bids-validation", is_flag=True, help="Do not run bids-validator-deno on the input dataset.")
+@_opt("-w", "--work-dir", type=click.Path(path_type=Path), help="Where intermediate results are cached (resumable). Default: <output_dir>/../work/bids_usb")
+@_opt("--nprocs", "--nthreads", type=int, default=None, help="Processes nipype may run at once (default: all cores).")
+@_opt("--omp-nthreads", type=int, default=None, help="Threads per process for ANTs and PyTorch.")
+@_opt("--mem", "--mem-gb", "mem", default=None, help="Memory nipype may plan with, e.g. 16GB.")
+@_opt("--task", type=click.Choice(["heal", "embed"]), default="heal", show_default=True, help="heal: lesion -> healthy; embed: draw a lesion into a healthy brain.")
+@_opt("--model", type=click.Path(path_type=Path), default=None, help="USB checkpoint directory (default: the bundled demo model).")
+@_opt("--lesion-masks", type=click.Path(path_type=Path), default=None, help="A BIDS-Derivatives dataset holding lesion masks (Type: Lesion).")
+@_opt("--lesion-mask", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None, help="embed: one lesion mask in the template space (MNI152NLin2009aSym), any grid, drawn into every brain.")
+@_opt("--steps", type=int, default=None, help="Denoising steps of the edit (the stride is t_start // steps).")
+@_opt("--t-start", type=int, default=None, help="Noise level the edit starts from (paper: 300 heal, 500 embed).")
+@_opt("--alpha0", type=float, default=None, help="ACG strength alpha0 (paper: 20).")
+@_opt("--k", "k", type=float, default=None, help="ACG decay k (paper: 0.5).")
+@_opt("--eta", "lcg_eta", type=float, default=None, help="LCG eta for embed (paper: 1).")
+@_opt("--ddim-eta", type=float, default=None, help="DDIM stochasticity (0: deterministic).")
+@_opt("--no-acg", is_flag=True, help="Turn Anatomy Consistency Guidance off (an ablation).")
+@_opt("--n-samples", type=click.IntRange(1, None), default=1, show_default=True, help="Samples per image; > 1 also writes an uncertainty map.")
+@_opt("--seed", type=int, default=0, show_default=True)
+@_opt("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@_opt("--skull-stripped", is_flag=True, help="The inputs are already skull-stripped: skip deepbet.")
+@_opt("--plugin", default=None, help="nipype execution plugin (MultiProc by default; Linear, SLURM, SGE, ...).")
+@_opt("--plugin-args", default=None, help="JSON object (or file) of plugin arguments, e.g. '{\"sbatch_args\": \"-p short\"}'.")
+@click.option("-v", "--verbose", count=True, help="More log output (repeat for more).")
+@click.version_option(__version__, "--version", prog_name="bids_usb")
+def cli(**opts):
+    """USB lesion healing and embedding for BIDS datasets (a BIDS App).
+
+    \b
+    BIDS_DIR        the input dataset (read only: nothing is ever written there)
+    OUTPUT_DIR      where the BIDS-Derivatives dataset is written
+    ANALYSIS_LEVEL  participant | group
+    """
+    level = opts["analysis_level"]
+    if level not in LEVELS:
+        raise UnknownLevel(f"analysis level {level!r} is unknown; use one of: {', '.join(LEVELS)}")
+    _configure_logging(opts["verbose"])
+    if level == "participant":
+        from .run import run_participant
+
+        return run_participant(opts)
+    raise BidsUsbError("the group level (train, metrics, generate) is not available in this version yet")
+
+
+def _configure_logging(verbose: int) -> None:
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    if verbose < 2:
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+    os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        result = cli.main(args=argv, prog_name="bids_usb", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("bids_usb: aborted", err=True)
+        return 130
+    except click.exceptions.ClickException as exc:
+        # click's usage errors (bad option, missing argument) are usage errors: 64, not click's 2.
+        click.echo(f"bids_usb: error: {exc.format_message()}", err=True)
+        return UsageError.exit_code
+    except BidsUsbError as exc:
+        click.echo(f"bids_usb: error: {exc}", err=True)
+        return exc.exit_code
+    return int(result or 0)
+
+
+def entrypoint() -> None:
+    sys.exit(main())
+
+
+__all__ = ["cli", "main", "entrypoint", "DataError", "NoInput"]

@@ -1,0 +1,114 @@
+"""The participant level end to end, on a small synthetic dataset, with an untrained tiny model.
+
+One run covers four grids (RAS, LPS, PIR at 1 x 1 x 5 mm, oblique LAS) and a participant with
+no T1w: outputs must exist, validate, lie on each input's exact grid and equal the input, bit
+for bit, outside the edit region.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from bids_usb.cli import main
+from bids_usb.validation import assert_valid_bids
+from usb_model.synth.bids_writer import write_dataset
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    bids = root / "bids"
+    write_dataset(bids, participants=4, seed=3, n_healthy=0, voxel_size=(1.0, 1.0, 5.0 / 3.0))
+    # A participant with a FLAIR only: a T1w model has nothing to do for it (exit 66, others run).
+    flair = bids / "sub-05" / "anat"
+    flair.mkdir(parents=True)
+    shutil.copy(bids / "sub-01" / "anat" / "sub-01_T1w.nii.gz", flair / "sub-05_FLAIR.nii.gz")
+    participants = (bids / "participants.tsv").read_text().rstrip("\n").split("\n")
+    columns = participants[0].split("\t")
+    participants.append("\t".join(["sub-05"] + ["n/a"] * (len(columns) - 1)))
+    (bids / "participants.tsv").write_text("\n".join(participants) + "\n")
+    return bids
+
+
+def _snapshot(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def run(dataset, tiny_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out") / "usb"
+    work = out.parent / "work"
+    before = _snapshot(dataset)
+    cmd = [sys.executable, "-m", "bids_usb", str(dataset), str(out), "participant", "--model", str(tiny_checkpoint),
+           "-w", str(work), "--steps", "3", "--n-samples", "2", "--nprocs", "2", "--omp-nthreads", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    return {"proc": proc, "out": out, "work": work, "cmd": cmd, "env": env, "before": before}
+
+
+def test_exit_code_and_missing_participant(run):
+    proc = run["proc"]
+    assert proc.returncode == 66, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "sub-05" in proc.stdout + proc.stderr
+    assert str(run["out"] / "sub-01.html") in proc.stdout
+
+
+def test_nothing_is_written_into_the_input(run, dataset):
+    assert _snapshot(dataset) == run["before"]
+
+
+def test_outputs_lie_on_the_input_grid_and_keep_the_outside(run, dataset):
+    out = run["out"]
+    for sub in ("01", "02", "03", "04"):
+        anat = out / f"sub-{sub}" / "anat"
+        source = nib.load(dataset / f"sub-{sub}" / "anat" / f"sub-{sub}_T1w.nii.gz")
+        healed = nib.load(anat / f"sub-{sub}_desc-healed_T1w.nii.gz")
+        region = np.asanyarray(nib.load(anat / f"sub-{sub}_desc-editregion_mask.nii.gz").dataobj) > 0
+        assert healed.shape == source.shape
+        assert np.allclose(healed.affine, source.affine)
+        assert healed.get_data_dtype() == source.get_data_dtype()
+        a, b = np.asanyarray(healed.dataobj), np.asanyarray(source.dataobj)
+        assert region.any() and not region.all()
+        assert np.array_equal(a[~region], b[~region])
+        for suffix in ("desc-lesion_mask", "desc-brain_mask", "desc-preproc_T1w", "desc-uncertainty_T1w"):
+            img = nib.load(anat / f"sub-{sub}_{suffix}.nii.gz")
+            assert img.shape == source.shape and np.allclose(img.affine, source.affine)
+        sidecar = json.loads((anat / f"sub-{sub}_desc-healed_T1w.json").read_text())
+        assert sidecar["SkullStripped"] is False
+        assert sidecar["Sources"][0] == f"bids:raw:sub-{sub}/anat/sub-{sub}_T1w.nii.gz"
+        assert sidecar["USB"]["TStart"] == 300 and sidecar["USB"]["Seed"] == 0 and len(sidecar["USB"]["Model"]["SHA256"]) == 64
+    zooms = nib.load(dataset / "sub-03" / "anat" / "sub-03_T1w.nii.gz").header.get_zooms()
+    assert sorted(round(float(z), 3) for z in zooms) == [1.0, 1.0, 5.0]
+
+
+def test_derivatives_validate(run):
+    assert assert_valid_bids(run["out"]) == []
+    description = json.loads((run["out"] / "dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative" and description["GeneratedBy"][0]["Name"] == "bids_usb"
+
+
+def test_reports_exist(run):
+    for sub in ("01", "02", "03", "04"):
+        assert (run["out"] / f"sub-{sub}.html").is_file()
+    assert not (run["out"] / "sub-05.html").exists()
+
+
+def test_rerun_resumes_from_the_work_directory(run):
+    results = sorted(run["work"].rglob("result_bias_correct.pklz"))
+    assert len(results) == 4
+    stamps = [p.stat().st_mtime_ns for p in results]
+    healed = run["out"] / "sub-01" / "anat" / "sub-01_desc-healed_T1w.nii.gz"
+    first = np.asanyarray(nib.load(healed).dataobj).copy()
+    proc = subprocess.run(run["cmd"] + ["--participant-label", "01"], capture_output=True, text=True, env=run["env"], timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [p.stat().st_mtime_ns for p in results] == stamps  # cached nodes were not run again
+    assert np.array_equal(np.asanyarray(nib.load(healed).dataobj), first)
