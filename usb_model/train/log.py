@@ -1,0 +1,66 @@
+"""The loss log: a TSV with one row per logged step, appended a whole line at a time."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+LOG_COLUMNS = ("stage", "step", "loss", "recon", "kl", "adv", "perceptual", "disc", "lr", "seconds")
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def append_log(path: Path, row: dict[str, Any]) -> None:
+    """One line per write, flushed and synced, so a crash leaves whole lines only."""
+    new = not path.is_file() or path.stat().st_size == 0
+    line = "\t".join(_format(row.get(c)) for c in LOG_COLUMNS) + "\n"
+    with open(path, "a") as fh:
+        fh.write(("\t".join(LOG_COLUMNS) + "\n" if new else "") + line)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_log(path: str | Path) -> list[dict[str, Any]]:
+    """The log as dicts (numbers parsed, empty cells None), e.g. to plot training curves."""
+    lines = Path(path).read_text().splitlines()
+    if not lines:
+        return []
+    header = lines[0].split("\t")
+    rows = []
+    for line in lines[1:]:
+        cells = dict(zip(header, line.split("\t")))
+        row: dict[str, Any] = {}
+        for key, cell in cells.items():
+            if key == "stage":
+                row[key] = cell
+            elif key == "step":
+                row[key] = int(cell)
+            else:
+                row[key] = float(cell) if cell else None
+        rows.append(row)
+    return rows
+
+
+def truncate_log(path: Path, progress: dict[str, int]) -> None:
+    """Drop rows logged after the saved state (a crash between a save and the next one)."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    if not lines:
+        return
+    kept = [lines[0]]
+    for line in lines[1:]:
+        cells = line.rstrip("\n").split("\t")
+        if len(cells) == len(LOG_COLUMNS) and cells[0] in progress and int(cells[1]) <= progress[cells[0]]:
+            kept.append(line)
+    if len(kept) != len(lines):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(kept))
+        os.replace(tmp, path)

@@ -1,0 +1,176 @@
+"""The training objectives (paper eq. 10-11 and the autoencoder's) as pure functions, plus the
+networks that exist only for training: the PatchGAN discriminator and the offline-only LPIPS.
+
+Pure functions of explicit noise and timesteps, so tests can evaluate them on fixed draws.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from monai.losses import PatchAdversarialLoss, PerceptualLoss
+from monai.networks.nets import PatchDiscriminator
+from torch import nn
+
+from ..config import USBConfig
+from ..diffusion import Diffusion
+
+# torchvision file names of the LPIPS backbones (cached by torch.hub under checkpoints/).
+_BACKBONE_FILES = {"alex": "alexnet-owt-*.pth", "vgg": "vgg16-*.pth", "squeeze": "squeezenet1_1-*.pth"}
+
+
+def kl_divergence(z_mu: torch.Tensor, z_sigma: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, sigma^2) || N(0, 1)) summed over a sample's latent, averaged over the batch."""
+    kl = 0.5 * (z_mu.pow(2) + z_sigma.pow(2) - torch.log(z_sigma.pow(2)) - 1)
+    return kl.flatten(1).sum(1).mean()
+
+
+def autoencoder_loss(
+    x: torch.Tensor,
+    recon: torch.Tensor,
+    z_mu: torch.Tensor,
+    z_sigma: torch.Tensor,
+    cfg: USBConfig,
+    discriminator: nn.Module | None = None,
+    perceptual: nn.Module | None = None,
+    adversarial: PatchAdversarialLoss | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The generator side of the VAE objective; returns the total and its terms for the log."""
+    tr = cfg.training
+    recon_loss = F.mse_loss(recon.float(), x.float())
+    kl = kl_divergence(z_mu.float(), z_sigma.float())
+    total = recon_loss + tr.vae_kl_weight * kl
+    terms = {"recon": recon_loss.item(), "kl": kl.item()}
+    if discriminator is not None and tr.vae_adv_weight > 0:
+        adversarial = adversarial or PatchAdversarialLoss(criterion="least_squares")
+        adv = adversarial(discriminator(recon)[-1].float(), target_is_real=True, for_discriminator=False)
+        total = total + tr.vae_adv_weight * adv
+        terms["adv"] = adv.item()
+    if perceptual is not None and tr.vae_perceptual_weight > 0:
+        perc = perceptual(recon.float(), x.float())
+        total = total + tr.vae_perceptual_weight * perc
+        terms["perceptual"] = perc.item()
+    terms["loss"] = total.item()
+    return total, terms
+
+
+def discriminator_loss(
+    discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor, adversarial: PatchAdversarialLoss | None = None
+) -> torch.Tensor:
+    """Least-squares PatchGAN loss; real and fake share one forward (one DDP forward per backward)."""
+    adversarial = adversarial or PatchAdversarialLoss(criterion="least_squares")
+    logits = discriminator(torch.cat([fake.detach().to(real.dtype), real]))[-1].float()
+    fake_logits, real_logits = logits.split(fake.shape[0])
+    loss_fake = adversarial(fake_logits, target_is_real=False, for_discriminator=True)
+    loss_real = adversarial(real_logits, target_is_real=True, for_discriminator=True)
+    return 0.5 * (loss_fake + loss_real)
+
+
+def lesion_loss(
+    lesion_net: nn.Module,
+    diffusion: Diffusion,
+    x0: torch.Tensor,
+    y0: torch.Tensor,
+    t: torch.Tensor,
+    eps_x: torch.Tensor,
+    eps_y: torch.Tensor,
+) -> torch.Tensor:
+    """Eq. (10): predict the mask latent's noise from ``[x_t, y_t]`` (y_t: the noisy brain, same t)."""
+    x_t = diffusion.add_noise(x0, eps_x, t)
+    y_t = diffusion.add_noise(y0, eps_y, t)
+    pred = lesion_net(torch.cat([x_t, y_t], dim=1), t)
+    return F.mse_loss(pred.float(), eps_x)
+
+
+@torch.no_grad()
+def brain_inputs(
+    frozen_lesion_net: nn.Module,
+    diffusion: Diffusion,
+    x0: torch.Tensor,
+    y0: torch.Tensor,
+    t: torch.Tensor,
+    eps_x: torch.Tensor,
+    eps_y: torch.Tensor,
+    healthy: torch.Tensor,
+    empty: torch.Tensor,
+    latent_injection: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(y_t, condition)`` for eq. (11).
+
+    Lesioned samples are conditioned on the frozen lesion net's one-step estimate x0_hat from
+    ``[x_t, y_t]``, the same inputs it sees when sampling pairs; healthy samples (``healthy`` is
+    a boolean per sample; ``y0`` must already be their healthy latent) on ``empty`` itself.
+    Latent injection shifts ``y0`` by ``-latent_injection * x0`` (x0 = empty for healthy ones).
+    """
+    pick = healthy.view(-1, *([1] * (x0.dim() - 1)))
+    x0 = torch.where(pick, empty.expand_as(x0), x0)
+    if latent_injection:
+        y0 = y0 - latent_injection * x0
+    x_t = diffusion.add_noise(x0, eps_x, t)
+    y_t = diffusion.add_noise(y0, eps_y, t)
+    eps_x_hat = frozen_lesion_net(torch.cat([x_t, y_t], dim=1), t).float()
+    x0_hat = diffusion.predict_x0(x_t, eps_x_hat, t)
+    return y_t, torch.where(pick, empty.expand_as(x0_hat), x0_hat)
+
+
+def brain_loss(
+    brain_net: nn.Module, y_t: torch.Tensor, condition: torch.Tensor, t: torch.Tensor, eps_y: torch.Tensor, sigmoid_weighting: bool = False
+) -> torch.Tensor:
+    """Eq. (11): predict the brain latent's noise from ``[y_t, condition]``; optional sigmoid(cond) weights."""
+    pred = brain_net(torch.cat([y_t, condition], dim=1), t)
+    err = (pred.float() - eps_y).pow(2)
+    if sigmoid_weighting:
+        err = err * torch.sigmoid(condition)
+    return err.mean()
+
+
+def build_discriminator(cfg: USBConfig) -> PatchDiscriminator:
+    """3D PatchGAN with 3 layers, as wide as the autoencoder's first level."""
+    return PatchDiscriminator(
+        spatial_dims=3,
+        channels=cfg.autoencoder.channels[0],
+        in_channels=1,
+        out_channels=1,
+        num_layers_d=3,
+        norm="INSTANCE",
+    )
+
+
+def perceptual_weights_available(network_type: str = "alex") -> tuple[bool, str]:
+    """Whether 2.5D LPIPS can be built from files already on disk; never touches the network.
+
+    LPIPS needs the ``lpips`` package (its linear heads ship inside it) and torchvision's
+    backbone weights in the torch hub cache. Returns (available, reason if not).
+    """
+    for package in ("lpips", "torchvision"):
+        if importlib.util.find_spec(package) is None:
+            return False, f"the {package} package is not installed"
+    spec = importlib.util.find_spec("lpips")
+    heads = Path(spec.origin).parent / "weights" / "v0.1" / f"{network_type}.pth"
+    if not heads.is_file():
+        return False, f"LPIPS head weights {heads} are missing"
+    pattern = _BACKBONE_FILES.get(network_type)
+    cache = Path(torch.hub.get_dir()) / "checkpoints"
+    if pattern is None or not any(cache.glob(pattern)):
+        return False, f"the {network_type} backbone weights are not in {cache}"
+    return True, ""
+
+
+def build_perceptual(cfg: USBConfig, device: torch.device, network_type: str = "alex") -> nn.Module | None:
+    """2.5D LPIPS when its weights are on disk, else None with a warning (no download at run time)."""
+    if cfg.training.vae_perceptual_weight <= 0:
+        return None
+    ok, reason = perceptual_weights_available(network_type)
+    if not ok:
+        warnings.warn(
+            f"perceptual loss is off because its weights are not available offline ({reason}); "
+            "the autoencoder trains on MSE + KL + adversarial terms only",
+            stacklevel=3,
+        )
+        return None
+    loss = PerceptualLoss(spatial_dims=3, network_type=network_type, is_fake_3d=True, fake_3d_ratio=0.2)
+    return loss.to(device).eval().requires_grad_(False)

@@ -1,0 +1,539 @@
+"""The Trainer: three stages in order, a resumable state on disk, and the public entry points."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+from monai.losses import PatchAdversarialLoss
+from torch import nn
+
+from ..checkpoint import atomic_directory, load_state, load_weights, save_checkpoint, save_state
+from ..config import USBConfig
+from ..device import autocast, make_generator
+from ..diffusion import Diffusion, sample_timesteps
+from ..networks import USBNetworks
+from . import losses
+from .data import _first_items, _is_map_style, _mix, batches, chunks, collate_triplets
+from .distributed import Distributed, setup_distributed
+from .ema import EMA
+from .log import append_log, truncate_log
+from .losses import autoencoder_loss, brain_inputs, brain_loss, build_discriminator, discriminator_loss, lesion_loss
+
+STAGES = ("autoencoder", "lesion", "brain")
+STATE_DIR = "state"
+STATE_NAME = "trainer"
+CHECKPOINT_DIR = "checkpoint"
+LOG_FILE = "log.tsv"
+STATE_FORMAT = "usb-train-state/1"
+# Sections whose change would make saved weights meaningless; training settings may change.
+_ARCHITECTURE = ("grid", "autoencoder", "denoiser", "schedule")
+
+
+@torch.no_grad()
+def latent_std(autoencoder: nn.Module, images: Iterable[torch.Tensor], ctx: Distributed | None = None) -> float:
+    """Standard deviation of the unscaled posterior means of ``images`` (batches (N, 1, *grid)).
+
+    Sums are in float64 and all-reduced across ranks, so every rank gets the same value.
+    """
+    ctx = ctx or Distributed()
+    sums = torch.zeros(3, dtype=torch.float64, device=ctx.device)
+    for volume in images:
+        z_mu, _ = autoencoder.encode(volume.to(ctx.device))
+        z = z_mu.double()
+        sums += torch.stack([torch.tensor(float(z.numel()), dtype=torch.float64, device=z.device), z.sum(), z.pow(2).sum()])
+    count, total, squares = ctx.all_sum(sums).tolist()
+    if count == 0:
+        raise ValueError("no training images to compute the latent scale from")
+    variance = squares / count - (total / count) ** 2
+    return math.sqrt(max(variance, 0.0))
+
+
+@dataclass
+class _StepRandom:
+    """The random sources of one step: a CPU generator for small draws, one on the device for noise."""
+
+    cpu: torch.Generator
+    device: torch.Generator
+
+
+class Trainer:
+    """Runs the three stages in order and keeps everything a resume needs.
+
+    ``dataset`` is any map-style dataset or iterable of {"healthy", "lesioned", "mask"} dicts of
+    float tensors (1, *grid) in [0, 1]. ``cfg.training.batch_size`` is per process; a step is one
+    optimizer update on ``batch_size * world_size`` samples. ``networks`` (optional) gives initial
+    weights, e.g. a pretrained autoencoder, and is trained in place; a resumed state overrides it.
+
+    The brain stage draws its healthy samples itself (Bernoulli(``healthy_fraction``) per sample:
+    the item's "healthy" image as target, the empty condition); items that are healthy in the
+    dataset (empty mask) otherwise go through the lesion path like any other, so the brain net
+    also sees the lesion net's estimate of "no lesion", as in paired generation.
+    """
+
+    def __init__(
+        self,
+        cfg: USBConfig,
+        dataset: Any,
+        out_dir: str | Path,
+        *,
+        device: str | torch.device | None = None,
+        seed: int = 0,
+        networks: USBNetworks | None = None,
+        log_every: int = 10,
+        save_every: int = 100,
+        num_workers: int = 0,
+        latent_scale_samples: int = 64,
+        perceptual_network: str = "alex",
+        training_data: dict[str, Any] | None = None,
+        template: dict[str, Any] | str | None = "mni",
+    ):
+        if seed < 0:
+            raise ValueError("seed must be a non-negative integer")
+        self.cfg, self.dataset, self.out_dir = cfg, dataset, Path(out_dir)
+        self.seed, self.log_every, self.save_every = int(seed), max(1, log_every), max(1, save_every)
+        self.num_workers, self.latent_scale_samples = num_workers, latent_scale_samples
+        self.perceptual_network = perceptual_network
+        self.training_data = training_data or _describe(dataset)
+        self._template_spec, self._template = template, None
+        self.ctx = setup_distributed(device)
+        self.device = self.ctx.device
+        self.diffusion = Diffusion(cfg.schedule)
+        self.networks, self.discriminator = self._build(networks)
+        self.ema = {name: EMA(getattr(self.networks, name), cfg.training.ema_decay) for name in ("lesion", "brain")}
+        self.optimizers = self._build_optimizers()
+        self.adversarial = PatchAdversarialLoss(criterion="least_squares")
+        self.progress = {stage: 0 for stage in STAGES}
+        self.seconds = {stage: 0.0 for stage in STAGES}
+        self.latent_scale_done = False
+        self._saved: tuple | None = None  # the position last written to disk
+        self._wrapped: dict[str, nn.Module] = {}  # the DDP (or plain) modules of the running stage
+        self.perceptual: nn.Module | None = None
+        self._empty: torch.Tensor | None = None
+
+    # -- construction ---------------------------------------------------------------------------
+
+    def _build(self, networks: USBNetworks | None) -> tuple[USBNetworks, nn.Module]:
+        """Same seed on every rank, so ranks start equal even before DDP broadcasts."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            if networks is None:
+                networks = USBNetworks(self.cfg)
+            discriminator = build_discriminator(self.cfg)
+        return networks.to(self.device), discriminator.to(self.device)
+
+    def _build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        tr = self.cfg.training
+        return {
+            "autoencoder": torch.optim.Adam(self.networks.autoencoder.parameters(), lr=tr.vae_lr),
+            "discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=tr.vae_lr),
+            "lesion": torch.optim.Adam(self.networks.lesion.parameters(), lr=tr.diffusion_lr),
+            "brain": torch.optim.Adam(self.networks.brain.parameters(), lr=tr.diffusion_lr),
+        }
+
+    # -- state ----------------------------------------------------------------------------------
+
+    @property
+    def state_dir(self) -> Path:
+        return self.out_dir / STATE_DIR
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.out_dir / CHECKPOINT_DIR
+
+    @property
+    def log_path(self) -> Path:
+        return self.out_dir / LOG_FILE
+
+    def has_state(self) -> bool:
+        return (self.state_dir / f"{STATE_NAME}.json").is_file()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format": STATE_FORMAT,
+            "config": self.cfg.to_dict(),
+            "seed": self.seed,
+            "world_size": self.ctx.world_size,
+            "progress": dict(self.progress),
+            "seconds": dict(self.seconds),
+            "latent_scale_done": self.latent_scale_done,
+            "networks": self.networks.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "ema": {name: ema.state_dict() for name, ema in self.ema.items()},
+            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"{self.state_dir} is not a USB training state ({state.get('format')!r})")
+        self._check_config(state["config"])
+        if int(state["seed"]) != self.seed:
+            warnings.warn(f"resuming with seed {self.seed}, the state was trained with seed {state['seed']}", stacklevel=2)
+        if int(state["world_size"]) != self.ctx.world_size:
+            warnings.warn(
+                f"resuming on {self.ctx.world_size} process(es), the state was written by {state['world_size']}; "
+                "batches and noise will differ from an uninterrupted run",
+                stacklevel=2,
+            )
+        load_weights(self.networks, state["networks"], source="training state")
+        load_weights(self.discriminator, state["discriminator"], source="training state (discriminator)")
+        for name, ema in self.ema.items():
+            ema.load_state_dict(state["ema"][name])
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        self.progress = {stage: int(state["progress"][stage]) for stage in STAGES}
+        self.seconds = {stage: float(state["seconds"][stage]) for stage in STAGES}
+        self.latent_scale_done = bool(state["latent_scale_done"])
+
+    def _check_config(self, saved: dict[str, Any]) -> None:
+        current = self.cfg.to_dict()
+        changed = [s for s in _ARCHITECTURE if USBConfig.from_dict(saved).to_dict()[s] != current[s]]
+        if changed:
+            raise ValueError(f"the training state in {self.state_dir} was made with a different {', '.join(changed)} configuration")
+
+    def resume(self) -> bool:
+        """Load the saved state if there is one (every rank reads it); True when loaded."""
+        if not self.has_state():
+            return False
+        self.load_state_dict(load_state(self.state_dir, STATE_NAME))
+        if self.ctx.is_main:
+            truncate_log(self.log_path, self.progress)
+        self._saved = self._position()
+        self.ctx.barrier()
+        return True
+
+    def save(self) -> None:
+        """Rank 0 writes the state, then the inference checkpoint (EMA denoisers); all ranks wait."""
+        if self.ctx.is_main:
+            state = self.state_dict()
+            atomic_directory(self.state_dir, lambda tmp: save_state(state, tmp, STATE_NAME))
+            with self.ema_weights():
+                save_checkpoint(
+                    self.networks,
+                    self.checkpoint_dir,
+                    training_data=self.training_data,
+                    notes=self._notes(),
+                    template=self._checkpoint_template(),
+                )
+        self._saved = self._position()
+        self.ctx.barrier()
+
+    def _checkpoint_template(self) -> dict[str, Any] | None:
+        """The template the checkpoint carries (the BIDS App registers participants to it).
+
+        ``"mni"``: the MNI template on ``cfg.grid``, the space the synthetic training set lives
+        in; a dict ``{"t1w", "brain_mask", "affine"}``: the caller's; None: none (such a
+        checkpoint can sample but cannot serve the app).
+        """
+        if self._template is None and self._template_spec is not None:
+            if isinstance(self._template_spec, dict):
+                self._template = self._template_spec
+            elif self._template_spec == "mni":
+                from ..template import load_template  # nilearn is an optional dependency
+
+                mni = load_template(self.cfg.grid)
+                self._template = {"t1w": mni.t1w, "brain_mask": mni.brain_mask, "affine": mni.affine}
+            else:
+                raise ValueError(f"template must be 'mni', a dict or None; got {self._template_spec!r}")
+        return self._template
+
+    def _notes(self) -> dict[str, Any]:
+        tr = self.cfg.training
+        return {
+            "trained_steps": dict(self.progress),
+            "seed": self.seed,
+            "world_size": self.ctx.world_size,
+            "denoiser_weights": f"EMA (decay {tr.ema_decay}, warm-up (1+n)/(10+n))",
+            "latent_scale": f"1/std of posterior means of {self.latent_scale_samples} training images"
+            if self.latent_scale_done
+            else "not computed (no diffusion training yet)",
+            "healthy_fraction": tr.healthy_fraction,
+            "latent_injection": tr.latent_injection,
+            "sigmoid_weighting": tr.sigmoid_weighting,
+        }
+
+    @contextlib.contextmanager
+    def ema_weights(self):
+        """Temporarily put the EMA weights into the denoisers (for saving or evaluating)."""
+        online = {name: {k: v.detach().clone() for k, v in getattr(self.networks, name).state_dict().items()} for name in self.ema}
+        try:
+            for name, ema in self.ema.items():
+                getattr(self.networks, name).load_state_dict(ema.module.state_dict())
+            yield self.networks
+        finally:
+            for name, weights in online.items():
+                getattr(self.networks, name).load_state_dict(weights)
+
+    def inference_networks(self) -> USBNetworks:
+        """A copy of the networks with the EMA denoisers, in eval mode: what the checkpoint holds."""
+        with self.ema_weights():
+            return copy.deepcopy(self.networks).eval()
+
+    # -- the plan -------------------------------------------------------------------------------
+
+    def run(self, steps: dict[str, int]) -> None:
+        """Train each stage up to its total step count in ``steps`` (absent = keep what is done).
+
+        A stage cannot continue once a later stage has started: the later one was trained on it.
+        """
+        targets = self._targets(steps)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            for stage in STAGES:
+                if self.progress[stage] >= targets[stage]:
+                    continue
+                if stage != "autoencoder" and not self.latent_scale_done:
+                    self.compute_latent_scale()
+                self._run_stage(stage, targets[stage])
+        if self._saved != self._position():
+            self.save()
+
+    def _position(self) -> tuple:
+        return tuple(self.progress[s] for s in STAGES), self.latent_scale_done
+
+    def _targets(self, steps: dict[str, int]) -> dict[str, int]:
+        unknown = set(steps) - set(STAGES)
+        if unknown:
+            raise ValueError(f"unknown training stage(s) {sorted(unknown)}; stages are {list(STAGES)}")
+        targets = {stage: int(steps.get(stage, self.progress[stage])) for stage in STAGES}
+        for i, stage in enumerate(STAGES):
+            if targets[stage] < 0:
+                raise ValueError(f"steps for {stage} must be >= 0")
+            later = [s for s in STAGES[i + 1 :] if self.progress[s] > 0]
+            if targets[stage] > self.progress[stage] and later:
+                raise ValueError(
+                    f"cannot train {stage} further ({self.progress[stage]} -> {targets[stage]} steps): "
+                    f"{', '.join(later)} was already trained on it; start a new training directory"
+                )
+        return targets
+
+    # -- stages ---------------------------------------------------------------------------------
+
+    def compute_latent_scale(self) -> float:
+        """Set ``networks.latent_scale`` to 1/std of the training images' posterior means."""
+        self.networks.autoencoder.eval()
+        B = self.cfg.training.batch_size
+        items = _first_items(self.dataset, self.latent_scale_samples, self.ctx.rank, self.ctx.world_size)
+        volumes = (collate_triplets(chunk)["lesioned"] for chunk in chunks(items, B))
+        std = latent_std(self.networks.autoencoder, volumes, self.ctx)
+        if not math.isfinite(std) or std <= 0:
+            raise ValueError(f"the training latents have std {std}; cannot scale them")
+        self.networks.latent_scale.fill_(1.0 / std)
+        self.latent_scale_done = True
+        return 1.0 / std
+
+    def _run_stage(self, stage: str, target: int) -> None:
+        step_fn = self._prepare_stage(stage)
+        start = self.progress[stage]
+        source = batches(
+            self.dataset,
+            self.cfg.training.batch_size,
+            _mix(self.seed, STAGES.index(stage)),
+            start,
+            target,
+            self.ctx.rank,
+            self.ctx.world_size,
+            self.num_workers,
+            pin_memory=self.device.type == "cuda",
+        )
+        window: dict[str, list[float]] = {}
+        clock = time.perf_counter()
+        for step, batch in zip(range(start, target), source):
+            terms = step_fn(batch, self._step_random(stage, step))
+            for key, value in terms.items():
+                window.setdefault(key, []).append(value)
+            self.progress[stage] = step + 1
+            now = time.perf_counter()
+            self.seconds[stage] += now - clock
+            clock = now
+            if (step + 1) % self.log_every == 0 or step + 1 == target:
+                self._log(stage, step + 1, window)
+                window = {}
+            if (step + 1) % self.save_every == 0 or step + 1 == target:
+                self.save()
+                clock = time.perf_counter()
+        self._wrapped = {}
+
+    def _step_random(self, stage: str, step: int) -> _StepRandom:
+        """Seeds for step ``step`` of ``stage`` on this rank; also seeds torch's global RNG,
+        which MONAI uses inside (the VAE's posterior sample, LPIPS slice choice)."""
+        cpu_seed, dev_seed, global_seed = np.random.SeedSequence(
+            [self.seed, STAGES.index(stage), step, self.ctx.rank]
+        ).generate_state(3)
+        torch.manual_seed(int(global_seed))
+        return _StepRandom(cpu=torch.Generator().manual_seed(int(cpu_seed)), device=make_generator(int(dev_seed), self.device))
+
+    def _prepare_stage(self, stage: str):
+        """Modes, DDP wrappers and cached tensors of a stage; returns its step function."""
+        self._wrapped = {}
+        if stage == "autoencoder":
+            self.networks.autoencoder.train()
+            self.discriminator.train()
+            self.perceptual = losses.build_perceptual(self.cfg, self.device, self.perceptual_network)
+            self._wrapped = {"autoencoder": self.ctx.wrap(self.networks.autoencoder), "discriminator": self.ctx.wrap(self.discriminator)}
+            return self._autoencoder_step
+        self.networks.autoencoder.eval()
+        net = getattr(self.networks, stage)
+        net.train()
+        self._wrapped = {stage: self.ctx.wrap(net)}
+        if stage == "lesion":
+            return self._lesion_step
+        with torch.no_grad():
+            self._empty = self.networks.empty_condition(1, self.device).float()
+        self.ema["lesion"].module.eval()
+        return self._brain_step
+
+    def _autocast(self):
+        return autocast(self.device, self.cfg.training.mixed_precision)
+
+    def _optimize(self, name: str, loss: torch.Tensor, params) -> None:
+        opt = self.optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.training.grad_clip > 0:
+            nn.utils.clip_grad_norm_(params, self.cfg.training.grad_clip)
+        opt.step()
+
+    def _autoencoder_step(self, batch: dict[str, torch.Tensor], rnd: _StepRandom) -> dict[str, float]:
+        """One VAE update on images and (vae_mask_fraction of the samples) masks, then one D update."""
+        tr = self.cfg.training
+        use_mask = torch.rand(batch["lesioned"].shape[0], generator=rnd.cpu) < tr.vae_mask_fraction
+        pick = use_mask.view(-1, 1, 1, 1, 1)
+        x = torch.where(pick, batch["mask"], batch["lesioned"]).to(self.device, non_blocking=True)
+        adversarial_on = tr.vae_adv_weight > 0
+        with self._autocast():
+            recon, z_mu, z_sigma = self._wrapped["autoencoder"](x)
+            # The generator's adversarial term uses the plain discriminator: its gradients on D
+            # are discarded below, and DDP must see exactly one forward per backward.
+            total, terms = autoencoder_loss(
+                x, recon, z_mu, z_sigma, self.cfg, self.discriminator if adversarial_on else None, self.perceptual, self.adversarial
+            )
+        self._optimize("autoencoder", total, self.networks.autoencoder.parameters())
+        if adversarial_on:
+            with self._autocast():
+                d_loss = discriminator_loss(self._wrapped["discriminator"], x, recon, self.adversarial)
+            self._optimize("discriminator", d_loss, self.discriminator.parameters())
+            terms["disc"] = d_loss.item()
+        return terms
+
+    def _encode(self, volume: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), self._autocast():
+            return self.networks.encode(volume.to(self.device, non_blocking=True)).float()
+
+    def _draws(self, like: torch.Tensor, rnd: _StepRandom) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Antithetic timesteps and two independent noises shaped like ``like``."""
+        tr = self.cfg.training
+        t = sample_timesteps(like.shape[0], self.diffusion.T, rnd.cpu, tr.antithetic_timesteps).to(self.device)
+        eps_x = torch.randn(like.shape, generator=rnd.device, device=self.device)
+        eps_y = torch.randn(like.shape, generator=rnd.device, device=self.device)
+        return t, eps_x, eps_y
+
+    def _lesion_step(self, batch: dict[str, torch.Tensor], rnd: _StepRandom) -> dict[str, float]:
+        x0, y0 = self._encode(batch["mask"]), self._encode(batch["lesioned"])
+        t, eps_x, eps_y = self._draws(x0, rnd)
+        with self._autocast():
+            loss = lesion_loss(self._wrapped["lesion"], self.diffusion, x0, y0, t, eps_x, eps_y)
+        self._optimize("lesion", loss, self.networks.lesion.parameters())
+        self.ema["lesion"].update(self.networks.lesion)
+        return {"loss": loss.item()}
+
+    def _brain_step(self, batch: dict[str, torch.Tensor], rnd: _StepRandom) -> dict[str, float]:
+        tr = self.cfg.training
+        n = batch["lesioned"].shape[0]
+        healthy = torch.rand(n, generator=rnd.cpu) < tr.healthy_fraction
+        images = torch.where(healthy.view(-1, 1, 1, 1, 1), batch["healthy"], batch["lesioned"])
+        x0, y0 = self._encode(batch["mask"]), self._encode(images)
+        t, eps_x, eps_y = self._draws(x0, rnd)
+        healthy = healthy.to(self.device)
+        with self._autocast():
+            y_t, condition = brain_inputs(
+                self.ema["lesion"].module, self.diffusion, x0, y0, t, eps_x, eps_y, healthy, self._empty, tr.latent_injection
+            )
+            loss = brain_loss(self._wrapped["brain"], y_t, condition, t, eps_y, tr.sigmoid_weighting)
+        self._optimize("brain", loss, self.networks.brain.parameters())
+        self.ema["brain"].update(self.networks.brain)
+        return {"loss": loss.item()}
+
+    def _log(self, stage: str, step: int, window: dict[str, list[float]]) -> None:
+        """Mean of each term over the window and over ranks; rank 0 appends the row."""
+        keys = sorted(window)
+        means = torch.tensor([sum(window[k]) / len(window[k]) for k in keys], dtype=torch.float64, device=self.device)
+        means = self.ctx.all_mean(means).tolist()
+        if not self.ctx.is_main:
+            return
+        opt = self.optimizers[stage]
+        row = {"stage": stage, "step": step, "lr": float(opt.param_groups[0]["lr"]), "seconds": round(self.seconds[stage], 3)}
+        row.update(dict(zip(keys, means)))
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        append_log(self.log_path, row)
+
+    def close(self) -> None:
+        """Leave the process group if this trainer created it."""
+        self.ctx.close()
+
+
+def _describe(dataset: Any) -> dict[str, Any]:
+    """What the checkpoint records about its training data when the caller says nothing."""
+    described: dict[str, Any] = {"dataset": type(dataset).__name__}
+    if _is_map_style(dataset):
+        described["length"] = len(dataset)
+    for attr in ("seed", "shape", "voxel_size", "contrast", "healthy_fraction", "size", "wmh_fraction", "prior_fraction"):
+        value = getattr(dataset, attr, None)
+        if isinstance(value, (int, float, str, bool)) or (isinstance(value, (tuple, list)) and all(isinstance(v, (int, float)) for v in value)):
+            described[attr] = list(value) if isinstance(value, tuple) else value
+    return described
+
+
+def train_all(
+    cfg: USBConfig,
+    dataset: Any,
+    out_dir: str | Path,
+    steps: dict[str, int],
+    *,
+    device: str | torch.device | None = None,
+    resume: bool = False,
+    log_every: int = 10,
+    save_every: int = 100,
+    seed: int = 0,
+    **trainer_options: Any,
+) -> USBNetworks:
+    """Train the stages of ``steps`` ({"autoencoder": n1, "lesion": n2, "brain": n3}, totals) in
+    order and return the networks as saved for inference (EMA denoisers), on every rank.
+
+    ``resume=True`` continues from ``out_dir``'s state when there is one (else starts fresh);
+    ``resume=False`` refuses a directory that already holds a state. Under torchrun
+    (WORLD_SIZE > 1) every rank calls this; rank 0 writes.
+    """
+    trainer = Trainer(cfg, dataset, out_dir, device=device, seed=seed, log_every=log_every, save_every=save_every, **trainer_options)
+    try:
+        if trainer.has_state() and not resume:
+            raise FileExistsError(f"{trainer.state_dir} holds a training state; pass resume=True or choose another directory")
+        if resume:
+            trainer.resume()
+        trainer.run(steps)
+        return trainer.inference_networks()
+    finally:
+        trainer.close()
+
+
+def train_autoencoder(cfg: USBConfig, dataset: Any, out_dir: str | Path, steps: int, **options: Any) -> USBNetworks:
+    """Train (or continue) the autoencoder to ``steps`` total steps."""
+    return train_all(cfg, dataset, out_dir, {"autoencoder": steps}, **options)
+
+
+def train_lesion(cfg: USBConfig, dataset: Any, out_dir: str | Path, steps: int, **options: Any) -> USBNetworks:
+    """Train USB_lesion to ``steps`` total steps on the autoencoder in ``out_dir`` (resume=True)
+    or on ``networks=`` given; computes the latent scale first if not done yet."""
+    return train_all(cfg, dataset, out_dir, {"lesion": steps}, **options)
+
+
+def train_brain(cfg: USBConfig, dataset: Any, out_dir: str | Path, steps: int, **options: Any) -> USBNetworks:
+    """Train USB_brain to ``steps`` total steps against the frozen (EMA) lesion net."""
+    return train_all(cfg, dataset, out_dir, {"brain": steps}, **options)
