@@ -95,6 +95,17 @@ def _opt(*names, **kw):
 @_opt("--skull-stripped", is_flag=True, help="The inputs are already skull-stripped: skip deepbet.")
 @_opt("--plugin", default=None, help="nipype execution plugin (MultiProc by default; Linear, SLURM, SGE, ...).")
 @_opt("--plugin-args", default=None, help="JSON object (or file) of plugin arguments, e.g. '{\"sbatch_args\": \"-p short\"}'.")
+@_opt("--group-task", type=click.Choice(["train", "metrics", "generate"]), default=None, help="group level: train a model on the dataset's brains, compute cohort metrics, or generate a synthetic cohort.")
+@_opt("--preset", default=None, help="train: a preset name (tiny, demo, paper) or a config JSON (default: demo).")
+@_opt("--train-steps", default=None, help="train: steps per stage, e.g. 'autoencoder=2000,lesion=3000,brain=3000'.")
+@_opt("--batch-size", type=click.IntRange(1, None), default=None, help="train/generate: volumes per batch (default: the config's).")
+@_opt("--model-name", default="usb", show_default=True, help="train: the checkpoint is written to OUTPUT_DIR/models/<name>.")
+@_opt("--resume/--no-resume", default=True, show_default=True, help="train: continue from the training state in OUTPUT_DIR/models/<name>.")
+@_opt("--overwrite", is_flag=True, help="train: replace a checkpoint directory that cannot be resumed.")
+@_opt("--ground-truth", type=click.Path(path_type=Path), default=None, help="metrics: a derivatives dataset with the healthy ground truth (e.g. from usb-synth-dataset).")
+@_opt("--n-generate", type=click.IntRange(1, None), default=None, help="generate: number of pairs (default: one per mask with --masks, else 8).")
+@_opt("--masks", type=click.Path(path_type=Path), default=None, help="generate: a folder or BIDS dataset of lesion masks; one brain is generated per mask.")
+@click.option("--bids-exec-spec", is_flag=True, is_eager=True, expose_value=False, callback=lambda ctx, _p, v: _print_exec_spec(ctx, v), help="Print the Boutiques descriptor of this command and exit.")
 @click.option("-v", "--verbose", count=True, help="More log output (repeat for more).")
 @click.version_option(__version__, "--version", prog_name="bids_usb")
 def cli(**opts):
@@ -113,7 +124,18 @@ def cli(**opts):
         from .run import run_participant
 
         return run_participant(opts)
-    raise BidsUsbError("the group level (train, metrics, generate) is not available in this version yet")
+    from .group import run_group
+
+    return run_group(opts)
+
+
+def _print_exec_spec(ctx: click.Context, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from .boutiques import descriptor
+
+    click.echo(json.dumps(descriptor(), indent=2))
+    ctx.exit(0)
 
 
 def _configure_logging(verbose: int) -> None:

@@ -29,6 +29,7 @@ class Diffusion:
         self.num_train_timesteps = schedule.num_train_timesteps
         # float64 for the products, float32 for use: abar_t spans 1 .. ~4e-5 at T = 1024.
         self.alphas_cumprod = scheduler.alphas_cumprod.to(torch.float64).float()
+        self._tables: dict[str, torch.Tensor] = {}
 
     @property
     def T(self) -> int:  # noqa: N802 - the paper's symbol
@@ -36,10 +37,19 @@ class Diffusion:
 
     def abar(self, t: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
         """abar_t broadcast against ``like`` (batch first); t = -1 means the clean end (abar = 1)."""
-        t = torch.as_tensor(t, device=self.alphas_cumprod.device).long().reshape(-1)
-        table = torch.cat([self.alphas_cumprod, torch.ones(1)])  # index -1 -> 1.0
-        a = table[t].to(device=like.device, dtype=like.dtype)
-        return a.reshape(-1, *([1] * (like.dim() - 1)))
+        table = self._table(like.device)
+        if isinstance(t, int):  # the sampling loop: no host-device transfer per step
+            a = table[t]
+        else:
+            a = table[torch.as_tensor(t, device=like.device).long().reshape(-1)]
+        return a.to(like.dtype).reshape(-1, *([1] * (like.dim() - 1)))
+
+    def _table(self, device: torch.device) -> torch.Tensor:
+        """abar_0..abar_{T-1} then 1.0 (so index -1 is the clean end), cached per device."""
+        key = str(device)
+        if key not in self._tables:
+            self._tables[key] = torch.cat([self.alphas_cumprod, torch.ones(1)]).to(device)
+        return self._tables[key]
 
     def add_noise(self, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
         """z_t = sqrt(abar_t) z_0 + sqrt(1 - abar_t) eps (paper eq. 4-5)."""

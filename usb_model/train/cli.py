@@ -1,0 +1,67 @@
+"""``usb-train``: train a USB model on synthetic training triplets (usb_model.synth).
+
+The brains are varied healthy brains synthesised from the MNI template (or from the
+skull-stripped images given with ``--images``, already on the model grid), with pseudo-lesions
+drawn on the fly. Resumable: run the same command again to continue, or with larger step
+counts to train further. The BIDS App's group level (``bids_usb ... group --group-task train``)
+calls the same function with a cohort's preprocessed brains.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+def parse_steps(text: str) -> dict[str, int]:
+    """``'autoencoder=600,lesion=1500,brain=1500'`` -> dict, checked against the stage names."""
+    from usb_model.train import STAGES
+
+    steps: dict[str, int] = {}
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        if name not in STAGES or not value.isdigit():
+            raise click.BadParameter(f"{part!r}: use stage=N with stage one of {', '.join(STAGES)}")
+        steps[name] = int(value)
+    return steps
+
+
+def build_dataset(cfg, seed: int, images=None, lesion_masks=None, length: int = 10_000_000):
+    from usb_model.synth import TripletDataset
+
+    return TripletDataset(cfg.grid, length, seed, healthy_fraction=cfg.training.healthy_fraction,
+                          images=images, contrast=cfg.grid.contrast, lesion_masks=lesion_masks)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--preset", default="demo", show_default=True, help="Preset name or config JSON.")
+@click.option("--steps", "steps_text", default="autoencoder=600,lesion=1500,brain=1500", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("--save-every", type=int, default=50, show_default=True)
+@click.option("--log-every", type=int, default=10, show_default=True)
+@click.option("--resume/--no-resume", default=True, show_default=True)
+def main(out_dir, preset, steps_text, seed, device, threads, save_every, log_every, resume):
+    import torch
+
+    from usb_model.config import load_config
+    from usb_model.device import pick_device
+    from usb_model.train import train_all
+
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = load_config(preset)
+    steps = parse_steps(steps_text)
+    dataset = build_dataset(cfg, seed)
+    train_all(cfg, dataset, out_dir, steps, device=pick_device(device), resume=resume, log_every=log_every,
+              save_every=save_every, seed=seed, training_data={"source": "usb_model.synth from the MNI ICBM 2009a template", "seed": seed})
+    click.echo(str(Path(out_dir) / "checkpoint"))
+
+
+if __name__ == "__main__":
+    main()
