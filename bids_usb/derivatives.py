@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 
-from usb_model import __version__
+from usb_model import __version__, atomic
+from usb_model.atomic import atomic_write
 
 # The order of entities in a BIDS file name (BIDS schema, rules/entities), for those that can
 # occur on anatomical derivatives.
@@ -44,31 +44,16 @@ def derivative_path(output_dir: Path, source: dict[str, Any], suffix: str, exten
     return folder / "anat" / bids_name(entities, suffix, extension)
 
 
-def _atomic(path: Path, write) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_nifti(img: nib.Nifti1Image, path: Path) -> Path:
-    return _atomic(path, lambda tmp: nib.save(img, str(tmp)))
+    return atomic_write(path, lambda tmp: nib.save(img, str(tmp)))
 
 
 def write_json(data: dict[str, Any], path: Path) -> Path:
-    return _atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n"))
+    return write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", path)
 
 
 def write_text(text: str, path: Path) -> Path:
-    return _atomic(path, lambda tmp: tmp.write_text(text))
+    return atomic.write_text(path, text)
 
 
 def bids_uri(dataset: str, bids_dir: Path, path: Path) -> str:

@@ -9,6 +9,8 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from usb_model.atomic import atomic_write
+
 from . import derivatives as d
 from .model import TEMPLATE_SPACE
 from .native import from_ras
@@ -83,7 +85,7 @@ def write_participant_outputs(
                   meta={**grid, "Type": "Lesion", "Sources": sources})
     xfm = d.derivative_path(output_dir, entities, "xfm", ".mat", **{"from": suffix, "to": TEMPLATE_SPACE, "mode": "image"})
     xfm.parent.mkdir(parents=True, exist_ok=True)
-    d._atomic(xfm, lambda tmp: shutil.copyfile(files["transform"], tmp))
+    atomic_write(xfm, lambda tmp: shutil.copyfile(files["transform"], tmp))
     written["transform"] = str(xfm)
     return written
 

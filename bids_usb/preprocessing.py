@@ -11,7 +11,6 @@ obliquity or voxel size maps onto the template and back without special cases.
 from __future__ import annotations
 
 import functools
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,10 +147,6 @@ def dilate(mask: np.ndarray, spacing, mm: float) -> np.ndarray:
     if mm <= 0 or not mask.any():
         return mask
     return ndimage.distance_transform_edt(~mask, sampling=spacing) <= mm
-
-
-def scratch_dir(base: str | Path | None = None) -> Path:
-    return Path(tempfile.mkdtemp(prefix="bids_usb_", dir=base))
 
 
 def nonzero_mask(img: nib.Nifti1Image) -> nib.Nifti1Image:

@@ -5,7 +5,6 @@ import shutil
 
 import nibabel as nib
 import numpy as np
-import pytest
 
 from bids_usb.cli import main
 

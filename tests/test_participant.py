@@ -16,7 +16,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bids_usb.cli import main
 from bids_usb.validation import assert_valid_bids
 from usb_model.synth.bids_writer import write_dataset
 

@@ -217,6 +217,7 @@ def atomic_directory(directory: str | Path, write) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
         write(tmp)
+        _share(tmp)
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
             os.replace(directory, old)
@@ -228,3 +229,13 @@ def atomic_directory(directory: str | Path, write) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
+
+
+def _share(directory: Path) -> None:
+    """mkdtemp makes a 0700 directory; a checkpoint is read by other users (containers, clusters)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(directory, 0o777 & ~umask)
+    for path in directory.iterdir():
+        if path.is_file():
+            os.chmod(path, 0o666 & ~umask)

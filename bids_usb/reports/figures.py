@@ -15,8 +15,9 @@ Conventions
 
 from __future__ import annotations
 
+from usb_model.atomic import atomic_write
+
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -274,15 +275,7 @@ def save_figure(fig: Figure, path: Path) -> Path:
     canvas.draw()
     rgb = Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3])
     image = rgb.quantize(256, method=Image.Quantize.FASTOCTREE)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            image.save(fh, format="PNG")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
     return path
 
 

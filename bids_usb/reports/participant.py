@@ -10,6 +10,8 @@ the report never costs the participant its derivatives.
 
 from __future__ import annotations
 
+from usb_model.atomic import write_text
+
 import datetime as _dt
 import html
 import importlib.metadata
@@ -17,7 +19,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
@@ -478,15 +479,7 @@ def _render_image(image: ImageReport, fig_dir: Path, html_dir: Path, used: set[s
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(path, text)
 
 
 def write_participant_report(output_dir: Path, subject: str, images: list[ImageReport], version: str) -> Path:

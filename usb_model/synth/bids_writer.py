@@ -24,9 +24,10 @@ byte-identical files.
 
 from __future__ import annotations
 
+from usb_model.atomic import write_bytes
+
 import gzip
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,18 +114,7 @@ def plan_participants(
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary sibling, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_bytes(path, data)
 
 
 def _write_json(path: Path, obj) -> None:
