@@ -40,7 +40,7 @@ def prepare_inputs(anat_path: str | Path, mask_path: str | Path | None, task: st
     anat = load_image(anat_path, "image")
     if mask_path is None:
         if task == "embed":
-            raise DataError(f"{anat_path}: embedding needs a lesion mask; pass --lesion-mask FILE or --lesion-from")
+            raise DataError(f"{anat_path}: embedding needs a lesion mask; pass --lesion-mask FILE (a template-space mask) or give the image a lesion mask")
         return PreparedInputs(anat, None)
     if _space(mask_path) != _space(anat_path):
         raise DataError(

@@ -90,6 +90,10 @@ def run_participant(opts: dict[str, Any]) -> int:
         skull_stripped=opts["skull_stripped"],
         omp_nthreads=opts["omp_nthreads"] or 1,
     )
+    # Worker processes inherit these: ANTs (ITK) and PyTorch use --omp-nthreads threads per node.
+    threads = str(settings.omp_nthreads)
+    os.environ["OMP_NUM_THREADS"] = threads
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = threads
     init_dataset(output_dir, bids_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     wf = init_participant_wf(jobs, bundle, settings, bids_dir, output_dir, work_dir)

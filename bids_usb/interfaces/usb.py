@@ -35,6 +35,13 @@ class RunUSB(SimpleInterface):
     output_spec = _USBOutputSpec
 
     def _run_interface(self, runtime):
+        import os
+
+        import torch
+
+        # --omp-nthreads reaches this worker through OMP_NUM_THREADS (set by bids_usb.run); a
+        # forked worker keeps its parent's thread pool, so apply it explicitly.
+        torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1") or 1)))
         image = nib.load(self.inputs.image)
         lesion = None
         if isdefined(self.inputs.lesion_mask):
