@@ -330,3 +330,25 @@ def test_sharded_batches_are_disjoint_and_stateless():
         assert not set(steps_a[i]) & set(steps_b[i])
     late = T.ShardedBatchSampler(10, 2, seed=5, start=7, stop=12, rank=1, world_size=2)
     assert list(late) == steps_b[7:]
+
+
+def test_the_brain_condition_is_clamped_like_at_sampling():
+    from usb_model.config import load_preset
+    from usb_model.diffusion import Diffusion
+    from usb_model.networks import USBNetworks
+
+    cfg = load_preset("tiny")
+    torch.manual_seed(0)
+    nets = USBNetworks(cfg).eval()
+    diffusion = Diffusion(cfg.schedule)
+    shape = (2, *cfg.latent_shape)
+    x0, y0, eps_x, eps_y = (torch.randn(shape) for _ in range(4))
+    t = torch.tensor([1000, 1010])  # x0_hat is amplified noise here
+    healthy = torch.tensor([False, False])
+    empty = nets.empty_condition(2)
+    with torch.no_grad():
+        _, free = T.brain_inputs(nets.lesion, diffusion, x0, y0, t, eps_x, eps_y, healthy, empty)
+        _, clamped = T.brain_inputs(nets.lesion, diffusion, x0, y0, t, eps_x, eps_y, healthy, empty, condition_clip=5.0)
+    assert free.abs().max() > 5.0
+    assert clamped.abs().max() <= 5.0
+    assert torch.equal(clamped, free.clamp(-5, 5))

@@ -107,6 +107,10 @@ class TrainingConfig:
     healthy_fraction: float = 0.2  # share of samples teaching the empty-lesion condition
     empty_condition: str = "encoded"  # "encoded": VAE latent of an all-zero mask; or "zeros"
     latent_injection: float = 0.0  # upstream's -0.05 * x0 shift of the brain latent; off by default
+    # The lesion net's one-step estimate x0_hat conditions the brain net; at large t it is the
+    # noise amplified by 1/sqrt(abar_t) (|x0_hat| in the hundreds at t ~ 1000). It is clamped to
+    # +-condition_clip (latents have unit std) in training and sampling alike; 0 turns it off.
+    condition_clip: float = 5.0
     sigmoid_weighting: bool = False  # upstream's sigmoid(cond) voxel weighting; off by default
     antithetic_timesteps: bool = True
     mixed_precision: bool = True  # bf16 autocast on CUDA; ignored on the CPU

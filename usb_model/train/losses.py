@@ -98,6 +98,7 @@ def brain_inputs(
     healthy: torch.Tensor,
     empty: torch.Tensor,
     latent_injection: float = 0.0,
+    condition_clip: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(y_t, condition)`` for eq. (11).
 
@@ -114,6 +115,8 @@ def brain_inputs(
     y_t = diffusion.add_noise(y0, eps_y, t)
     eps_x_hat = frozen_lesion_net(torch.cat([x_t, y_t], dim=1), t).float()
     x0_hat = diffusion.predict_x0(x_t, eps_x_hat, t)
+    if condition_clip:
+        x0_hat = x0_hat.clamp(-condition_clip, condition_clip)
     return y_t, torch.where(pick, empty.expand_as(x0_hat), x0_hat)
 
 

@@ -454,7 +454,7 @@ class Trainer:
         healthy = healthy.to(self.device)
         with self._autocast():
             y_t, condition = brain_inputs(
-                self.ema["lesion"].module, self.diffusion, x0, y0, t, eps_x, eps_y, healthy, self._empty, tr.latent_injection
+                self.ema["lesion"].module, self.diffusion, x0, y0, t, eps_x, eps_y, healthy, self._empty, tr.latent_injection, tr.condition_clip
             )
             loss = brain_loss(self._wrapped["brain"], y_t, condition, t, eps_y, tr.sigmoid_weighting)
         self._optimize("brain", loss, self.networks.brain.parameters())
