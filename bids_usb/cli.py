@@ -56,6 +56,27 @@ def _mem_gb(text: str | None) -> float | None:
         raise UsageError(f"--mem {text}: give an amount such as 16 or 16GB") from exc
 
 
+class _NargsPlus(click.Option):
+    """``--participant-label 01 02 03``: the values after the flag up to the next option, as
+    fMRIPrep's ``nargs="+"`` takes them (click options take one value per flag otherwise)."""
+
+    def add_to_parser(self, parser, ctx):
+        result = super().add_to_parser(parser, ctx)
+        for name in self.opts:
+            option = parser._long_opt.get(name) or parser._short_opt.get(name)
+            if option is None:
+                continue
+            process = option.process
+
+            def greedy(value, state, process=process):
+                process(value, state)
+                while state.rargs and not state.rargs[0].startswith("-"):
+                    process(state.rargs.pop(0), state)
+
+            option.process = greedy
+        return result
+
+
 def _opt(*names, **kw):
     """An option under both its dashed and underscored spellings, as fMRIPrep accepts."""
     spelled = []
@@ -70,8 +91,8 @@ def _opt(*names, **kw):
 @click.argument("bids_dir", type=click.Path(path_type=Path))
 @click.argument("output_dir", type=click.Path(path_type=Path))
 @click.argument("analysis_level")
-@_opt("--participant-label", multiple=True, help="Participants to process (with or without 'sub-'); repeat the flag or separate by spaces.")
-@_opt("--session-label", multiple=True, help="Sessions to process (with or without 'ses-').")
+@_opt("--participant-label", multiple=True, cls=_NargsPlus, help="Participants to process, with or without 'sub-' (e.g. --participant-label 01 02).")
+@_opt("--session-label", multiple=True, cls=_NargsPlus, help="Sessions to process, with or without 'ses-'.")
 @_opt("--bids-filter-file", type=click.Path(path_type=Path, exists=True, dir_okay=False), help="JSON of pybids queries per image kind, as in fMRIPrep ({'t1w': {...}}).")
 @_opt("--skip-bids-validation", is_flag=True, help="Do not run bids-validator-deno on the input dataset.")
 @_opt("-w", "--work-dir", type=click.Path(path_type=Path), help="Where intermediate results are cached (resumable). Default: <output_dir>/../work/bids_usb")

@@ -110,3 +110,12 @@ def test_embed_without_any_mask_is_65(tmp_path, capsys, tiny_checkpoint):
     bids = _dataset(tmp_path / "bids")
     assert main([str(bids), str(tmp_path / "out"), "participant", "--model", str(tiny_checkpoint), "--task", "embed"]) == 65
     assert "--lesion-mask" in _err(capsys)[-1]
+
+
+def test_participant_labels_take_several_values_like_fmriprep(tmp_path, capsys, tiny_checkpoint):
+    bids = _dataset(tmp_path / "bids", subjects=("01", "02"))
+    # Several labels after one flag, with and without 'sub-': none matches, so 18 names them all.
+    code = main([str(bids), str(tmp_path / "out"), "participant", "--participant-label", "07", "sub-08", "--model", str(tiny_checkpoint)])
+    assert code == 18
+    message = _err(capsys)[-1]
+    assert "07" in message and "08" in message
