@@ -4,7 +4,10 @@
     -> affine to the model's template (lesion out of the cost) -> model grid, [0, 1]
     -> USB heal | embed -> back to the native grid, composite -> derivatives
 
-Every node caches in the work directory, so a killed run resumes where it stopped.
+The preprocessing chain (prepare -> N4 -> skull strip -> register -> model grid) is
+``init_preprocess_wf``; the group level's ``train`` task runs the same chain
+(``bids_usb.workflows.group``). Every node caches in the work directory, so a killed run
+resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -59,19 +62,86 @@ def init_participant_wf(jobs: list[ImageJob], bundle: ModelBundle, settings: Run
     return wf
 
 
-def init_image_wf(job: ImageJob, bundle: ModelBundle, settings: RunSettings, bids_dir: Path, output_dir: Path) -> pe.Workflow:
+PREPROCESS_OUTPUTS = (
+    "anat_ras", "lesion_ras", "lesion_native", "warnings", "preproc_ras", "bias_field", "brain", "brain_mask",
+    "transform", "image", "brain_mask_model", "lesion_model", "scale",
+)
+
+
+def init_preprocess_wf(
+    anat: str | Path,
+    *,
+    lesion_mask: str | Path | None = None,
+    task: str = "heal",
+    contrast: str = "T1w",
+    skull_stripped: bool = False,
+    omp_nthreads: int = 1,
+    name: str = "preprocess_wf",
+) -> pe.Workflow:
+    """The preprocessing chain shared by both levels, for one anatomical image.
+
+    ``inputnode.template`` takes the template NIfTI on the model grid (the checkpoint's at the
+    participant level, the config grid's MNI template when training). Nodes: ``prepare``
+    (checks, mask onto the anat's grid, RAS) -> ``bias_correct`` (N4) -> ``skull_strip``
+    (deepbet, or the non-zero voxels with ``skull_stripped``) -> ``register`` (affine to the
+    template, lesion out of the cost) -> ``to_model_grid`` (resampled, intensities in [0, 1]).
+    ``outputnode`` carries ``PREPROCESS_OUTPUTS``; the lesion fields only when ``lesion_mask``
+    is given. Callers that extend the returned workflow may also connect its nodes directly
+    (``wf.get_node("register")``): the participant level does, so its node names stay
+    ``<workflow>.prepare`` etc.
+    """
     from nipype.interfaces.utility import IdentityInterface
 
-    wf = pe.Workflow(name=f"image_{job.name}_wf")
+    wf = pe.Workflow(name=name)
     inputnode = pe.Node(IdentityInterface(fields=["template"]), name="inputnode")
+    outputnode = pe.Node(IdentityInterface(fields=list(PREPROCESS_OUTPUTS)), name="outputnode")
 
-    prepare = pe.Node(PrepareInputs(anat=str(job.anat), task=settings.task), name="prepare")
-    if job.lesion_mask is not None:
-        prepare.inputs.lesion_mask = str(job.lesion_mask)
-    n4 = pe.Node(BiasCorrect(), name="bias_correct", n_procs=settings.omp_nthreads)
-    strip = pe.Node(SkullStrip(skull_stripped=settings.skull_stripped), name="skull_strip", n_procs=settings.omp_nthreads)
-    register = pe.Node(RegisterToTemplate(), name="register", n_procs=settings.omp_nthreads)
-    to_model = pe.Node(ToModelGrid(contrast=bundle.contrast), name="to_model_grid")
+    prepare = pe.Node(PrepareInputs(anat=str(anat), task=task), name="prepare")
+    if lesion_mask is not None:
+        prepare.inputs.lesion_mask = str(lesion_mask)
+    n4 = pe.Node(BiasCorrect(), name="bias_correct", n_procs=omp_nthreads)
+    strip = pe.Node(SkullStrip(skull_stripped=skull_stripped), name="skull_strip", n_procs=omp_nthreads)
+    register = pe.Node(RegisterToTemplate(), name="register", n_procs=omp_nthreads)
+    to_model = pe.Node(ToModelGrid(contrast=contrast), name="to_model_grid")
+    wf.connect([
+        (prepare, n4, [("anat_ras", "in_file")]),
+        (n4, strip, [("out_file", "in_file")]),
+        (strip, register, [("brain", "brain"), ("brain_mask", "brain_mask")]),
+        (inputnode, register, [("template", "template")]),
+        (strip, to_model, [("brain", "brain"), ("brain_mask", "brain_mask")]),
+        (register, to_model, [("transform", "transform")]),
+        (inputnode, to_model, [("template", "template")]),
+        (prepare, outputnode, [("anat_ras", "anat_ras"), ("warnings", "warnings")]),
+        (n4, outputnode, [("out_file", "preproc_ras"), ("bias_field", "bias_field")]),
+        (strip, outputnode, [("brain", "brain"), ("brain_mask", "brain_mask")]),
+        (register, outputnode, [("transform", "transform")]),
+        (to_model, outputnode, [("image", "image"), ("brain_mask", "brain_mask_model"), ("scale", "scale")]),
+    ])
+    if lesion_mask is not None:
+        wf.connect([
+            (prepare, register, [("lesion_ras", "lesion_mask")]),
+            (prepare, to_model, [("lesion_ras", "lesion_mask")]),
+            (prepare, outputnode, [("lesion_ras", "lesion_ras"), ("lesion_native", "lesion_native")]),
+            (to_model, outputnode, [("lesion_mask", "lesion_model")]),
+        ])
+    return wf
+
+
+def init_image_wf(job: ImageJob, bundle: ModelBundle, settings: RunSettings, bids_dir: Path, output_dir: Path) -> pe.Workflow:
+    # The image workflow IS the preprocessing workflow, extended: node names stay
+    # image_<name>_wf.prepare, ... as the reports (bids_usb.run) expect.
+    wf = init_preprocess_wf(
+        job.anat,
+        lesion_mask=job.lesion_mask,
+        task=settings.task,
+        contrast=bundle.contrast,
+        skull_stripped=settings.skull_stripped,
+        omp_nthreads=settings.omp_nthreads,
+        name=f"image_{job.name}_wf",
+    )
+    inputnode = wf.get_node("inputnode")
+    prepare, n4, strip = wf.get_node("prepare"), wf.get_node("bias_correct"), wf.get_node("skull_strip")
+    register, to_model = wf.get_node("register"), wf.get_node("to_model_grid")
     usb = pe.Node(
         RunUSB(model_dir=str(bundle.path), task=settings.task, params=settings.params, seed=settings.seed, n_samples=settings.n_samples, device=settings.device),
         name="usb",
@@ -97,13 +167,6 @@ def init_image_wf(job: ImageJob, bundle: ModelBundle, settings: RunSettings, bid
         sink.inputs.lesion_source = str(lesion_source)
 
     wf.connect([
-        (prepare, n4, [("anat_ras", "in_file")]),
-        (n4, strip, [("out_file", "in_file")]),
-        (strip, register, [("brain", "brain"), ("brain_mask", "brain_mask")]),
-        (inputnode, register, [("template", "template")]),
-        (strip, to_model, [("brain", "brain"), ("brain_mask", "brain_mask")]),
-        (register, to_model, [("transform", "transform")]),
-        (inputnode, to_model, [("template", "template")]),
         (to_model, usb, [("image", "image")]),
         (usb, native, [("edited", "edited")]),
         (to_model, native, [("image", "image_model"), ("scale", "scale")]),
@@ -118,8 +181,6 @@ def init_image_wf(job: ImageJob, bundle: ModelBundle, settings: RunSettings, bid
     ])
     if job.lesion_mask is not None:
         wf.connect([
-            (prepare, register, [("lesion_ras", "lesion_mask")]),
-            (prepare, to_model, [("lesion_ras", "lesion_mask")]),
             (prepare, native, [("lesion_native", "lesion_native")]),
             (native, sink, [("lesion_native", "lesion_native")]),
             (to_model, sink, [("lesion_mask", "lesion_model")]),

@@ -1,0 +1,429 @@
+"""``--group-task metrics``: judge the participant level's outputs, and generated cohorts.
+
+Per image found in OUTPUT_DIR (``sub-<l>/[ses-<s>/]anat/<stem>_desc-healed_<T1w|FLAIR>.nii.gz``
+or ``..._desc-lesioned_...``, the native-grid outputs of the participant level):
+
+- healed: against the healthy ground truth ``<stem>_desc-healthy_<suffix>.nii.gz`` of the
+  ``--ground-truth`` derivatives dataset (default: the first dataset under
+  ``BIDS_DIR/derivatives/`` holding such files, e.g. ``usb-synth``), with its
+  ``desc-lesion_mask`` and ``desc-brain_mask`` (the output's own masks when the ground truth has
+  none): mean absolute error, PSNR and SSIM over the brain, inside the lesion, and in the brain
+  outside it, and the lesion volume. Intensities are divided by the data range, the ground
+  truth's max - min inside the brain, so L1 is a fraction of the range and PSNR uses range 1.
+- lesioned (embed): the change map |output - input| (the input found through the sidecar's
+  ``Sources``) thresholded at ``CHANGE_THRESHOLD`` of the input's brain range, its Dice with
+  the requested mask (the output's ``desc-lesion_mask``), both volumes, and L1/PSNR/SSIM
+  against the input (outside the lesion they measure how much of the brain was preserved).
+- cohort: MMD (RBF) and KID between intensity-histogram features (usb_model.metrics) of the
+  healed images and of their ground truths; and, when OUTPUT_DIR is a cohort written by
+  ``--group-task generate``, between the generated brains and the reference brains
+  (``--ground-truth``'s healthy images, else BIDS_DIR's images).
+
+Writes ``OUTPUT_DIR/group_usb.tsv`` (one row per image), ``group_usb.json`` (rows, summaries,
+cohort distances, definitions) and ``group.html``. Images without a ground truth are named in a
+warning and left out; the others are measured (exit 0).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from ..errors import DataError, NoInput, UsageError
+from ._common import add_bidsignore, finite_or_text, say, tsv_cell, warn
+
+#: A voxel of an embedded image counts as changed when it differs from the input by more than
+#: this fraction of the input brain's intensity range.
+CHANGE_THRESHOLD = 0.05
+OUTPUT_RE = re.compile(r"^(?P<stem>sub-[a-zA-Z0-9]+(?:_[a-z]+-[a-zA-Z0-9]+)*)_desc-(?P<desc>healed|lesioned)_(?P<suffix>T1w|FLAIR)\.nii(?:\.gz)?$")
+REGIONS = ("brain", "lesion", "outside")
+COLUMNS = [
+    "participant_id", "session", "image", "task", "reference", "lesion_volume_ml", "lesion_mask_from",
+    *(f"{m}_{r}" for m in ("l1", "psnr", "ssim") for r in REGIONS),
+    "dice", "changed_volume_ml", "data_range", "source", "ground_truth",
+]
+DEFINITIONS = {
+    "l1_<region>": "mean absolute difference over the region, in units of the data range (torchmetrics mean_absolute_error)",
+    "psnr_<region>": "10 log10(range^2 / MSE) over the region, dB (torchmetrics peak_signal_noise_ratio); inf when identical",
+    "ssim_<region>": "mean over the region of scikit-image's SSIM map (structural_similarity, full=True, 7-voxel window) of the whole volume",
+    "regions": "brain: the brain mask; lesion: the lesion mask; outside: brain and not lesion",
+    "data_range": "max - min of the reference (ground truth for heal, input for embed) inside the brain, in the image's units",
+    "reference": "ground_truth: the healthy image before the lesion (heal); input: the image the lesion was drawn into (embed)",
+    "lesion_mask_from": "ground_truth: the ground truth's desc-lesion_mask; output: the participant level's desc-lesion_mask; none: no lesion",
+    "dice": f"embed: Dice (MONAI) of |output - input| > {CHANGE_THRESHOLD} x data_range with the requested lesion mask",
+    "lesion_volume_ml": "volume of the lesion mask used for the regions (ground truth's when it has one)",
+    "cohort": "MMD^2 with an RBF kernel (median heuristic) and KID (torchmetrics, polynomial kernel) on 32-bin intensity histograms inside the brain, intensities divided by their 99th percentile",
+}
+
+
+@dataclass
+class Output:
+    """One participant-level output image and what belongs to it."""
+
+    path: Path
+    stem: str
+    task: str  # heal | embed
+    suffix: str
+    folder: Path  # relative to OUTPUT_DIR, e.g. sub-01/anat
+    sidecar: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def subject(self) -> str:
+        return self.stem.split("_")[0][4:]
+
+    @property
+    def session(self) -> str | None:
+        m = re.search(r"_ses-([a-zA-Z0-9]+)", self.stem)
+        return m.group(1) if m else None
+
+    def sibling(self, root: Path, name: str) -> Path:
+        return root / self.folder / f"{self.stem}_{name}"
+
+
+def find_outputs(output_dir: Path, participants: list[str] | None = None) -> list[Output]:
+    found = []
+    for path in sorted(output_dir.glob("sub-*/**/anat/*_desc-*.nii*")):
+        m = OUTPUT_RE.match(path.name)
+        if not m or "_space-" in m.group("stem"):
+            continue
+        out = Output(path=path, stem=m.group("stem"), task="heal" if m.group("desc") == "healed" else "embed",
+                     suffix=m.group("suffix"), folder=path.parent.relative_to(output_dir))
+        if participants and out.subject not in participants:
+            continue
+        sidecar = path.with_name(path.name.split(".nii")[0] + ".json")
+        if sidecar.is_file():
+            try:
+                out.sidecar = json.loads(sidecar.read_text())
+            except ValueError:
+                out.sidecar = {}
+        found.append(out)
+    return found
+
+
+def find_ground_truth(bids_dir: Path, given: Path | None) -> Path | None:
+    if given is not None:
+        if not given.is_dir():
+            raise UsageError(f"--ground-truth {given} is not a directory; give a derivatives dataset holding *_desc-healthy_T1w.nii.gz images")
+        return given.resolve()
+    derivatives = bids_dir / "derivatives"
+    if derivatives.is_dir():
+        for candidate in sorted(p for p in derivatives.iterdir() if p.is_dir()):
+            if next(candidate.glob("sub-*/**/anat/*_desc-healthy_*.nii*"), None) is not None:
+                return candidate.resolve()
+    return None
+
+
+def _load(path: Path) -> nib.Nifti1Image:
+    from ..images import load_image
+
+    return load_image(path)
+
+
+def _data(img) -> np.ndarray:
+    return np.asanyarray(img.dataobj).astype(np.float64)
+
+
+def _mask(path: Path | None, like) -> np.ndarray | None:
+    if path is None or not path.is_file():
+        return None
+    img = nib.load(str(path))
+    if img.shape[:3] != like.shape[:3] or not np.allclose(img.affine, like.affine, atol=1e-3):
+        raise DataError(f"{path}: not on the grid of {like.get_filename()}; the masks must lie on the image's grid")
+    return np.asanyarray(img.dataobj) > 0.5
+
+
+def _existing(*paths: Path) -> Path | None:
+    for p in paths:
+        if p is not None and p.is_file():
+            return p
+    return None
+
+
+def _gz_or_nii(base: Path) -> Path | None:
+    return _existing(base.with_name(base.name + ".nii.gz"), base.with_name(base.name + ".nii"))
+
+
+def _voxel_ml(img) -> float:
+    return float(np.prod(img.header.get_zooms()[:3])) / 1000.0
+
+
+def _region_metrics(pred: np.ndarray, ref: np.ndarray, regions: dict[str, np.ndarray], data_range: float) -> dict[str, float]:
+    from usb_model.metrics import masked_l1, masked_psnr, region_mean, ssim_map
+
+    a, b = pred / data_range, ref / data_range
+    smap = ssim_map(a, b, data_range=1.0)
+    out = {}
+    for name, region in regions.items():
+        out[f"l1_{name}"] = masked_l1(a, b, region)
+        out[f"psnr_{name}"] = masked_psnr(a, b, region, data_range=1.0)
+        out[f"ssim_{name}"] = region_mean(smap, region)
+    return out
+
+
+def _range(ref: np.ndarray, brain: np.ndarray, what: Path) -> float:
+    values = ref[brain]
+    if values.size == 0:
+        raise DataError(f"{what}: the brain mask is empty; cannot measure")
+    span = float(values.max() - values.min())
+    if not span > 0:
+        raise DataError(f"{what}: the image is constant inside the brain; cannot measure")
+    return span
+
+
+def measure_heal(out: Output, output_dir: Path, gt_dir: Path) -> dict[str, Any] | None:
+    """Metrics of a healed image against its ground truth; None when there is no ground truth."""
+    gt_path = _gz_or_nii(gt_dir / out.folder / f"{out.stem}_desc-healthy_{out.suffix}")
+    if gt_path is None:
+        return None
+    healed_img, gt_img = _load(out.path), _load(gt_path)
+    if healed_img.shape[:3] != gt_img.shape[:3] or not np.allclose(healed_img.affine, gt_img.affine, atol=1e-3):
+        raise DataError(f"{out.path}: not on the grid of its ground truth {gt_path}; the ground truth must be on the input image's grid")
+    healed, gt = _data(healed_img), _data(gt_img)
+    brain_path = _gz_or_nii(gt_dir / out.folder / f"{out.stem}_desc-brain_mask") or _existing(out.sibling(output_dir, "desc-brain_mask.nii.gz"))
+    brain = _mask(brain_path, gt_img)
+    if brain is None:
+        brain = gt > 0
+    lesion_from = "ground_truth"
+    lesion = _mask(_gz_or_nii(gt_dir / out.folder / f"{out.stem}_desc-lesion_mask"), gt_img)
+    if lesion is None:
+        lesion = _mask(out.sibling(output_dir, "desc-lesion_mask.nii.gz"), gt_img)
+        lesion_from = "output" if lesion is not None else "none"
+    if lesion is None:
+        lesion = np.zeros(gt.shape, dtype=bool)
+    lesion &= brain
+    data_range = _range(gt, brain, gt_path)
+    row = _row(out, "ground_truth", lesion_from, gt_path)
+    row.update(_region_metrics(healed, gt, {"brain": brain, "lesion": lesion, "outside": brain & ~lesion}, data_range))
+    row["lesion_volume_ml"] = float(lesion.sum()) * _voxel_ml(gt_img)
+    row["data_range"] = data_range
+    row["_brain_mask"] = str(brain_path) if brain_path else None  # for the cohort features; not written
+    return row
+
+
+def _raw_input(out: Output, bids_dir: Path) -> Path | None:
+    for source in out.sidecar.get("Sources", []) or []:
+        if isinstance(source, str) and source.startswith("bids:raw:"):
+            path = bids_dir / source[len("bids:raw:"):]
+            if path.is_file():
+                return path
+    return _gz_or_nii(bids_dir / out.folder / f"{out.stem}_{out.suffix}")
+
+
+def measure_embed(out: Output, output_dir: Path, bids_dir: Path) -> dict[str, Any] | None:
+    """Change map vs requested mask for an embedded lesion; None when the input is missing."""
+    from usb_model.metrics import dice
+
+    source = _raw_input(out, bids_dir)
+    if source is None:
+        return None
+    lesioned_img, input_img = _load(out.path), _load(source)
+    if lesioned_img.shape[:3] != input_img.shape[:3] or not np.allclose(lesioned_img.affine, input_img.affine, atol=1e-3):
+        raise DataError(f"{out.path}: not on the grid of its input {source}")
+    requested = _mask(out.sibling(output_dir, "desc-lesion_mask.nii.gz"), input_img)
+    if requested is None:
+        raise DataError(f"{out.path}: the requested lesion mask {out.stem}_desc-lesion_mask.nii.gz is missing next to it")
+    lesioned, original = _data(lesioned_img), _data(input_img)
+    brain = _mask(out.sibling(output_dir, "desc-brain_mask.nii.gz"), input_img)
+    if brain is None:
+        brain = original > 0
+    data_range = _range(original, brain, source)
+    changed = np.abs(lesioned - original) > CHANGE_THRESHOLD * data_range
+    row = _row(out, "input", "output", None)
+    row["source"] = str(source)
+    row.update(_region_metrics(lesioned, original, {"brain": brain, "lesion": requested, "outside": brain & ~requested}, data_range))
+    row["dice"] = dice(changed, requested)
+    row["lesion_volume_ml"] = float(requested.sum()) * _voxel_ml(input_img)
+    row["changed_volume_ml"] = float(changed.sum()) * _voxel_ml(input_img)
+    row["data_range"] = data_range
+    return row
+
+
+def _row(out: Output, reference: str, lesion_from: str, gt_path: Path | None) -> dict[str, Any]:
+    row: dict[str, Any] = {c: None for c in COLUMNS}
+    row.update({
+        "participant_id": f"sub-{out.subject}",
+        "session": out.session,
+        "image": out.path.name,
+        "task": out.task,
+        "reference": reference,
+        "lesion_mask_from": lesion_from,
+        "source": str(out.path),
+        "ground_truth": str(gt_path) if gt_path else None,
+    })
+    return row
+
+
+# --------------------------------------------------------------------------------------------
+# Cohort distances
+# --------------------------------------------------------------------------------------------
+
+
+def _features(path: Path, mask_path: Path | None = None) -> np.ndarray:
+    from usb_model.metrics import intensity_features
+
+    img = _load(path)
+    mask = _mask(mask_path, img) if mask_path is not None else None
+    return intensity_features(_data(img), mask)
+
+
+def _distance(a: list[np.ndarray], b: list[np.ndarray], seed: int) -> dict[str, Any]:
+    from usb_model.metrics import kid, mmd_rbf
+
+    result: dict[str, Any] = {"n_a": len(a), "n_b": len(b)}
+    if len(a) < 2 or len(b) < 2:
+        result["note"] = "needs at least 2 images on each side"
+        return result
+    x, y = np.stack(a), np.stack(b)
+    if min(len(a), len(b)) < 10:
+        result["note"] = "fewer than 10 images on a side: the unbiased estimates are very noisy (and can be negative)"
+    result["mmd_rbf"] = mmd_rbf(x, y)
+    result["kid_mean"], result["kid_std"] = kid(x, y, subsets=100, subset_size=1000, seed=seed)
+    return result
+
+
+def _generated_cohort(output_dir: Path) -> list[Path]:
+    """The images of OUTPUT_DIR when it is a cohort written by ``--group-task generate``."""
+    desc = output_dir / "dataset_description.json"
+    try:
+        meta = json.loads(desc.read_text())
+    except (OSError, ValueError):
+        return []
+    ours = any(isinstance(g, dict) and g.get("Name") == "bids_usb" and str(g.get("Description", "")).startswith("generate")
+               for g in meta.get("GeneratedBy", []) or [])
+    if not ours:
+        return []
+    return sorted(p for p in output_dir.glob("sub-*/anat/sub-*_*.nii*") if re.search(r"_(T1w|FLAIR)\.nii", p.name))
+
+
+def _reference_cohort(bids_dir: Path, gt_dir: Path | None) -> tuple[list[tuple[Path, Path | None]], str]:
+    if gt_dir is not None:
+        pairs = []
+        for p in sorted(gt_dir.glob("sub-*/**/anat/*_desc-healthy_*.nii*")):
+            stem = p.name.split("_desc-healthy_")[0]
+            pairs.append((p, _gz_or_nii(p.parent / f"{stem}_desc-brain_mask")))
+        return pairs, f"the healthy images of {gt_dir}"
+    images = [p for p in sorted(bids_dir.glob("sub-*/**/anat/*.nii*")) if re.search(r"_(T1w|FLAIR)\.nii", p.name) and "_desc-" not in p.name]
+    return [(p, None) for p in images], f"the images of {bids_dir} (non-zero voxels: skull-stripped images are assumed)"
+
+
+# --------------------------------------------------------------------------------------------
+# The task
+# --------------------------------------------------------------------------------------------
+
+
+def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    stats: dict[str, Any] = {}
+    for task in ("heal", "embed"):
+        mine = [r for r in rows if r["task"] == task]
+        if not mine:
+            continue
+        for column in COLUMNS:
+            values = [r.get(column) for r in mine]
+            numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(float(v))]
+            if not numbers or column in ("data_range",):
+                continue
+            finite = [v for v in numbers if math.isfinite(v)]
+            stats[f"{task}: {column}"] = {
+                "n": len(numbers),
+                "mean": float(np.mean(finite)) if finite else math.inf,
+                "std": float(np.std(finite, ddof=1)) if len(finite) > 1 else None,
+                "median": float(np.median(numbers)),
+                "n_inf": len(numbers) - len(finite),
+            }
+    return stats
+
+
+def run_metrics(opts: dict[str, Any]) -> int:
+    from usb_model import __version__
+
+    from ..derivatives import write_json, write_text
+    from ..reports.group import write_metrics_report
+    from ..run import _labels
+
+    bids_dir: Path = opts["bids_dir"]
+    if not bids_dir.is_dir():
+        raise UsageError(f"bids_dir {bids_dir} is not a directory; give the dataset the participant level read")
+    bids_dir = bids_dir.resolve()
+    output_dir: Path = opts["output_dir"].absolute()
+    if not output_dir.is_dir():
+        raise NoInput(f"output_dir {output_dir} does not exist; run the participant level first (or --group-task generate)")
+    gt_dir = find_ground_truth(bids_dir, opts["ground_truth"])
+    participants = _labels(opts["participant_label"], "sub-")
+    outputs = find_outputs(output_dir, participants)
+    generated = _generated_cohort(output_dir)
+    if not outputs and not generated:
+        raise NoInput(f"{output_dir}: no participant-level output (sub-*/anat/*_desc-healed_T1w.nii.gz or *_desc-lesioned_*) "
+                      "and no generated cohort to measure; run the participant level into this folder first")
+
+    rows: list[dict[str, Any]] = []
+    missing: list[str] = []
+    failed: list[str] = []
+    for out in outputs:
+        try:
+            if out.task == "heal":
+                row = measure_heal(out, output_dir, gt_dir) if gt_dir is not None else None
+            else:
+                row = measure_embed(out, output_dir, bids_dir)
+        except DataError as exc:
+            warn(str(exc))
+            failed.append(out.path.name)
+            continue
+        if row is None:
+            missing.append(out.path.name)
+        else:
+            rows.append(row)
+    notes = []
+    if missing:
+        what = (f"no ground truth in {gt_dir}" if gt_dir is not None else "no ground truth (pass --ground-truth DIR)")
+        message = f"{len(missing)} image(s) have {what} or no input and are left out: {', '.join(missing)}"
+        warn(message)
+        notes.append(message)
+    if failed:
+        notes.append(f"{len(failed)} image(s) could not be measured: {', '.join(failed)}")
+
+    cohort: dict[str, Any] = {}
+    healed_rows = [r for r in rows if r["task"] == "heal"]
+    if len(healed_rows) >= 2:
+        masks = [Path(r["_brain_mask"]) if r.get("_brain_mask") else None for r in healed_rows]
+        a = [_features(Path(r["ground_truth"]), m) for r, m in zip(healed_rows, masks)]
+        b = [_features(Path(r["source"]), m) for r, m in zip(healed_rows, masks)]
+        cohort["healed vs ground truth"] = _distance(a, b, opts["seed"])
+    for r in rows:
+        r.pop("_brain_mask", None)
+    if generated:
+        reference, described = _reference_cohort(bids_dir, gt_dir)
+        a = [_features(p, m) for p, m in reference]
+        b = [_features(p) for p in generated]
+        cohort["generated vs reference"] = {**_distance(a, b, opts["seed"]), "reference": described}
+
+    if not rows and not cohort:
+        raise NoInput(f"nothing could be measured in {output_dir}: " + ("; ".join(notes) or "no ground truth"))
+
+    summary = {
+        "GeneratedBy": [{"Name": "bids_usb", "Version": __version__, "Description": "group --group-task metrics"}],
+        "bids_dir": str(bids_dir),
+        "ground_truth": str(gt_dir) if gt_dir else None,
+        "change_threshold": CHANGE_THRESHOLD,
+        "definitions": DEFINITIONS,
+        "metrics": _summary(rows),
+        "cohort": cohort,
+        "cohort_note": DEFINITIONS["cohort"],
+        "left_out": {"no_ground_truth_or_input": missing, "failed": failed},
+        "rows": rows,
+    }
+    lines = ["\t".join(COLUMNS)] + ["\t".join(tsv_cell(r.get(c)) for c in COLUMNS) for r in rows]
+    tsv = write_text("\n".join(lines) + "\n", output_dir / "group_usb.tsv")
+    js = write_json(finite_or_text(summary), output_dir / "group_usb.json")
+    page = write_metrics_report(output_dir, rows, summary, COLUMNS, notes)
+    add_bidsignore(output_dir)
+    say(f"measured {len(rows)} image(s)" + (f"; {len(missing)} without ground truth" if missing else ""))
+    for path in (tsv, js, page):
+        say(str(path))
+    return 0
