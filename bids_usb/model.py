@@ -42,6 +42,8 @@ class ModelBundle:
     @classmethod
     def open(cls, path: str | Path | None) -> "ModelBundle":
         path = Path(path) if path is not None else default_model_dir()
+        if (path / "checkpoint" / CONFIG_FILE).is_file():  # a training directory (usb-train, group train)
+            path = path / "checkpoint"
         if not path.is_dir():
             if path == default_model_dir():
                 raise NoInput(f"no bundled model at {path}: this installation has no trained demo model yet; pass --model DIR with a USB checkpoint")
@@ -67,6 +69,11 @@ class ModelBundle:
     @cached_property
     def meta(self) -> dict:
         return read_meta(self.path)
+
+    @property
+    def name(self) -> str:
+        """The model's name for sidecars: its folder, or the training folder around ``checkpoint``."""
+        return self.path.parent.name if self.path.name == "checkpoint" else self.path.name
 
     @property
     def contrast(self) -> str:

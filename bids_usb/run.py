@@ -96,8 +96,8 @@ def run_participant(opts: dict[str, Any]) -> int:
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = threads
     init_dataset(output_dir, bids_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
+    _configure_nipype(work_dir, opts["verbose"])  # before the graph is built, so its cache settings apply
     wf = init_participant_wf(jobs, bundle, settings, bids_dir, output_dir, work_dir)
-    _configure_nipype(work_dir, opts["verbose"])
     plugin, plugin_args = _plugin(opts)
     started = time.time()
     try:
@@ -141,7 +141,7 @@ def _write_reports(graph, jobs, bundle, settings, output_dir: Path) -> list[Path
             task=settings.task,
             parameters={**dict(usb.parameters), "skull_stripped": settings.skull_stripped},
             timings=timings,
-            model={"Name": bundle.path.name, "SHA256": bundle.sha256, "Contrast": bundle.contrast, "Path": str(bundle.path)},
+            model={"Name": bundle.name, "SHA256": bundle.sha256, "Contrast": bundle.contrast, "Path": str(bundle.path)},
             warnings=list(prepared.warnings or []),
         )
         by_subject.setdefault(job.entities["subject"], []).append(report)

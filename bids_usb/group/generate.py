@@ -185,7 +185,7 @@ def run_generate(opts: dict[str, Any]) -> int:
         total = int(opts["n_generate"] or DEFAULT_N)
     prepare_output(output_dir, opts["overwrite"])
 
-    name = bundle.path.parent.name if bundle.path.name == "checkpoint" else bundle.path.name  # models/<name>/checkpoint
+    name = bundle.name
     model_info = {"Name": name, "SHA256": bundle.sha256, "Path": str(bundle.path.resolve()), "Config": cfg.name}
     sampling = {"Steps": cfg.sampling.steps, "DDIMEta": cfg.sampling.ddim_eta, "MaskThreshold": cfg.sampling.mask_threshold}
     mode = "generate_from_mask" if masks else "generate_pairs"

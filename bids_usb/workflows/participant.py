@@ -156,7 +156,7 @@ def init_image_wf(job: ImageJob, bundle: ModelBundle, settings: RunSettings, bid
             entities=job.entities,
             suffix=job.suffix,
             task=settings.task,
-            model={"Name": bundle.path.name, "SHA256": bundle.sha256, "Contrast": bundle.contrast},
+            model={"Name": bundle.name, "SHA256": bundle.sha256, "Contrast": bundle.contrast},
             res_label=bundle.res_label,
         ),
         name="derivatives",
