@@ -103,6 +103,7 @@ def _opt(*names, **kw):
 @_opt("--model", type=click.Path(path_type=Path), default=None, help="USB checkpoint directory (default: the bundled demo model).")
 @_opt("--lesion-masks", type=click.Path(path_type=Path), default=None, help="A BIDS-Derivatives dataset holding lesion masks (Type: Lesion).")
 @_opt("--lesion-mask", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None, help="embed: one lesion mask in the template space (MNI152NLin2009aSym), any grid, drawn into every brain.")
+@_opt("--lesion-from", default=None, help="embed: draw the lesion of this participant (e.g. sub-01, from its lesion mask, mapped through its own registration) into every brain.")
 @_opt("--steps", type=int, default=None, help="Denoising steps of the edit (the stride is t_start // steps).")
 @_opt("--t-start", type=int, default=None, help="Noise level the edit starts from (paper: 300 heal, 500 embed).")
 @_opt("--alpha0", type=float, default=None, help="ACG strength alpha0 (paper: 20).")

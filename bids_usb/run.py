@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .errors import BidsUsbError, DataError, NoInput, UsageError
+from .errors import BidsUsbError, DataError, NoInput, NothingSelected, UsageError
 
 log = logging.getLogger("bids_usb")
 
@@ -56,9 +56,14 @@ def run_participant(opts: dict[str, Any]) -> int:
     for subject in collected.missing:
         failures.append(NoInput(f"sub-{subject}: no {bundle.contrast} image found; this model needs {bundle.contrast} images (other participants still run)"))
 
+    template_lesion = opts["lesion_mask"]
+    if task == "embed" and opts["lesion_from"]:
+        if template_lesion is not None:
+            raise UsageError("--lesion-mask and --lesion-from both name the lesion to embed; give one")
+        template_lesion = _donor_lesion(opts["lesion_from"], bids_dir, bundle, opts, work_dir)
     jobs = []
     for item in collected.inputs:
-        mask = item.lesion_mask if (task == "heal" or opts["lesion_mask"] is None) else None
+        mask = item.lesion_mask if (task == "heal" or template_lesion is None) else None
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the workflow repeats these checks and logs the warnings there
@@ -67,7 +72,7 @@ def run_participant(opts: dict[str, Any]) -> int:
             failures.append(exc)
             continue
         jobs.append(ImageJob(anat=item.path, entities=item.entities, suffix=item.suffix, lesion_mask=mask,
-                             template_lesion=opts["lesion_mask"] if task == "embed" else None))
+                             template_lesion=template_lesion if task == "embed" else None))
     if task == "embed":
         for job in list(jobs):
             if job.lesion_mask is None and job.template_lesion is None:
@@ -112,6 +117,43 @@ def run_participant(opts: dict[str, Any]) -> int:
     if failures:
         return failures[0].exit_code
     return 0
+
+
+def _donor_lesion(label: str, bids_dir: Path, bundle, opts: dict[str, Any], work_dir: Path) -> Path:
+    """``--lesion-from sub-XX``: that participant's lesion on the model grid (template space),
+    through its own preprocessing and registration (cached in the work directory like any node)."""
+    from nipype.pipeline import engine as pe
+
+    from . import layout
+    from .interfaces.preprocessing import ModelTemplate
+    from .workflows.participant import init_preprocess_wf
+
+    label = label[4:] if label.startswith("sub-") else label
+    try:
+        donors = layout.collect_inputs(bids_dir, participant_labels=[label], contrast=bundle.contrast, lesion_masks_dir=opts["lesion_masks"])
+    except NothingSelected as exc:
+        raise NothingSelected(f"--lesion-from sub-{label}: no such participant in {bids_dir}") from exc
+    with_mask = [item for item in donors.inputs if item.lesion_mask is not None]
+    if not with_mask:
+        raise NoInput(f"--lesion-from sub-{label}: this participant has no {bundle.contrast} image with a lesion mask; give one with a mask")
+    donor = with_mask[0]
+    work_dir.mkdir(parents=True, exist_ok=True)
+    _configure_nipype(work_dir, opts["verbose"])
+    wf = pe.Workflow(name="bids_usb_donor_wf", base_dir=str(work_dir))
+    template = pe.Node(ModelTemplate(model_dir=str(bundle.path)), name="model_template")
+    name = "donor_" + "".join(c if c.isalnum() else "_" for c in donor.path.name.split(".")[0])
+    preprocess = init_preprocess_wf(donor.path, lesion_mask=donor.lesion_mask, task="embed", contrast=bundle.contrast,
+                                    skull_stripped=opts["skull_stripped"], name=name)
+    wf.connect(template, "template", preprocess, "inputnode.template")
+    try:
+        graph = wf.run(plugin="Linear")
+    except RuntimeError as exc:
+        raise BidsUsbError(f"--lesion-from sub-{label}: preprocessing the donor failed ({exc}); see the crash files in {work_dir}") from exc
+    node = next(n for n in graph.nodes() if n.fullname.endswith(f"{name}.to_model_grid"))
+    lesion = node.result.outputs.lesion_mask
+    if not lesion:
+        raise DataError(f"--lesion-from sub-{label}: the lesion vanished on the model grid; it is too small for this model")
+    return Path(lesion)
 
 
 def _write_reports(graph, jobs, bundle, settings, output_dir: Path) -> list[Path]:

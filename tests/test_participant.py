@@ -16,6 +16,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from bids_usb.cli import main
 from bids_usb.validation import assert_valid_bids
 from usb_model.synth.bids_writer import write_dataset
 
@@ -111,3 +112,25 @@ def test_rerun_resumes_from_the_work_directory(run):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [p.stat().st_mtime_ns for p in results] == stamps  # cached nodes were not run again
     assert np.array_equal(np.asanyarray(nib.load(healed).dataobj), first)
+
+
+def test_embed_a_participants_lesion_into_the_others(tmp_path, tiny_checkpoint):
+    """--task embed --lesion-from sub-01: sub-01's lesion goes through its own registration onto
+    the model grid, then into every brain; each output keeps its input outside the edit region."""
+    bids = tmp_path / "bids"
+    write_dataset(bids, participants=2, seed=5, n_healthy=1, voxel_size=(3.0, 3.0, 3.0), variety=False)
+    donor = next(p.parent.parent.name for p in bids.glob("sub-*/anat/*_label-lesion_roi.nii.gz"))
+    out = tmp_path / "out"
+    code = main([str(bids), str(out), "participant", "--task", "embed", "--lesion-from", donor, "--model", str(tiny_checkpoint),
+                 "-w", str(tmp_path / "work"), "--steps", "3", "--skull-stripped", "--nprocs", "1"])
+    assert code == 0
+    for sub in ("01", "02"):
+        anat = out / f"sub-{sub}" / "anat"
+        source = nib.load(bids / f"sub-{sub}" / "anat" / f"sub-{sub}_T1w.nii.gz")
+        lesioned = nib.load(anat / f"sub-{sub}_desc-lesioned_T1w.nii.gz")
+        region = np.asanyarray(nib.load(anat / f"sub-{sub}_desc-editregion_mask.nii.gz").dataobj) > 0
+        lesion = np.asanyarray(nib.load(anat / f"sub-{sub}_desc-lesion_mask.nii.gz").dataobj) > 0
+        assert lesioned.shape == source.shape and lesion.any() and region.any()
+        assert np.array_equal(np.asanyarray(lesioned.dataobj)[~region], np.asanyarray(source.dataobj)[~region])
+    assert main([str(bids), str(tmp_path / "out2"), "participant", "--task", "embed", "--lesion-from", "sub-99",
+                 "--model", str(tiny_checkpoint), "-w", str(tmp_path / "work")]) == 18

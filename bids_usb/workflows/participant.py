@@ -133,7 +133,7 @@ def init_image_wf(job: ImageJob, bundle: ModelBundle, settings: RunSettings, bid
     wf = init_preprocess_wf(
         job.anat,
         lesion_mask=job.lesion_mask,
-        task=settings.task,
+        task=settings.task if job.lesion_mask is not None else "heal",  # prepare checks a native mask only
         contrast=bundle.contrast,
         skull_stripped=settings.skull_stripped,
         omp_nthreads=settings.omp_nthreads,
