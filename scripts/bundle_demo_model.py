@@ -1,0 +1,135 @@
+"""Copy a trained checkpoint into the package as the bundled demo model, with its model card.
+
+    python scripts/bundle_demo_model.py TRAINING_DIR [--name demo]
+
+TRAINING_DIR is a ``usb-train`` (or group ``train``) directory: its ``checkpoint/`` is copied
+to ``usb_model/resources/models/<name>/`` with ``log.tsv`` as ``training_log.tsv``, and the
+model card (README.md) is written from the checkpoint's config and meta, the training log and,
+when present, ``benchmarks/results/quality.json``: every number in the card is read from a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from usb_model.atomic import write_text  # noqa: E402
+from usb_model.checkpoint import atomic_directory, checkpoint_sha256  # noqa: E402
+from usb_model.config import USBConfig  # noqa: E402
+
+
+def stage_summary(log: Path) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    with open(log) as fh:
+        for row in csv.DictReader(fh, delimiter="\t"):
+            out[row["stage"]] = {"steps": int(row["step"]), "seconds": float(row["seconds"]), "loss": float(row["loss"])}
+    return out
+
+
+def card(name: str, cfg: USBConfig, meta: dict, stages: dict, sha: str, size_mb: float, quality: dict | None) -> str:
+    g, t = cfg.grid, cfg.training
+    lines = [
+        f"# USB model card: `{name}`",
+        "",
+        "A small demonstration model of USB (Wang & Liu, *USB: Unified Synthetic Brain Framework for",
+        "Bidirectional Pathology-Healthy Generation and Editing*), trained by this project on a CPU so",
+        "that the BIDS App runs out of the box. **It is not the paper's model, it was not trained on",
+        "real patients, and it is not for clinical or research conclusions.** Use it to try the",
+        "software; train your own (`bids_usb ... group --group-task train`) for real work.",
+        "",
+        "## What it is",
+        f"- Contrast: {g.contrast}; grid {g.shape[0]}x{g.shape[1]}x{g.shape[2]} at {g.voxel_size[0]:g} mm in MNI152NLin2009aSym;",
+        f"  latent {'x'.join(str(s) for s in cfg.latent_shape)}.",
+        f"- Autoencoder channels {list(cfg.autoencoder.channels)}; denoisers channels {list(cfg.denoiser.channels)},",
+        f"  attention {list(cfg.denoiser.attention_levels)}; T = {cfg.schedule.num_train_timesteps}, linear betas",
+        f"  {cfg.schedule.beta_start:g}..{cfg.schedule.beta_end:g}.",
+        f"- Weights: `model.safetensors`, {size_mb:.1f} MB, sha256 `{sha}`; latent scale {meta.get('latent_scale', float('nan')):.4f};",
+        f"  empty-lesion condition: {meta.get('empty_condition')}.",
+        "",
+        "## Training data",
+        "Healthy brains synthesised on the fly from the MNI ICBM 2009a template shipped in nilearn's",
+        "wheel (random affine and elastic deformation, per-tissue contrast, gamma, bias, noise, blur),",
+        "with pseudo-lesions (Perlin shapes advected by divergence-free flows, WMH-like spots to",
+        f"stroke-like territories) drawn in as T1w darkening (usb_model.synth; seed {meta.get('training_data', {}).get('seed', 'n/a')}).",
+        f"{t.healthy_fraction:.0%} of the brain net's samples are healthy (the empty-lesion condition). No real scan of a",
+        "patient or of any person other than the template was used.",
+        "",
+        "## Training",
+        "| stage | steps | batch | seconds | last logged loss |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for stage in ("autoencoder", "lesion", "brain"):
+        s = stages.get(stage)
+        if s:
+            lines.append(f"| {stage} | {s['steps']} | {t.batch_size} | {s['seconds']:.0f} | {s['loss']:.4f} |")
+    total = sum(s["seconds"] for s in stages.values())
+    lines += [
+        "",
+        f"Hardware: 2 CPU cores (x86-64), no GPU, shared with other jobs; {total / 3600:.2f} h of training in all",
+        "(seconds are the trainer's own clock: saves excluded). Command:",
+        "`usb-train DIR --preset demo --steps autoencoder=400,lesion=300,brain=N --threads 2` (resumable).",
+        "The curves are in `training_log.tsv`.",
+        "",
+    ]
+    if quality:
+        s = quality["summary"]
+        lines += [
+            "## Measured quality (benchmarks/quality.py)",
+            f"Held-out synthetic test set, {quality['n_cases']} cases (test seed {quality['test_seed']}), model grid; every",
+            "method composited the same way with the true mask. PSNR in dB (data range 1).",
+            "",
+            "| method | PSNR brain | SSIM brain | PSNR lesion | SSIM lesion | L1 lesion |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for m, v in s.items():
+            lines.append(f"| {m} | {v['psnr_brain']:.2f} | {v['ssim_brain']:.3f} | {v['psnr_lesion']:.2f} | {v['ssim_lesion']:.3f} | {v['l1_lesion']:.4f} |")
+        e = quality["embed"]
+        lines += [
+            "",
+            f"Embedding: Dice of the change map with the requested mask {e['dice_mean']:.3f}; mean |change| outside the mask",
+            f"{e['mean_abs_change_outside']:.4f}. See docs/benchmarks.md for what these numbers do and do not show.",
+            "",
+        ]
+    lines += [
+        "## What it is not",
+        "- Not trained on real patients, on real healthy cohorts, on FLAIR, or at the paper's 1 mm / 160^3 scale.",
+        "- Not for clinical use, and not a reproduction of the paper's reported numbers.",
+        "- Trained for minutes-to-hours on a CPU: expect blurry fills and lesions that large ones survive healing.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("training_dir", type=Path)
+    parser.add_argument("--name", default="demo")
+    args = parser.parse_args()
+    src = args.training_dir / "checkpoint"
+    dest = ROOT / "usb_model" / "resources" / "models" / args.name
+    cfg = USBConfig.from_json(src / "config.json")
+    meta = json.loads((src / "meta.json").read_text())
+    stages = stage_summary(args.training_dir / "log.tsv")
+    quality_path = ROOT / "benchmarks" / "results" / "quality.json"
+    quality = json.loads(quality_path.read_text()) if quality_path.is_file() else None
+
+    def write(tmp: Path) -> None:
+        for item in src.iterdir():
+            shutil.copy2(item, tmp / item.name)
+        shutil.copy2(args.training_dir / "log.tsv", tmp / "training_log.tsv")
+
+    atomic_directory(dest, write)
+    size_mb = (dest / "model.safetensors").stat().st_size / 2**20
+    write_text(dest / "README.md", card(args.name, cfg, meta, stages, checkpoint_sha256(dest), size_mb, quality))
+    print(dest)
+
+
+if __name__ == "__main__":
+    main()
