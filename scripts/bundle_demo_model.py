@@ -101,7 +101,7 @@ def card(name: str, cfg: USBConfig, meta: dict, stages: dict, sha: str, size_mb:
         "## What it is not",
         "- Not trained on real patients, on real healthy cohorts, on FLAIR, or at the paper's 1 mm / 160^3 scale.",
         "- Not for clinical use, and not a reproduction of the paper's reported numbers.",
-        "- Trained for minutes-to-hours on a CPU: expect blurry fills and lesions that large ones survive healing.",
+        "- Trained for minutes-to-hours on a CPU: expect blurry fills, and large lesions that survive healing (t_start = 300 does not erase them).",
         "",
     ]
     return "\n".join(lines)
