@@ -35,23 +35,11 @@ def run_participant(opts: dict[str, Any]) -> int:
     layout.check_output_dir(bids_dir, output_dir)
     work_dir = (opts["work_dir"] or output_dir.parent / "work" / "bids_usb").absolute()
     layout.check_work_dir(bids_dir, work_dir)
-    if not opts["skip_bids_validation"]:
-        from .validation import validate_or_raise
-
-        layout.dataset_check(bids_dir)
-        validate_or_raise(bids_dir)
+    validate_dataset(bids_dir, opts)
 
     bundle = ModelBundle.open(opts["model"])
     task = opts["task"]
-    bids_filter = layout.load_bids_filter(opts["bids_filter_file"]) if opts["bids_filter_file"] else None
-    collected = layout.collect_inputs(
-        bids_dir,
-        participant_labels=_labels(opts["participant_label"], "sub-"),
-        session_labels=_labels(opts["session_label"], "ses-"),
-        bids_filter=bids_filter,
-        contrast=bundle.contrast,
-        lesion_masks_dir=opts["lesion_masks"],
-    )
+    collected = collect_from_options(bids_dir, opts, bundle.contrast)
     failures: list[BidsUsbError] = []
     for subject in collected.missing:
         failures.append(NoInput(f"sub-{subject}: no {bundle.contrast} image found; this model needs {bundle.contrast} images (other participants still run)"))
@@ -117,6 +105,32 @@ def run_participant(opts: dict[str, Any]) -> int:
     if failures:
         return failures[0].exit_code
     return 0
+
+
+def validate_dataset(bids_dir: Path, opts: dict[str, Any]) -> None:
+    """The dataset checks and bids-validator-deno, unless --skip-bids-validation (both levels)."""
+    if opts["skip_bids_validation"]:
+        return
+    from . import layout
+    from .validation import validate_or_raise
+
+    layout.dataset_check(bids_dir)
+    validate_or_raise(bids_dir)
+
+
+def collect_from_options(bids_dir: Path, opts: dict[str, Any], contrast: str):
+    """pybids discovery with the selection options every level shares."""
+    from . import layout
+
+    bids_filter = layout.load_bids_filter(opts["bids_filter_file"]) if opts["bids_filter_file"] else None
+    return layout.collect_inputs(
+        bids_dir,
+        participant_labels=_labels(opts["participant_label"], "sub-"),
+        session_labels=_labels(opts["session_label"], "ses-"),
+        bids_filter=bids_filter,
+        contrast=contrast,
+        lesion_masks_dir=opts["lesion_masks"],
+    )
 
 
 def _donor_lesion(label: str, bids_dir: Path, bundle, opts: dict[str, Any], work_dir: Path) -> Path:

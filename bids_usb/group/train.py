@@ -179,32 +179,19 @@ def _prepare(opts: dict[str, Any], cfg, model_dir: Path) -> dict[str, Any]:
     """Checks, collection and preprocessing (rank 0 only); returns what training needs."""
     import warnings
 
-    from .. import layout
     from ..derivatives import init_dataset
     from ..inputs import prepare_inputs
-    from ..run import _configure_nipype, _labels, _plugin
+    from ..run import _configure_nipype, _plugin, collect_from_options, validate_dataset
     from ..workflows.group import TrainImage, init_group_train_wf, model_grid_outputs
 
     bids_dir: Path = opts["bids_dir"]
     output_dir: Path = opts["output_dir"]
     work_dir: Path = opts["work_dir"]
     plan = model_dir_plan(model_dir, cfg, opts["resume"], opts["overwrite"], opts["train_steps_parsed"])
-    if not opts["skip_bids_validation"]:
-        from ..validation import validate_or_raise
-
-        layout.dataset_check(bids_dir)
-        validate_or_raise(bids_dir)
+    validate_dataset(bids_dir, opts)
 
     contrast = cfg.grid.contrast
-    bids_filter = layout.load_bids_filter(opts["bids_filter_file"]) if opts["bids_filter_file"] else None
-    collected = layout.collect_inputs(
-        bids_dir,
-        participant_labels=_labels(opts["participant_label"], "sub-"),
-        session_labels=_labels(opts["session_label"], "ses-"),
-        bids_filter=bids_filter,
-        contrast=contrast,
-        lesion_masks_dir=opts["lesion_masks"],
-    )
+    collected = collect_from_options(bids_dir, opts, contrast)
     for subject in collected.missing:
         warn(f"sub-{subject}: no {contrast} image found; it is left out of the training cohort")
     lesioned_subjects = {item.subject for item in collected.inputs if item.lesion_mask is not None}
