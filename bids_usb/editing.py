@@ -12,27 +12,32 @@ from .errors import DataError
 from .model import ModelBundle
 
 # CLI/sidecar names -> keyword arguments of USB.heal / USB.embed
-EDIT_PARAMETERS = ("t_start", "stride", "alpha0", "k", "lcg_eta", "ddim_eta", "acg", "lcg")
+EDIT_PARAMETERS = ("t_start", "steps", "stride", "alpha0", "k", "lcg_eta", "ddim_eta", "acg", "lcg", "mode", "fill", "detect_threshold", "detect_min_ml")
 
 
 def resolved_parameters(bundle: ModelBundle, task: str, params: dict[str, Any]) -> dict[str, Any]:
     """Every sampling parameter with the value that will be used (explicit or the checkpoint's)."""
     s = bundle.config.sampling
-    defaults = {
-        "t_start": s.t_start_heal if task == "heal" else s.t_start_embed,
-        "stride": s.edit_stride,
-        "alpha0": s.alpha0,
-        "k": s.k,
-        "ddim_eta": s.ddim_eta,
-        "acg": s.acg,
-    }
-    if task == "embed":
-        defaults.update(lcg_eta=s.lcg_eta, lcg=s.lcg)
+    if task == "heal":
+        # USB.heal resolves the mode-dependent defaults itself and reports them (EditResult.params).
+        defaults = dict.fromkeys(("mode", "fill", "t_start", "steps", "stride", "alpha0", "k", "ddim_eta", "acg", "detect_threshold", "detect_min_ml"))
+    else:
+        defaults = {
+            "t_start": s.t_start_embed,
+            "stride": s.edit_stride,
+            "alpha0": s.alpha0,
+            "k": s.k,
+            "ddim_eta": s.ddim_eta,
+            "acg": s.acg,
+            "lcg_eta": s.lcg_eta,
+            "lcg": s.lcg,
+            "steps": None,
+        }
     unknown = set(params) - set(EDIT_PARAMETERS)
     if unknown:
         raise ValueError(f"unknown sampling parameter(s): {', '.join(sorted(unknown))}")
     used = {**defaults, **{k: v for k, v in params.items() if v is not None and k in defaults}}
-    return used
+    return {k: v for k, v in used.items() if v is not None}
 
 
 def run_edit(
@@ -47,12 +52,22 @@ def run_edit(
     device: str = "auto",
 ) -> tuple[EditResult, dict[str, Any]]:
     used = resolved_parameters(bundle, task, params)
-    usb = USB(bundle.load_networks(), device=None if device == "auto" else device)
+    steps = used.pop("steps", None)
+    if steps:  # --steps N: the stride that walks from this image's t_start to 0 in N steps
+        s = bundle.config.sampling
+        mode = used.get("mode", s.heal_mode)
+        if mode == "auto":
+            mode = "mask" if lesion is not None and lesion.any() else "detect"
+        default_t = {"heal": s.t_start_heal if mode == "acg" else s.t_start_mask, "embed": s.t_start_embed}[task]
+        used["stride"] = max(1, int(used.get("t_start", default_t)) // int(steps))
+    usb = USB(bundle.load_networks(), device=None if device == "auto" else device, template_t1w=bundle.template["t1w"])
     spacing = bundle.config.grid.voxel_size
     if task == "heal":
         # No composite on the model grid: the composite happens on the native grid, where the
         # promise "unchanged outside the edit region" is about the user's own voxels.
-        result = usb.heal(image, None, n_samples=n_samples, seed=seed, composite=False, spacing=spacing, **used)
+        known = lesion.astype(np.float32) if lesion is not None and lesion.any() else None
+        result = usb.heal(image, known, n_samples=n_samples, seed=seed, composite=False, spacing=spacing, **used)
+        return result, {**result.params, "task": task}
     else:
         if lesion is None or not lesion.any():
             raise DataError("embedding needs a non-empty lesion mask on the model grid; the mask vanished after registration")

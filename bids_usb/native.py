@@ -1,11 +1,13 @@
 """From the model grid back to the participant's own scan.
 
-The model edits a normalised, bias-corrected, template-aligned copy of the brain. What goes
-back is only the *change*: ``delta = edited - input`` on the model grid, mapped through the
-inverse affine onto the exact native grid, multiplied by the normalisation scale and the N4
-bias field (so that it is in the scanner's own intensity units and shading), and added to the
-original voxels inside the edit region. Outside the region every voxel is the input's own
-value, bit for bit, in the input's dtype, orientation and grid.
+The model edits a normalised, bias-corrected, template-aligned copy of the brain. Everything
+that goes back is mapped through the inverse affine onto the exact native grid and multiplied
+by the normalisation scale and the N4 bias field (the scanner's own intensity units and
+shading). Healing: inside the lesion, the decoded healed brain (the fill); in the blend band,
+the original voxels plus ``decode(healed) - decode(input)``, the model's change with the
+autoencoder's reconstruction error cancelled. Embedding: the original plus ``edited - input``.
+Outside the edit region every voxel is the input's own value, bit for bit, in the input's
+dtype, orientation and grid.
 """
 
 from __future__ import annotations
@@ -48,6 +50,11 @@ def edit_region(lesion_native: np.ndarray | None, delta_native: np.ndarray, spac
     return np.abs(delta_native) > CHANGE_THRESHOLD
 
 
+def _native(array: np.ndarray, like: nib.Nifti1Image, original: nib.Nifti1Image, registration: prep.Registration) -> np.ndarray:
+    moved = prep.to_native(nib.Nifti1Image(np.asarray(array, dtype=np.float32), like.affine), original, registration)
+    return np.asanyarray(moved.dataobj, dtype=np.float32)
+
+
 def to_native_edit(
     original: nib.Nifti1Image,
     edited_model: nib.Nifti1Image,
@@ -56,17 +63,33 @@ def to_native_edit(
     scale: float,
     bias_ras: nib.Nifti1Image,
     lesion_native: np.ndarray | None,
+    *,
+    healed_model: nib.Nifti1Image | None = None,
+    change_model: nib.Nifti1Image | None = None,
+    band_mm: tuple[float, float] = (INNER_MM, OUTER_MM),
 ) -> NativeEdit:
-    """Compose the edit into ``original`` (the file as read: any orientation, any dtype)."""
-    delta_model = np.asanyarray(edited_model.dataobj, dtype=np.float32) - np.asanyarray(input_model.dataobj, dtype=np.float32)
-    delta_img = nib.Nifti1Image(delta_model, edited_model.affine)
-    delta_native_norm = np.asanyarray(prep.to_native(delta_img, original, registration).dataobj, dtype=np.float32)
+    """Compose the edit into ``original`` (the file as read: any orientation, any dtype).
+
+    With ``healed_model`` and ``change_model`` (healing) the lesion gets the healed brain and
+    the band the decoded change; otherwise (embedding) the change is ``edited - input``.
+    """
+    if change_model is not None:
+        delta_model = np.asanyarray(change_model.dataobj, dtype=np.float32)
+    else:
+        delta_model = np.asanyarray(edited_model.dataobj, dtype=np.float32) - np.asanyarray(input_model.dataobj, dtype=np.float32)
+    delta_native_norm = _native(delta_model, edited_model, original, registration)
     bias = np.asanyarray(from_ras(bias_ras, original).dataobj, dtype=np.float32)
     spacing = original.header.get_zooms()[:3]
     seed = edit_region(lesion_native, delta_native_norm, spacing)
-    weight = blend_weight(seed, spacing, inner_mm=INNER_MM, outer_mm=OUTER_MM)
+    weight = blend_weight(seed, spacing, inner_mm=band_mm[0], outer_mm=band_mm[1])
     data = np.asanyarray(original.dataobj)
-    edited = data.astype(np.float64) + delta_native_norm.astype(np.float64) * scale * bias
+    units = scale * bias.astype(np.float64)
+    edited = data.astype(np.float64) + delta_native_norm.astype(np.float64) * units
+    if healed_model is not None and lesion_native is not None and lesion_native.any():
+        healed = _native(np.asanyarray(healed_model.dataobj, dtype=np.float32), healed_model, original, registration)
+        inside = lesion_native > 0
+        edited[inside] = healed[inside] * units[inside]
+        weight = np.where(inside, 1.0, weight).astype(np.float32)
     edited = np.maximum(edited, 0.0) if data.min() >= 0 else edited  # no negative intensities where there were none
     out = composite(data, edited, weight)
     header = original.header.copy()

@@ -60,9 +60,20 @@ def write_participant_outputs(
                     "Description": f"The input {suffix} with the lesion {'replaced by healthy-looking tissue' if task == 'heal' else 'drawn in'} by USB; every voxel outside the edit region is the input's own value."})
     put_nifti(role="edit_region", img=nib.load(files["edit_region"]), suffix_="mask", desc="editregion",
               meta={"Type": "ROI", "Sources": [src], "Description": "Voxels that may differ from the input (the lesion grown by the blend band)."})
-    if files.get("lesion_native"):
+    if files.get("lesion_native") and not files.get("detected"):
         put_nifti(role="lesion", img=nib.load(files["lesion_native"]), suffix_="mask", desc="lesion",
                   meta={"Type": "Lesion", "Sources": sources, "Description": "The lesion healed" if task == "heal" else "The lesion embedded"})
+    if files.get("anomaly"):
+        how = (f"USB healing without a mask (mode detect): |decode(healed) - decode(input)| from a free healing pass "
+               f"starting at t = {parameters.get('detect_t_start')}, averaged over samples, smoothed, on the model grid, "
+               "mapped to this grid; in normalised intensity ([0, 1] = the brain's bright tissue).")
+        put_nifti(role="anomaly", img=nib.load(files["anomaly"]), suffix_=suffix, desc="anomaly",
+                  meta={"SkullStripped": False, "Sources": [src], "Units": "normalised intensity", "Description": how})
+    if files.get("detected"):
+        put_nifti(role="detected", img=nib.load(files["detected"]), suffix_="mask", desc="detected",
+                  meta={"Type": "Lesion", "Sources": [src],
+                        "Description": (f"Lesion detected by USB: the anomaly map above {parameters.get('detect_threshold')}, "
+                                        f"connected components of at least {parameters.get('detect_min_ml')} ml; this is the region healed.")})
     if files.get("uncertainty"):
         put_nifti(role="uncertainty", img=nib.load(files["uncertainty"]), suffix_=suffix, desc="uncertainty",
                   meta={"SkullStripped": False, "Sources": sources, "Units": "input intensity units",
@@ -91,5 +102,5 @@ def write_participant_outputs(
 
 
 def _camel(name: str) -> str:
-    special = {"t_start": "TStart", "alpha0": "Alpha0", "k": "K", "lcg_eta": "LCGEta", "ddim_eta": "DDIMEta", "acg": "ACG", "lcg": "LCG", "n_samples": "NSamples"}
+    special = {"band_mm": "BandMM", "detect_t_start": "DetectTStart", "detect_min_ml": "DetectMinML", "t_start": "TStart", "alpha0": "Alpha0", "k": "K", "lcg_eta": "LCGEta", "ddim_eta": "DDIMEta", "acg": "ACG", "lcg": "LCG", "n_samples": "NSamples"}
     return special.get(name, "".join(p.capitalize() for p in name.split("_")))

@@ -211,16 +211,28 @@ def _labels(values, prefix):
 
 
 def _sampling_params(opts: dict[str, Any], bundle, task: str) -> dict[str, Any]:
+    """The sampling options given on the command line; the rest are the checkpoint's, resolved
+    by the sampler (heal: per image, since the default mode depends on whether a mask exists)."""
     s = bundle.config.sampling
-    t_start = opts["t_start"] if opts["t_start"] is not None else (s.t_start_heal if task == "heal" else s.t_start_embed)
-    params: dict[str, Any] = {"t_start": t_start}
+    params: dict[str, Any] = {}
+    if opts["t_start"] is not None:
+        params["t_start"] = opts["t_start"]
+    elif task == "embed":
+        params["t_start"] = s.t_start_embed
     if opts["steps"]:
-        params["stride"] = max(1, t_start // opts["steps"])
+        params["steps"] = opts["steps"]
     for key in ("alpha0", "k", "ddim_eta"):
         if opts[key] is not None:
             params[key] = opts[key]
     if task == "embed" and opts["lcg_eta"] is not None:
         params["lcg_eta"] = opts["lcg_eta"]
+    if task == "heal":
+        for key in ("heal_mode", "fill"):
+            if opts.get(key):
+                params["mode" if key == "heal_mode" else key] = opts[key]
+        for key in ("detect_threshold", "detect_min_ml"):
+            if opts.get(key) is not None:
+                params[key] = opts[key]
     if opts["no_acg"]:
         params["acg"] = False
     return params

@@ -24,8 +24,8 @@ def test_round_trip_reproduces_outputs_exactly(tiny_networks, tmp_path):
     assert float(loaded.latent_scale) == pytest.approx(0.7)
     assert read_meta(tmp_path / "ckpt")["training_data"] == {"source": "test"}
     brain = torch.rand(32, 32, 32, generator=torch.Generator().manual_seed(0))
-    a = USB(tiny_networks, "cpu").heal(brain, seed=1, stride=100).image
-    b = USB(loaded, "cpu").heal(brain, seed=1, stride=100).image
+    a = USB(tiny_networks, "cpu").heal(brain, mode="acg", seed=1, stride=100).image
+    b = USB(loaded, "cpu").heal(brain, mode="acg", seed=1, stride=100).image
     assert torch.equal(a, b)
     assert len(checkpoint_sha256(tmp_path / "ckpt")) == 64
 

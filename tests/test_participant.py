@@ -85,7 +85,7 @@ def test_outputs_lie_on_the_input_grid_and_keep_the_outside(run, dataset):
         sidecar = json.loads((anat / f"sub-{sub}_desc-healed_T1w.json").read_text())
         assert sidecar["SkullStripped"] is False
         assert sidecar["Sources"][0] == f"bids:raw:sub-{sub}/anat/sub-{sub}_T1w.nii.gz"
-        assert sidecar["USB"]["TStart"] == 300 and sidecar["USB"]["Seed"] == 0 and len(sidecar["USB"]["Model"]["SHA256"]) == 64
+        assert sidecar["USB"]["TStart"] == 200 and sidecar["USB"]["Mode"] == "mask" and sidecar["USB"]["Seed"] == 0 and len(sidecar["USB"]["Model"]["SHA256"]) == 64
     zooms = nib.load(dataset / "sub-03" / "anat" / "sub-03_T1w.nii.gz").header.get_zooms()
     assert sorted(round(float(z), 3) for z in zooms) == [1.0, 1.0, 5.0]
 
@@ -134,3 +134,33 @@ def test_embed_a_participants_lesion_into_the_others(tmp_path, tiny_checkpoint):
         assert np.array_equal(np.asanyarray(lesioned.dataobj)[~region], np.asanyarray(source.dataobj)[~region])
     assert main([str(bids), str(tmp_path / "out2"), "participant", "--task", "embed", "--lesion-from", "sub-99",
                  "--model", str(tiny_checkpoint), "-w", str(tmp_path / "work")]) == 18
+
+
+def test_heal_without_a_mask_detects_and_leaves_a_healthy_brain_alone(tmp_path, tiny_checkpoint):
+    """No lesion mask: the detect mode writes the anomaly map; with nothing above the threshold
+    the output is the input bit for bit; with everything above it, the detection is a derivative
+    mask (Type Lesion) and is what gets healed."""
+    bids = tmp_path / "bids"
+    write_dataset(bids, participants=1, seed=9, n_healthy=1, voxel_size=(3.0, 3.0, 3.0), variety=False)
+    source = nib.load(next(bids.glob("sub-*/anat/*_T1w.nii.gz")))
+    sub = source.get_filename().split("/")[-1].split("_")[0]
+    common = ["participant", "--model", str(tiny_checkpoint), "--steps", "2", "--skull-stripped", "--nprocs", "1", "--skip-bids-validation"]
+    out = tmp_path / "quiet"
+    assert main([str(bids), str(out), *common, "-w", str(tmp_path / "w1"), "--detect-threshold", "1e6"]) == 0
+    anat = out / sub / "anat"
+    healed = nib.load(anat / f"{sub}_desc-healed_T1w.nii.gz")
+    assert np.array_equal(np.asanyarray(healed.dataobj), np.asanyarray(source.dataobj))
+    assert (anat / f"{sub}_desc-anomaly_T1w.nii.gz").is_file()
+    assert not (anat / f"{sub}_desc-detected_mask.nii.gz").exists()
+    sidecar = json.loads((anat / f"{sub}_desc-healed_T1w.json").read_text())
+    assert sidecar["USB"]["Mode"] == "detect" and sidecar["USB"]["DetectThreshold"] == 1e6
+
+    out = tmp_path / "loud"
+    assert main([str(bids), str(out), *common, "-w", str(tmp_path / "w2"), "--detect-threshold", "0", "--detect-min-ml", "0"]) == 0
+    anat = out / sub / "anat"
+    detected = nib.load(anat / f"{sub}_desc-detected_mask.nii.gz")
+    assert detected.shape == source.shape and np.asanyarray(detected.dataobj).any()
+    meta = json.loads((anat / f"{sub}_desc-detected_mask.json").read_text())
+    assert meta["Type"] == "Lesion" and "anomaly map" in meta["Description"]
+    healed = np.asanyarray(nib.load(anat / f"{sub}_desc-healed_T1w.nii.gz").dataobj)
+    assert not np.array_equal(healed, np.asanyarray(source.dataobj))

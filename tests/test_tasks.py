@@ -55,16 +55,47 @@ def test_heal_shapes_uncertainty_and_composite(usb, brain, lesion):
     assert torch.equal(out.image[outside], brain[outside])  # bit-identical outside the edit region
 
 
-def test_heal_without_mask_does_not_composite(usb, brain):
-    out = usb.heal(brain, seed=0, stride=100)
-    assert out.region is None and out.std is None
+def test_paper_acg_heal_without_composite_returns_the_healed_brain(usb, brain):
+    out = usb.heal(brain, mode="acg", seed=0, stride=100, composite=False)
+    assert out.region is None and out.std is None and out.params["mode"] == "acg"
+    assert out.params["t_start"] == usb.cfg.sampling.t_start_heal
     assert not torch.equal(out.image, brain)
 
 
+def test_mask_heal_frees_the_lesion_and_records_its_parameters(usb, brain, lesion):
+    out = usb.heal(brain, lesion, seed=0, stride=50, fill="wm", band_mm=(1.0, 3.0))
+    p = out.params
+    assert p["mode"] == "mask" and p["fill"] == "wm" and p["t_start"] == usb.cfg.sampling.t_start_mask
+    assert p["band_mm"] == (1.0, 3.0)
+    inside = lesion > 0
+    # inside the lesion the result is the healed fill; outside the band the input, exactly
+    assert torch.allclose(out.image[inside], out.healed[inside], atol=1e-6)
+    assert torch.equal(out.image[out.region == 0], brain[out.region == 0])
+    with pytest.raises(ValueError, match="needs a non-empty lesion mask"):
+        usb.heal(brain, mode="mask")
+    with pytest.raises(ValueError, match="unknown heal mode"):
+        usb.heal(brain, lesion, mode="nope")
+
+
+def test_detect_mode_leaves_a_brain_without_detections_bit_identical(usb, brain):
+    out = usb.heal(brain, seed=0, stride=100, detect_threshold=1e9)
+    assert out.params["mode"] == "detect" and out.anomaly is not None
+    assert not bool(out.lesion.any()) and bool((out.region == 0).all())
+    assert torch.equal(out.image, brain)
+
+
+def test_detect_mode_heals_what_it_detects(usb, brain):
+    # threshold 0: every brain voxel with any departure is "lesion", and gets healed
+    out = usb.heal(brain, seed=0, stride=100, detect_threshold=0.0, detect_min_ml=0.0)
+    assert bool(out.lesion.any()) and out.anomaly.shape == GRID
+    assert not torch.equal(out.image, brain)
+    assert bool((out.region[out.lesion > 0] == 1).all())
+
+
 def test_same_seed_same_output_different_seed_different_output(usb, brain, lesion):
-    a = usb.heal(brain, seed=7, stride=60, composite=False).image
-    b = usb.heal(brain, seed=7, stride=60, composite=False).image
-    c = usb.heal(brain, seed=8, stride=60, composite=False).image
+    a = usb.heal(brain, mode="acg", seed=7, stride=60, composite=False).image
+    b = usb.heal(brain, mode="acg", seed=7, stride=60, composite=False).image
+    c = usb.heal(brain, mode="acg", seed=8, stride=60, composite=False).image
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
     g1 = usb.generate_pairs(1, seed=3, steps=4)
@@ -78,18 +109,18 @@ def test_same_seed_same_output_different_seed_different_output(usb, brain, lesio
 def test_alpha0_zero_returns_the_input_latent(usb, brain):
     # lambda = exp(0) = 1 everywhere: every step is pulled all the way back to the input latent,
     # so the result is the autoencoder's reconstruction of the input, whatever the denoiser does.
-    with torch.no_grad():
-        recon = usb._decode(usb.networks.encode(brain.reshape(1, 1, *GRID)))[0, 0]
-    out = usb.heal(brain, seed=0, stride=100, alpha0=0.0)
-    assert torch.allclose(out.image, recon, atol=1e-6)
+    out = usb.heal(brain, mode="acg", seed=0, stride=100, alpha0=0.0, composite=False)
+    assert float(out.change.abs().max()) < 1e-5  # decode(healed) - decode(input)
 
 
 def test_larger_alpha0_releases_more(usb, brain):
-    with torch.no_grad():
-        recon = usb._decode(usb.networks.encode(brain.reshape(1, 1, *GRID)))[0, 0]
-    change = [(usb.heal(brain, seed=0, stride=50, alpha0=a).image - recon).abs().mean().item() for a in (1.0, 20.0, 1e6)]
-    assert change[0] < change[1] < change[2]
-    free = (usb.heal(brain, seed=0, stride=50, acg=False).image - recon).abs().mean().item()
+    def change(**kw):
+        return usb.heal(brain, mode="acg", seed=0, stride=50, composite=False, **kw).change.abs().mean().item()
+
+    change_by_alpha = [change(alpha0=a) for a in (1.0, 20.0, 1e6)]
+    assert change_by_alpha[0] < change_by_alpha[1] < change_by_alpha[2]
+    free = change(acg=False)
+    change = change_by_alpha
     assert change[2] == pytest.approx(free, rel=1e-3)  # a huge alpha0 is no guidance at all
 
 

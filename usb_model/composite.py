@@ -38,3 +38,27 @@ def composite(original: np.ndarray, edited: np.ndarray, weight: np.ndarray) -> n
     keep = weight <= 0
     out[keep] = original[keep]
     return out
+
+
+def heal_composite(original: np.ndarray, healed: np.ndarray, change: np.ndarray, lesion: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """A healed lesion put back into its input.
+
+    Inside ``lesion`` the healed image itself (the fill); around it, within the blend band,
+    the input plus ``weight * change``, where ``change = decode(healed) - decode(input)``: the
+    model's edit with the autoencoder's reconstruction error cancelled, so voxels the model did
+    not mean to change keep their own detail. Beyond the band (weight 0) the input, bit for bit.
+    """
+    original = np.asarray(original)
+    edited = original.astype(np.float64) + np.asarray(change, dtype=np.float64)
+    lesion = np.asarray(lesion) > 0
+    edited[lesion] = np.asarray(healed, dtype=np.float64)[lesion]
+    full = np.where(lesion, 1.0, weight).astype(np.float32)
+    return composite(original, edited, full) if not np.issubdtype(original.dtype, np.floating) else _float_composite(original, edited, full)
+
+
+def _float_composite(original: np.ndarray, edited: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``composite`` for a float image whose edit is already ``original + change``: no negative
+    intensities where the input had none."""
+    if original.min() >= 0:
+        edited = np.maximum(edited, 0.0)
+    return composite(original, edited, weight)

@@ -89,6 +89,16 @@ class SamplingConfig:
     acg: bool = True
     lcg: bool = True
     mask_threshold: float = 0.5
+    # Healing modes (usb_model.tasks.USB.heal): "mask" regenerates a known lesion, "detect"
+    # finds the lesion first (no mask given), "acg" is the paper's mask-free ACG healing;
+    # "auto" is "mask" with a mask and "detect" without.
+    heal_mode: str = "auto"
+    heal_fill: str = "graft"  # what the lesion is filled with before encoding (usb_model.fill)
+    t_start_mask: int = 200  # start of mask-aware healing (t_start_heal is the paper's ACG healing's)
+    band_mm: tuple[float, float] = (1.0, 4.0)  # blend band around the lesion: weight 1 inside the first, 0 beyond the second
+    detect_t_start: int = 400  # noise level of the healing pass whose departure from the input is the anomaly map
+    detect_threshold: float = 0.1  # anomaly (decoded, [0, 1] intensity) above which a voxel is lesion
+    detect_min_ml: float = 1.0  # smaller connected components are not lesions
 
 
 @dataclass
@@ -101,6 +111,10 @@ class TrainingConfig:
     vae_adv_weight: float = 1e-3
     vae_perceptual_weight: float = 2e-3
     vae_mask_fraction: float = 0.25  # share of VAE batches that are lesion masks, not images
+    # Edge of the random cubic crop the VAE trains on (0: the whole grid). The VAE is fully
+    # convolutional, so crops teach the same mapping for a fraction of the compute per step;
+    # must be a multiple of the downsampling factor.
+    vae_patch: int = 0
     diffusion_lr: float = 1e-4
     grad_clip: float = 1.0
     ema_decay: float = 0.999

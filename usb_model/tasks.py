@@ -17,25 +17,40 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import load_checkpoint
-from .composite import blend_weight
+from .checkpoint import CheckpointError, load_checkpoint, load_template_arrays
+from .composite import blend_weight, heal_composite
 from .composite import composite as blend
 from .config import USBConfig
 from .device import autocast, make_generator, pick_device
+from .detection import anomaly_map, detect_lesions
 from .diffusion import Diffusion
+from .fill import brain_region, intensity_line, prefill
 from .guidance import acg_weight, apply_guidance, lcg_weight, soft_lesion_map
 from .networks import USBNetworks
 
 
 @dataclass
 class EditResult:
-    """An edited brain: the mean over samples, their voxelwise std (uncertainty), the samples,
-    and the blend weight that put the edit back into the input (None when not composited)."""
+    """An edited brain on the model grid.
+
+    ``image``: the mean over samples (composited into the input when asked); ``std``: their
+    voxelwise std (uncertainty); ``samples``; ``region``: the blend weight that put the edit
+    back (None when not composited). For healing also: ``healed``, the decoded healed brain with
+    its intensities matched to the input's; ``change``, ``decode(healed) - decode(input)``, the
+    edit with the autoencoder's reconstruction error cancelled; ``lesion``: the lesion healed
+    (given or detected); ``anomaly``: the detection map (detect mode); ``params``: every
+    parameter used.
+    """
 
     image: torch.Tensor
     std: torch.Tensor | None
     samples: torch.Tensor
     region: torch.Tensor | None
+    healed: torch.Tensor | None = None
+    change: torch.Tensor | None = None
+    lesion: torch.Tensor | None = None
+    anomaly: torch.Tensor | None = None
+    params: dict | None = None
 
 
 @dataclass
@@ -64,18 +79,28 @@ class _Guidance:
         return w if self.lesion_weight is None else w * self.lesion_weight
 
 
+HEAL_MODES = ("mask", "detect", "acg")
+
+
 class USB:
     """A trained USB model ready to sample: networks, diffusion schedule and device."""
 
-    def __init__(self, networks: USBNetworks, device: str | torch.device | None = None):
+    def __init__(self, networks: USBNetworks, device: str | torch.device | None = None, template_t1w: np.ndarray | None = None):
         self.device = pick_device(device)
         self.networks = networks.to(self.device).eval()
         self.cfg: USBConfig = networks.cfg
         self.diffusion = Diffusion(self.cfg.schedule)
+        # The template on the model grid, for the graft that mask-aware healing starts from;
+        # without it the graft falls back to a white-matter fill.
+        self.template_t1w = template_t1w
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None) -> "USB":
-        return cls(load_checkpoint(path), device=device)
+        try:
+            template = load_template_arrays(path)["t1w"]
+        except CheckpointError:
+            template = None
+        return cls(load_checkpoint(path), device=device, template_t1w=template)
 
     # --- the four tasks -----------------------------------------------------------------------
 
@@ -108,6 +133,8 @@ class USB:
         image,
         mask=None,
         *,
+        mode: str | None = None,
+        fill: str | None = None,
         n_samples: int = 1,
         seed: int = 0,
         t_start: int | None = None,
@@ -118,20 +145,143 @@ class USB:
         ddim_eta: float | None = None,
         composite: bool = True,
         spacing=None,
+        band_mm=None,
+        detect_t_start: int | None = None,
+        detect_threshold: float | None = None,
+        detect_min_ml: float | None = None,
     ) -> EditResult:
-        """Pathology-to-healthy: noise the input to t_start, denoise with the empty-lesion
-        condition, and pull back towards the input wherever the model agrees with it (ACG).
+        """Pathology-to-healthy editing, in one of three modes (``SamplingConfig.heal_mode``):
 
-        With a mask (and ``composite``), voxels farther than the blend band from the mask are the
-        input's own values; without one, ACG alone decides what changes.
+        - ``mask`` (a lesion mask is known): the lesion is first filled classically (``fill``:
+          a template graft, a white-matter fill, or nothing), the filled brain is noised to
+          ``t_start`` and denoised with the empty-lesion condition; inside the (dilated) mask
+          the guidance weight is 0 so the model regenerates the lesion, elsewhere ACG holds the
+          input. Without the pre-fill a large dark lesion is treated as anatomy to keep.
+        - ``detect`` (no mask): a free healing pass from ``detect_t_start`` gives the anomaly
+          map; its thresholded, size-filtered part is the detected lesion, then healed as in
+          ``mask`` mode. Nothing is detected in a healthy brain, which then comes back as it was.
+        - ``acg``: the paper's mask-free healing (noise the input, denoise, ACG after each step).
+
+        With ``composite`` the result is put back into the input: inside the lesion the decoded
+        healed brain, in the blend band the input plus ``decode(healed) - decode(input)`` (so the
+        autoencoder's error cancels), beyond the band the input's own voxels. In ``acg`` mode
+        without a mask the region is where that decoded change exceeds ``detect_threshold``.
         """
         s = self.cfg.sampling
-        t_start = t_start if t_start is not None else s.t_start_heal
-        y0 = self.networks.encode(self._volume(image, "image"))
-        condition = self.networks.empty_condition(n_samples, self.device)
-        use_acg = s.acg if acg is None else acg
-        guidance = self._guidance(y0, t_start, alpha0, k, use_acg) if use_acg else None
-        return self._edit(image, mask, y0, condition, guidance, n_samples, seed, t_start, stride, ddim_eta, composite, spacing)
+        image_t = self._volume(image, "image")
+        mask_t = self._volume(mask, "mask").gt(0.5) if mask is not None else None
+        if mask_t is not None and not bool(mask_t.any()):
+            mask_t = None
+        mode = mode or s.heal_mode
+        if mode == "auto":
+            mode = "mask" if mask_t is not None else "detect"
+        if mode not in HEAL_MODES:
+            raise ValueError(f"unknown heal mode {mode!r}; choose one of auto, {', '.join(HEAL_MODES)}")
+        if mode == "mask" and mask_t is None:
+            raise ValueError("heal mode 'mask' needs a non-empty lesion mask (use mode 'detect' without one)")
+        params = {
+            "mode": mode,
+            "fill": fill or s.heal_fill,
+            "t_start": t_start if t_start is not None else (s.t_start_heal if mode == "acg" else s.t_start_mask),
+            "stride": stride or s.edit_stride,
+            "alpha0": s.alpha0 if alpha0 is None else alpha0,
+            "k": s.k if k is None else k,
+            "acg": s.acg if acg is None else acg,
+            "ddim_eta": s.ddim_eta if ddim_eta is None else ddim_eta,
+            "band_mm": tuple(band_mm or s.band_mm),
+            "n_samples": n_samples,
+            "seed": seed,
+        }
+        if mode == "detect":
+            params.update(
+                detect_t_start=detect_t_start if detect_t_start is not None else s.detect_t_start,
+                detect_threshold=s.detect_threshold if detect_threshold is None else detect_threshold,
+                detect_min_ml=s.detect_min_ml if detect_min_ml is None else detect_min_ml,
+            )
+        spacing = tuple(spacing or self.cfg.grid.voxel_size)
+        image_np = image_t[0, 0].cpu().numpy()
+        y_input = self.networks.encode(image_t)
+        reconstruction = self._decode(y_input)[0, 0].cpu().numpy()
+        anomaly = None
+        if mode == "detect":
+            free = self._heal_samples(y_input, None, params, t_start=params["detect_t_start"], acg=False)
+            anomaly = anomaly_map(free.numpy(), reconstruction, brain_region(image_np))
+            found = detect_lesions(anomaly, params["detect_threshold"], params["detect_min_ml"], spacing)
+            mask_t = torch.from_numpy(found).reshape(1, 1, *found.shape).to(self.device) if found.any() else None
+            anomaly = torch.from_numpy(anomaly)
+            if mask_t is None:  # nothing found: the input comes back untouched
+                unchanged = image_t[0, 0].cpu()
+                zero = torch.zeros_like(unchanged)
+                return EditResult(image=unchanged, std=None, samples=unchanged[None].expand(n_samples, *unchanged.shape),
+                                  region=zero if composite else None, healed=unchanged, change=zero,
+                                  lesion=zero, anomaly=anomaly, params=params)
+        if mode == "acg":
+            samples = self._heal_samples(y_input, None, params)
+        else:
+            filled = prefill(image_np, mask_t[0, 0].cpu().numpy(), params["fill"], template=self.template_t1w)
+            y_filled = self.networks.encode(self._volume(filled, "filled image"))
+            samples = self._heal_samples(y_filled, mask_t, params)
+        change_samples = samples - torch.from_numpy(reconstruction)
+        lesion_np = mask_t[0, 0].cpu().numpy() if mask_t is not None else None
+        healed_samples = self._match_intensity(samples, reconstruction, image_np, lesion_np, spacing)
+        healed = healed_samples.mean(dim=0)
+        change = change_samples.mean(dim=0)
+        std = healed_samples.std(dim=0, unbiased=True) if n_samples > 1 else None
+        lesion = torch.from_numpy(lesion_np.astype(np.float32)) if lesion_np is not None else None
+        result = EditResult(image=healed, std=std, samples=healed_samples, region=None, healed=healed,
+                            change=change, lesion=lesion, anomaly=anomaly, params=params)
+        if composite:
+            seed_region = lesion_np if lesion_np is not None else (change.abs().numpy() > s.detect_threshold)
+            if seed_region.any():
+                inner, outer = params["band_mm"]
+                weight = blend_weight(seed_region, spacing, inner_mm=inner, outer_mm=outer)
+                lesion_core = lesion_np if lesion_np is not None else np.zeros_like(seed_region)
+                comp = [torch.from_numpy(heal_composite(image_np, h.numpy(), c.numpy(), lesion_core, weight))
+                        for h, c in zip(healed_samples, change_samples)]
+                result.samples = torch.stack(comp)
+                result.image = torch.from_numpy(heal_composite(image_np, healed.numpy(), change.numpy(), lesion_core, weight))
+                result.region = torch.from_numpy(weight)
+                result.std = std * result.region if std is not None else None
+            else:
+                result.image = image_t[0, 0].cpu()
+                result.samples = result.image[None].expand(n_samples, *result.image.shape)
+                result.region = torch.zeros_like(result.image)
+                result.std = None
+        return result
+
+    def _heal_samples(self, y_start: torch.Tensor, mask_t: torch.Tensor | None, params: dict, *, t_start: int | None = None, acg: bool | None = None) -> torch.Tensor:
+        """Decoded samples (n, *grid) of one healing pass from the clean latent ``y_start``.
+
+        ACG pulls towards ``y_start``; with ``mask_t`` the guidance weight is multiplied by
+        ``1 - coverage`` of the mask grown by one latent voxel, so the lesion is free.
+        """
+        n = params["n_samples"]
+        t_start = params["t_start"] if t_start is None else t_start
+        use_acg = params["acg"] if acg is None else acg
+        guidance = None
+        if use_acg or mask_t is not None:
+            guidance = _Guidance(y0=y_start, t_norm=float(t_start), alpha0=params["alpha0"], k=params["k"], acg=use_acg)
+            if mask_t is not None:
+                free = soft_lesion_map(mask_t.float(), self.cfg.latent_shape, self.cfg.sampling.lcg_pool)
+                guidance.lesion_weight = lcg_weight((free > 0).float(), 1.0)
+        gen = make_generator(params["seed"], self.device)
+        timesteps = self.diffusion.edit_timesteps(t_start, params["stride"])
+        y0_n = y_start.expand(n, *self.cfg.latent_shape)
+        y_t = self.diffusion.add_noise(y0_n, self._noise(n, gen), t_start)
+        condition = self.networks.empty_condition(n, self.device)
+        y_out, _ = self._reverse(timesteps, y_t, condition=condition, guidance=guidance, generator=gen, ddim_eta=params["ddim_eta"])
+        return self._decode(y_out)[:, 0].float().cpu()
+
+    def _match_intensity(self, samples: torch.Tensor, reconstruction: np.ndarray, image: np.ndarray, lesion: np.ndarray | None, spacing) -> torch.Tensor:
+        """Decoded samples mapped onto the input's intensities by the line that maps the
+        decoded input onto the input over the brain away from the lesion: the decoder's global
+        intensity bias does not enter the fill."""
+        fit = brain_region(image)
+        if lesion is not None:
+            fit = fit & (blend_weight(lesion, spacing, 0.0, 2.0 * max(spacing)) == 0)
+        slope, intercept = intensity_line(reconstruction, image, fit)
+        brain = torch.from_numpy(brain_region(reconstruction) | brain_region(image))
+        return torch.where(brain, (samples * slope + intercept).clamp(0, 1), samples)
 
     @torch.no_grad()
     def embed(

@@ -8,7 +8,7 @@ from nipype.interfaces.base import BaseInterfaceInputSpec, Directory, File, Simp
 
 from ..outputs import write_participant_outputs
 
-_OPTIONAL = ("lesion_native", "uncertainty", "lesion_model")
+_OPTIONAL = ("lesion_native", "uncertainty", "lesion_model", "anomaly", "detected")
 
 
 class _SinkInputSpec(BaseInterfaceInputSpec):
@@ -32,6 +32,8 @@ class _SinkInputSpec(BaseInterfaceInputSpec):
     lesion_native = File(exists=True)
     uncertainty = File(exists=True)
     lesion_model = File(exists=True)
+    anomaly = File(exists=True, desc="heal without a mask: the anomaly map (native grid)")
+    detected = File(exists=True, desc="heal without a mask: the detected lesion (native grid)")
 
 
 class _SinkOutputSpec(TraitedSpec):

@@ -23,6 +23,11 @@ class _NativeInputSpec(BaseInterfaceInputSpec):
     lesion_native = File(exists=True, desc="heal: the lesion on the anat's grid")
     lesion_model = File(exists=True, desc="embed: the lesion drawn, on the model grid")
     uncertainty = File(exists=True)
+    healed = File(exists=True, desc="heal: the decoded healed brain on the model grid")
+    change = File(exists=True, desc="heal: decode(healed) - decode(input) on the model grid")
+    anomaly = File(exists=True, desc="heal without a mask: the anomaly map on the model grid")
+    detected = File(exists=True, desc="heal without a mask: the detected lesion on the model grid")
+    parameters = traits.Dict(desc="the sampler's parameters (band_mm is read from them)")
 
 
 class _NativeOutputSpec(TraitedSpec):
@@ -30,6 +35,7 @@ class _NativeOutputSpec(TraitedSpec):
     edit_region = File(exists=True)
     lesion_native = File(desc="the lesion (heal: as given; embed: as drawn) on the anat's grid")
     uncertainty = File()
+    anomaly = File(desc="the anomaly map on the anat's grid")
 
 
 class ToNative(SimpleInterface):
@@ -46,6 +52,17 @@ class ToNative(SimpleInterface):
         elif isdefined(self.inputs.lesion_model):
             moved = prep.to_native(nib.load(self.inputs.lesion_model), original, reg, "nearestNeighbor")
             lesion = np.asanyarray(moved.dataobj) > 0.5
+        elif isdefined(self.inputs.detected):
+            # Linear, then halfway: a smoother outline on a finer native grid than nearest neighbour.
+            detected = nib.load(self.inputs.detected)
+            moved = prep.to_native(nib.Nifti1Image(np.asanyarray(detected.dataobj, dtype=np.float32), detected.affine), original, reg)
+            lesion = np.asanyarray(moved.dataobj) > 0.5
+        heal = {}
+        if isdefined(self.inputs.healed) and isdefined(self.inputs.change):
+            heal = {"healed_model": nib.load(self.inputs.healed), "change_model": nib.load(self.inputs.change)}
+        params = self.inputs.parameters if isdefined(self.inputs.parameters) else {}
+        if params.get("band_mm"):
+            heal["band_mm"] = tuple(float(v) for v in params["band_mm"])
         edit = to_native_edit(
             original,
             nib.load(self.inputs.edited),
@@ -54,6 +71,7 @@ class ToNative(SimpleInterface):
             self.inputs.scale,
             nib.load(self.inputs.bias_field),
             lesion,
+            **heal,
         )
         nib.save(edit.image, str(cwd / "edited_native.nii.gz"))
         nib.save(edit.region, str(cwd / "edit_region_native.nii.gz"))
@@ -64,6 +82,11 @@ class ToNative(SimpleInterface):
             img.set_data_dtype(np.uint8)
             nib.save(img, str(cwd / "lesion_native.nii.gz"))
             self._results["lesion_native"] = str(cwd / "lesion_native.nii.gz")
+        if isdefined(self.inputs.anomaly):
+            moved = prep.to_native(nib.load(self.inputs.anomaly), original, reg)
+            data = np.maximum(np.asanyarray(moved.dataobj, dtype=np.float32), 0.0)
+            nib.save(nib.Nifti1Image(data, original.affine), str(cwd / "anomaly_native.nii.gz"))
+            self._results["anomaly"] = str(cwd / "anomaly_native.nii.gz")
         if isdefined(self.inputs.uncertainty):
             std = prep.to_native(nib.load(self.inputs.uncertainty), original, reg)
             data = np.asanyarray(std.dataobj, dtype=np.float32) * self.inputs.scale * edit.weight

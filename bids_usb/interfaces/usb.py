@@ -27,6 +27,10 @@ class _USBOutputSpec(TraitedSpec):
     edited = File(exists=True, desc="the edited brain on the model grid, [0, 1]")
     uncertainty = File(desc="voxelwise std over samples (only when n_samples > 1)")
     lesion_mask = File(desc="the lesion mask used, on the model grid")
+    healed = File(desc="heal: the decoded healed brain, intensities matched to the input (model grid)")
+    change = File(desc="heal: decode(healed) - decode(input) on the model grid")
+    anomaly = File(desc="heal without a mask: the anomaly map on the model grid")
+    detected = File(desc="heal without a mask: the detected lesion on the model grid (absent when nothing was found)")
     parameters = traits.Dict(desc="every parameter the sampler used, for the sidecars")
 
 
@@ -59,13 +63,24 @@ class RunUSB(SimpleInterface):
             device=self.inputs.device,
         )
         cwd = Path(runtime.cwd)
-        out = nib.Nifti1Image(result.image.numpy().astype(np.float32), image.affine)
-        nib.save(out, str(cwd / "edited_model.nii.gz"))
-        self._results["edited"] = str(cwd / "edited_model.nii.gz")
+
+        def save(name: str, data, dtype=np.float32) -> str:
+            img = nib.Nifti1Image(np.asarray(data).astype(dtype), image.affine)
+            img.set_data_dtype(dtype)
+            nib.save(img, str(cwd / f"{name}.nii.gz"))
+            return str(cwd / f"{name}.nii.gz")
+
+        self._results["edited"] = save("edited_model", result.image.numpy())
         if result.std is not None:
-            nib.save(nib.Nifti1Image(result.std.numpy().astype(np.float32), image.affine), str(cwd / "uncertainty_model.nii.gz"))
-            self._results["uncertainty"] = str(cwd / "uncertainty_model.nii.gz")
+            self._results["uncertainty"] = save("uncertainty_model", result.std.numpy())
         if lesion is not None:
             self._results["lesion_mask"] = self.inputs.lesion_mask
+        if result.healed is not None:
+            self._results["healed"] = save("healed_model", result.healed.numpy())
+            self._results["change"] = save("change_model", result.change.numpy())
+        if result.anomaly is not None:
+            self._results["anomaly"] = save("anomaly_model", result.anomaly.numpy())
+            if result.lesion is not None and bool(result.lesion.any()):
+                self._results["detected"] = save("detected_model", result.lesion.numpy() > 0, np.uint8)
         self._results["parameters"] = used
         return runtime

@@ -168,7 +168,7 @@ def init_image_wf(job: ImageJob, bundle: ModelBundle, settings: RunSettings, bid
 
     wf.connect([
         (to_model, usb, [("image", "image")]),
-        (usb, native, [("edited", "edited")]),
+        (usb, native, [("edited", "edited"), ("parameters", "parameters")]),
         (to_model, native, [("image", "image_model"), ("scale", "scale")]),
         (register, native, [("transform", "transform")]),
         (n4, native, [("bias_field", "bias_field")]),
@@ -179,6 +179,15 @@ def init_image_wf(job: ImageJob, bundle: ModelBundle, settings: RunSettings, bid
         (to_model, sink, [("image", "image_model")]),
         (usb, sink, [("edited", "edited_model"), ("parameters", "parameters")]),
     ])
+    if settings.task == "heal":
+        wf.connect([(usb, native, [("healed", "healed"), ("change", "change")])])
+        if job.lesion_mask is not None:
+            wf.connect(to_model, "lesion_mask", usb, "lesion_mask")
+        else:
+            wf.connect([
+                (usb, native, [("anomaly", "anomaly"), ("detected", "detected")]),
+                (native, sink, [("anomaly", "anomaly"), ("lesion_native", "detected")]),
+            ])
     if job.lesion_mask is not None:
         wf.connect([
             (prepare, native, [("lesion_native", "lesion_native")]),

@@ -111,3 +111,17 @@ def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     items = iter(items)
     while chunk := list(itertools.islice(items, size)):
         yield chunk
+
+
+def random_crop(volumes: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """A random ``size``^3 cube from each (C, X, Y, Z) volume of a batch; ``size`` 0 keeps all.
+
+    Each sample gets its own corner, drawn uniformly, so that a batch covers several regions.
+    """
+    if size <= 0 or all(s <= size for s in volumes.shape[-3:]):
+        return volumes
+    crops = []
+    for volume in volumes:
+        corner = [int(torch.randint(0, s - size + 1, (1,), generator=generator)) for s in volume.shape[-3:]]
+        crops.append(volume[..., corner[0]:corner[0] + size, corner[1]:corner[1] + size, corner[2]:corner[2] + size])
+    return torch.stack(crops)

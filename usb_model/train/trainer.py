@@ -22,7 +22,7 @@ from ..device import autocast, make_generator
 from ..diffusion import Diffusion, sample_timesteps
 from ..networks import USBNetworks
 from . import losses
-from .data import _first_items, _is_map_style, _mix, batches, chunks, collate_triplets
+from .data import _first_items, _is_map_style, _mix, batches, chunks, collate_triplets, random_crop
 from .distributed import Distributed, setup_distributed
 from .ema import EMA
 from .log import append_log, truncate_log
@@ -406,7 +406,8 @@ class Trainer:
         tr = self.cfg.training
         use_mask = torch.rand(batch["lesioned"].shape[0], generator=rnd.cpu) < tr.vae_mask_fraction
         pick = use_mask.view(-1, 1, 1, 1, 1)
-        x = torch.where(pick, batch["mask"], batch["lesioned"]).to(self.device, non_blocking=True)
+        x = torch.where(pick, batch["mask"], batch["lesioned"])
+        x = random_crop(x, tr.vae_patch, rnd.cpu).to(self.device, non_blocking=True)
         adversarial_on = tr.vae_adv_weight > 0
         with self._autocast():
             recon, z_mu, z_sigma = self._wrapped["autoencoder"](x)

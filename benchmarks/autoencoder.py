@@ -1,0 +1,88 @@
+"""How well the autoencoder reconstructs brains it never saw: encode, decode, no diffusion.
+
+Everything USB outputs passes through the decoder, so its reconstruction error is a floor under
+every healing and generation result. This measures PSNR (data range 1), SSIM and mean absolute
+error inside the brain on held-out synthetic healthy brains (usb_model.synth with seed
+7_000_003; training uses seed 0), and on the lesioned versions of the same brains.
+
+    python benchmarks/autoencoder.py --model DIR [--n 8] [--out benchmarks/results/autoencoder.json]
+
+``DIR`` is a checkpoint directory (or a ``usb-train`` output directory: its ``checkpoint/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from usb_model.atomic import write_text  # noqa: E402
+from usb_model.checkpoint import load_checkpoint  # noqa: E402
+from usb_model.metrics import masked_l1, masked_psnr, masked_ssim  # noqa: E402
+from usb_model.synth import TripletDataset  # noqa: E402
+
+TEST_SEED = 7_000_003
+
+
+def checkpoint_dir(path: Path) -> Path:
+    return path / "checkpoint" if (path / "checkpoint" / "config.json").is_file() else path
+
+
+@torch.no_grad()
+def reconstruction_scores(networks, n: int) -> dict:
+    cfg = networks.cfg
+    data = TripletDataset(cfg.grid, n, TEST_SEED, healthy_fraction=0.0, contrast=cfg.grid.contrast)
+    rows = []
+    for i in range(n):
+        item = data[i]
+        for kind in ("healthy", "lesioned"):
+            x = item[kind][None]
+            recon = networks.decode(networks.encode(x)).clamp(0, 1)[0, 0].numpy()
+            truth = x[0, 0].numpy()
+            brain = item["healthy"][0].numpy() > 0
+            rows.append({
+                "case": i, "kind": kind,
+                "psnr_brain": masked_psnr(recon, truth, brain, data_range=1.0),
+                "ssim_brain": masked_ssim(recon, truth, brain, data_range=1.0),
+                "l1_brain": masked_l1(recon, truth, brain),
+            })
+    summary = {}
+    for kind in ("healthy", "lesioned"):
+        sel = [r for r in rows if r["kind"] == kind]
+        summary[kind] = {m: float(np.mean([r[m] for r in sel])) for m in ("psnr_brain", "ssim_brain", "l1_brain")}
+    return {"cases": rows, "summary": summary}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--n", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "autoencoder.json")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    directory = checkpoint_dir(args.model)
+    networks = load_checkpoint(directory).eval()
+    clock = time.perf_counter()
+    result = reconstruction_scores(networks, args.n)
+    meta = json.loads((directory / "meta.json").read_text())
+    result["environment"] = {
+        "model": str(args.model), "trained_steps": meta.get("notes", {}).get("trained_steps"),
+        "autoencoder": networks.cfg.to_dict()["autoencoder"], "n": args.n, "test_seed": TEST_SEED,
+        "seconds": round(time.perf_counter() - clock, 1), "date": time.strftime("%Y-%m-%d"),
+    }
+    write_text(args.out, json.dumps(result, indent=2) + "\n")
+    for kind, s in result["summary"].items():
+        print(f"{kind:9s} PSNR {s['psnr_brain']:.2f} dB  SSIM {s['ssim_brain']:.3f}  L1 {s['l1_brain']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
