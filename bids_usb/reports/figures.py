@@ -296,6 +296,7 @@ class EditData:
     slices: dict[int, list[int]]  # axis -> indices
     window: tuple[float, float]
     notes: list[str]
+    anomaly: Volume | None = None
 
 
 def load_edit_data(anat: str | os.PathLike, written: dict[str, str]) -> EditData:
@@ -309,11 +310,14 @@ def load_edit_data(anat: str | os.PathLike, written: dict[str, str]) -> EditData
         notes.append("no usable brain mask: the grey scale and the crop use the input's non-zero voxels")
         brain = a.data > robust_range(a.data[a.data > 0])[0] if (a.data > 0).any() else np.ones(a.shape, bool)
     region = load_mask(written.get("edit_region"), a)
-    lesion = load_mask(written.get("lesion"), a)
-    unc = load_ras(written["uncertainty"]) if written.get("uncertainty") else None
-    if unc is not None and unc.shape != a.shape:
-        notes.append("the uncertainty map is not on the input's grid and is not shown")
-        unc = None
+    lesion = load_mask(written.get("lesion") or written.get("detected"), a)
+    maps = {}
+    for key in ("uncertainty", "anomaly"):
+        maps[key] = load_ras(written[key]) if written.get(key) else None
+        if maps[key] is not None and maps[key].shape != a.shape:
+            notes.append(f"the {key} map is not on the input's grid and is not shown")
+            maps[key] = None
+    unc = maps["uncertainty"]
     focus = next((m for m in (lesion, region) if m is not None and m.any()), None)
     if focus is None:
         notes.append("the edit region is empty: the slices are spread over the brain")
@@ -322,7 +326,7 @@ def load_edit_data(anat: str | os.PathLike, written: dict[str, str]) -> EditData
     box = bounding_box(keep, a.zooms)
     slices = {axis: pick_slices(focus, axis, a.zooms) for _, axis, _ in ORIENTATIONS}
     window = robust_range(a.data[brain])
-    return EditData(a, e, brain, region, lesion, unc, box, slices, window, notes)
+    return EditData(a, e, brain, region, lesion, unc, box, slices, window, notes, maps["anomaly"])
 
 
 def edit_figure(d: EditData, path: Path) -> Path:
@@ -370,10 +374,22 @@ def uncertainty_figure(d: EditData, path: Path) -> Path:
     """The voxelwise standard deviation over samples on the input, slices through the edit."""
     if d.uncertainty is None:
         raise ValueError("no uncertainty map")
-    a, u, box = d.anat, d.uncertainty.data, d.box
+    return map_figure(d, d.uncertainty, "Uncertainty", "SD over samples", path)
+
+
+def anomaly_figure(d: EditData, path: Path) -> Path:
+    """The detection's anomaly map on the input, with the detected lesion outlined."""
+    if d.anomaly is None:
+        raise ValueError("no anomaly map")
+    return map_figure(d, d.anomaly, "Anomaly", "|healed − input| (normalised)", path)
+
+
+def map_figure(d: EditData, volume: Volume, title: str, label: str, path: Path) -> Path:
+    """A non-negative map over the input, slices through the edit, with its colour bar."""
+    a, u, box = d.anat, volume.data, d.box
     pos = u[u > 0]
     umax = robust_range(pos, 0, 99.5)[1] if pos.size else 1.0
-    blocks = [_block(name.capitalize(), ["Uncertainty"], axis, box, a.zooms) for name, axis, _ in ORIENTATIONS]
+    blocks = [_block(name.capitalize(), [title], axis, box, a.zooms) for name, axis, _ in ORIENTATIONS]
     ncols = max(len(v) for v in d.slices.values())
     fig, panels, slots, height = _layout(blocks, ncols, legend=True)
     legend = [("edit region", REGION_COLOUR, "solid")] if d.region is not None else []
@@ -390,7 +406,7 @@ def uncertainty_figure(d: EditData, path: Path) -> Path:
             p.contour(slice_2d(d.region, axis, idx, box) if d.region is not None else None, REGION_COLOUR, 0.8)
             p.contour(slice_2d(d.lesion, axis, idx, box) if d.lesion is not None else None, LESION_COLOUR, 0.8, "dashed")
             p.annotate(axis, letter, world_coordinate(a, axis, idx), c == 0)
-        _colourbar(fig, slots[b][0], im, "SD over samples")
+        _colourbar(fig, slots[b][0], im, label)
     return save_figure(fig, path)
 
 

@@ -48,6 +48,12 @@ PARAMETER_LABELS = {
     "acg": "Anatomy Consistency Guidance on",
     "lcg": "Lesion Consistency Guidance on",
     "lcg_eta": "Lesion Consistency Guidance η",
+    "mode": "healing mode: mask (the given lesion is regenerated), detect (lesions found first), acg (the paper's mask-free healing)",
+    "fill": "what the lesion held before USB refined it (graft: the template; wm: white matter; none)",
+    "band_mm": "blend band: full weight within the first distance of the lesion, none beyond the second (mm)",
+    "detect_t_start": "detection: start of the free healing pass whose departure from the input is the anomaly map",
+    "detect_threshold": "detection: anomaly above which a voxel is lesion (normalised intensity)",
+    "detect_min_ml": "detection: smallest lesion kept (ml)",
     "seed": "random seed",
     "n_samples": "samples drawn (the result is their mean)",
 }
@@ -214,7 +220,21 @@ def methods_paragraph(image: ImageReport, version: str, versions: dict[str, str 
     acg = f"Anatomy Consistency Guidance (ACG; α₀ = {_fmt(p.get('alpha0', '?'))}, k = {_fmt(p.get('k', '?'))})" if p.get("acg", True) else None
     engine = "PyTorch" + v["PyTorch"] + (f" and MONAI{v['MONAI']}" if versions.get("MONAI") else "")
     usb = f"USB, the Unified Synthetic Brain framework (Wang & Liu), a paired latent diffusion model, with the model {model_id} run in {engine}"
-    if image.task == "heal":
+    if image.task == "heal" and p.get("mode") in ("mask", "detect"):
+        found = ""
+        if p.get("mode") == "detect":
+            found = (f"No lesion mask was given: lesions were first detected as the voxels where a free healing pass from diffusion step "
+                     f"{_fmt(p.get('detect_t_start'))} departed from the input by more than {_fmt(p.get('detect_threshold'))} (normalised intensity), "
+                     f"in connected regions of at least {_fmt(p.get('detect_min_ml'))} ml. ")
+        s.append(
+            f"{found}The lesion was healed with {usb}: it was first filled ({_esc(str(p.get('fill')))} fill), the filled image's latent was noised to "
+            f"diffusion step {_fmt(t_start)} and denoised back to step 0 with {sampler} under the healthy (empty-lesion) condition, "
+            "the lesion left free to be regenerated and "
+            + (f"{acg} holding the rest of the anatomy. " if acg else "the rest held to the input. ")
+            + "Inside the lesion the decoded healed brain was used; around it, the input plus the difference between the decoded healed "
+            "and the decoded input latents, so that the autoencoder's own reconstruction error does not enter the result. "
+        )
+    elif image.task == "heal":
         s.append(
             f"The lesion was healed with {usb}: the image's latent was noised to diffusion step {_fmt(t_start)} and denoised back to step 0 with {sampler} "
             "under the healthy (empty-lesion) condition, "
@@ -373,6 +393,17 @@ def _image_section(image: ImageReport, figs: dict[str, tuple[str | None, str | N
     else:
         out.append('<p class="note">No uncertainty map: one sample was drawn (use more than one sample to get one).</p>')
 
+    if image.written.get("anomaly"):
+        out.append(f'<h3 id="{a}-detection">Lesion detection</h3>')
+        found = "The detected lesion (red, dashed) is what was healed." if image.written.get("detected") else (
+            "Nothing exceeded the threshold: no lesion was detected and the output is the input, bit for bit.")
+        p = image.parameters
+        out.append(_figure_html(*_fig(figs, "anomaly"), caption=(
+            f"No lesion mask was given, so USB looked for lesions: the anomaly map is how far a free healing pass departs from the input "
+            f"(|decode(healed) − decode(input)|, normalised intensity); voxels above {_esc(_fmt(p.get('detect_threshold')))} in connected "
+            f"components of at least {_esc(_fmt(p.get('detect_min_ml')))} ml are the detected lesion. {found}"
+        )))
+
     out.append(f'<h3 id="{a}-parameters">Parameters</h3>')
     prm = [(f"<code>{_esc(k)}</code>", _esc(_fmt(v)), _esc(PARAMETER_LABELS.get(k, ""))) for k, v in image.parameters.items()]
     if "task" not in image.parameters:
@@ -471,6 +502,8 @@ def _render_image(image: ImageReport, fig_dir: Path, html_dir: Path, used: set[s
         if image.written.get("uncertainty"):
             if data.uncertainty is not None:
                 draw("uncertainty", F.uncertainty_figure, data)
+        if image.written.get("anomaly") and data.anomaly is not None:
+            draw("anomaly", F.anomaly_figure, data)
     if image.written.get("preproc_model"):
         draw("registration", F.registration_figure, image.written["preproc_model"], image.template, image.written.get("lesion_model"))
     else:

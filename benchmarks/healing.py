@@ -1,0 +1,395 @@
+"""End-to-end healing benchmark: native scans through the participant level, scored as the field
+scores lesion filling.
+
+What users run, measured as they would: T1w scans at native resolution (1 mm isotropic RAS,
+and 1 x 1 x 3 mm oblique LPS), int16, written as a BIDS dataset with raw lesion masks, processed
+by ``bids_usb BIDS OUT participant`` itself, and compared with the healthy scan they were made
+from. Brains are synthesised from the MNI template (usb_model.synth) with seeds never used in
+training (training: seed 0; here 9_100_000 + case). Lesion classes, drawn as T1w lesions look
+(usb_model.synth.encode_lesion: a core darkened towards CSF, a partial-volume rim, smooth
+texture): white-matter-hyperintensity-like spots (mild darkening, in white matter), lacunes
+(0.2-1.5 ml, CSF-dark), cortical-subcortical infarcts (8-40 ml) and territorial infarcts
+(50-120 ml). Two healthy controls, without masks.
+
+Methods, each composited into the native scan: the input (``none``); an FSL ``lesion_filling``
+style fill (``wm_fill``: white-matter mean plus white-matter noise, white matter being the bright
+part of the brain outside the lesion); a template graft (``graft``: the 1 mm MNI template
+moved onto the scan through the app's own registration, matched by a line fitted outside the
+lesion); USB with the mask (``usb_mask``, the default) and the paper's mask-free ACG healing
+at the paper's settings (``usb_acg``: t_start 300, stride 1); and, on copies without masks, USB's
+detection mode (``usb_detect``).
+
+Metrics: (a) the BraTS 2023 inpainting challenge's metric code (PyPI ``inpainting`` 0.0.12,
+``generate_metrics``): SSIM, PSNR and MSE inside the lesion, normalised by the input outside
+it; (b) ANTs Atropos 3-class segmentation (k-means init, antspyx) of the truth, the input and
+each result on a box around the lesion: Dice per tissue inside the lesion dilated by 3 mm, and
+grey/white-matter volume error (ml) against the truth in that box; (c) without a mask: the
+share of a healthy control's brain voxels left bit-identical and the volume detected, and
+detection Dice on lesioned scans. Single sample (``--n-samples 1``). A sweep of the mask mode's
+``t_start`` and step count runs on the 1 mm scans.
+
+    python benchmarks/healing.py [--model DIR] [--work scratch/healing] [--cases-per-class 2]
+
+Writes benchmarks/results/healing.json and docs/figures/healing.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from usb_model.atomic import write_text  # noqa: E402
+from usb_model.config import GridConfig  # noqa: E402
+from usb_model.fill import template_graft, wm_fill  # noqa: E402
+from usb_model.synth import encode_lesion, random_lesion, synth_healthy  # noqa: E402
+from usb_model.synth.native import native_grid, random_pose, to_native  # noqa: E402
+from usb_model.template import load_template, template_brain_centre  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+FIGURES = ROOT / "docs" / "figures"
+SEED = 9_100_000
+CLASSES = {
+    # name: (volume range ml, darkening strength range, white matter only)
+    "wmh": ((0.3, 2.0), (0.25, 0.5), True),
+    "lacune": ((0.2, 1.5), (0.75, 0.95), False),
+    "infarct": ((8.0, 40.0), (0.7, 0.9), False),
+    "territorial": ((50.0, 120.0), (0.7, 0.9), False),
+}
+GRIDS = {"iso1": ("RAS", (1.0, 1.0, 1.0), (0.0, 0.0, 0.0)), "aniso": ("LPS", (1.0, 1.0, 3.0), (6.0, 0.0, 4.0))}
+SYNTH_FOV_MM = (184.0, 224.0, 192.0)
+NATIVE_FOV_MM = (200.0, 248.0, 216.0)
+USB_METHODS = {
+    "usb_mask": ["--heal-mode", "mask"],
+    "usb_acg": ["--heal-mode", "acg", "--t-start", "300", "--steps", "300"],
+}
+SWEEP = [(100, 34), (200, 20), (300, 100)]  # (t_start, steps) of the mask mode
+
+
+# --------------------------------------------------------------------------- the dataset
+
+
+def make_scan(index: int, grid_name: str, klass: str | None):
+    """(healthy int16, lesioned int16, lesion uint8, brain uint8, affine) on a native grid."""
+    rng = np.random.default_rng([SEED, index])
+    template = load_template(GridConfig(shape=tuple(int(f) for f in SYNTH_FOV_MM), voxel_size=(1.0, 1.0, 1.0)))
+    brain = synth_healthy(template, rng, "T1w")
+    mask = np.zeros(brain.image.shape, bool)
+    lesioned = brain.image
+    if klass is not None:
+        volume, strength, wm_only = CLASSES[klass]
+        if klass == "wmh":  # several spots, as white-matter disease comes
+            for _ in range(3):
+                mask |= random_lesion(brain.brain_mask, rng, size=volume, wm=brain.wm, voxel_size=(1, 1, 1))
+        else:
+            mask = random_lesion(brain.parenchyma, rng, size=volume, voxel_size=(1, 1, 1))
+        lesioned = encode_lesion(brain.image, mask, rng, "T1w", strength=strength)
+    orientation, zooms, oblique = GRIDS[grid_name]
+    pose = random_pose(rng)
+    centre = pose[:3, :3] @ template_brain_centre() + pose[:3, 3]
+    grid = native_grid(orientation, zooms, centre, NATIVE_FOV_MM, oblique)
+    src = np.asarray(template.affine)
+    n_brain = to_native(brain.brain_mask.astype(np.float32), src, grid, pose) >= 0.5
+    scale = float(rng.uniform(800.0, 1200.0))
+    healthy = to_native(brain.image, src, grid, pose) * n_brain
+    sick = to_native(lesioned, src, grid, pose) * n_brain
+    fraction = to_native(mask.astype(np.float32), src, grid, pose)
+    lesion = ((fraction >= 0.25) | ((np.abs(sick - healthy) > 0.05) & (fraction > 0))) & n_brain
+
+    def units(a):
+        return np.round(np.clip(a, 0, 1) * scale).astype(np.int16)
+
+    return units(healthy), units(sick), lesion.astype(np.uint8), n_brain.astype(np.uint8), grid.affine
+
+
+def plan(cases_per_class: int):
+    cases, index = [], 0
+    for grid_name in GRIDS:
+        per_class = cases_per_class if grid_name == "iso1" else 1
+        for klass in CLASSES:
+            for _ in range(per_class):
+                cases.append({"sub": f"{grid_name}{klass}{index:02d}", "grid": grid_name, "class": klass, "index": index})
+                index += 1
+        cases.append({"sub": f"{grid_name}control{index:02d}", "grid": grid_name, "class": None, "index": index})
+        index += 1
+    return cases
+
+
+def save(data, affine, path: Path, dtype):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = nib.Nifti1Image(np.asarray(data).astype(dtype), affine)
+    img.set_data_dtype(dtype)
+    img.header.set_xyzt_units("mm")
+    nib.save(img, str(path))
+
+
+def write_datasets(work: Path, cases) -> None:
+    """``bids`` (scans with their lesion masks), ``bids_nomask`` (the 1 mm lesioned scans and the
+    controls, without masks: for detection) and ``truth`` (healthy scans, masks, brains)."""
+    for root in ("bids", "bids_nomask"):
+        (work / root).mkdir(parents=True, exist_ok=True)
+        (work / root / "dataset_description.json").write_text(json.dumps({"Name": "bids_usb healing benchmark", "BIDSVersion": "1.9.0"}))
+    for case in cases:
+        sub, truth = f"sub-{case['sub']}", work / "truth"
+        if (truth / f"{sub}_brain.nii.gz").is_file():
+            continue
+        healthy, sick, lesion, brain, affine = make_scan(case["index"], case["grid"], case["class"])
+        save(sick, affine, work / "bids" / sub / "anat" / f"{sub}_T1w.nii.gz", np.int16)
+        if case["class"] is not None:
+            save(lesion, affine, work / "bids" / sub / "anat" / f"{sub}_label-lesion_roi.nii.gz", np.uint8)
+        if case["grid"] == "iso1" or case["class"] is None:
+            save(sick, affine, work / "bids_nomask" / sub / "anat" / f"{sub}_T1w.nii.gz", np.int16)
+        save(healthy, affine, truth / f"{sub}_T1w.nii.gz", np.int16)
+        save(lesion, affine, truth / f"{sub}_lesion.nii.gz", np.uint8)
+        save(brain, affine, truth / f"{sub}_brain.nii.gz", np.uint8)
+
+
+# --------------------------------------------------------------------------- running the app
+
+
+def run_app(bids: Path, out: Path, work: Path, model: Path | None, extra: list[str]) -> float:
+    if (out / "done").is_file():
+        return float((out / "done").read_text())
+    cmd = [sys.executable, "-m", "bids_usb", str(bids), str(out), "participant", "-w", str(work), "--skull-stripped",
+           "--skip-bids-validation", "--nprocs", "1", "--omp-nthreads", "1", "--n-samples", "1", "--seed", "0", *extra]
+    if model is not None:
+        cmd += ["--model", str(model)]
+    clock = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    seconds = time.perf_counter() - clock
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    (out / "done").write_text(f"{seconds:.1f}")
+    return seconds
+
+
+def app_output(out: Path, sub: str, desc: str = "healed", suffix: str = "T1w") -> Path:
+    return out / f"sub-{sub}" / "anat" / f"sub-{sub}_desc-{desc}_{suffix}.nii.gz"
+
+
+# --------------------------------------------------------------------------- baselines
+
+
+def registered_template(out: Path, sub: str, anat: Path) -> np.ndarray:
+    """The 1 mm MNI template moved onto the scan through the app's own registration."""
+    from bids_usb.preprocessing import Registration
+    from bids_usb.preprocessing import to_native as app_to_native
+
+    template = load_template(GridConfig(shape=(193, 229, 193), voxel_size=(1.0, 1.0, 1.0)))
+    xfm = next((out / f"sub-{sub}" / "anat").glob("*_xfm.mat"))
+    moving = nib.Nifti1Image(template.t1w.astype(np.float32), np.asarray(template.affine))
+    original = nib.load(str(anat))
+    return np.asanyarray(app_to_native(moving, original, Registration(xfm)).dataobj, dtype=np.float32)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def inpainting_metrics(pred, truth, lesioned, lesion, brain) -> dict[str, float]:
+    import torch
+    from inpainting.challenge_metrics_2023 import generate_metrics
+
+    box = bounding_box(brain, 2)
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(np.asarray(a, dtype=np.float32)[box]))[None]  # noqa: E731
+    voided = np.asarray(lesioned, dtype=np.float32)[box][(brain[box] > 0) & ~(lesion[box] > 0)]
+    m = generate_metrics(prediction=t(pred), target=t(truth), normalization_tensor=torch.from_numpy(voided),
+                         mask=torch.from_numpy(lesion[box] > 0)[None])
+    return {"ssim": float(m["ssim"]), "psnr": float(m["psnr"]), "mse": float(m["mse"])}
+
+
+def bounding_box(mask, margin: int):
+    idx = np.argwhere(mask)
+    lo = np.maximum(idx.min(0) - margin, 0)
+    hi = np.minimum(idx.max(0) + margin + 1, mask.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+
+
+def atropos(image, brain, affine) -> np.ndarray:
+    """Labels 1 CSF, 2 GM, 3 WM (k-means initialised, so ordered by intensity on T1w)."""
+    import ants
+
+    img = ants.from_nibabel(nib.Nifti1Image(np.asarray(image, dtype=np.float32), affine))
+    msk = ants.from_nibabel(nib.Nifti1Image((np.asarray(brain) > 0).astype(np.float32), affine))
+    seg = ants.atropos(a=img, m="[0.1,1x1x1]", c="[3,0]", i="kmeans[3]", x=msk, verbose=False)
+    return seg["segmentation"].numpy().astype(np.uint8)
+
+
+def tissue_scores(pred, truth_seg, lesion, brain, affine, zooms) -> dict[str, float]:
+    seg = atropos(pred, brain, affine)
+    near = ndimage.distance_transform_edt(~(lesion > 0), sampling=zooms) <= 3.0
+    out = {}
+    for label, name in ((1, "csf"), (2, "gm"), (3, "wm")):
+        a, b = (seg == label) & near, (truth_seg == label) & near
+        out[f"dice_{name}"] = float(2 * (a & b).sum() / (a.sum() + b.sum())) if (a.sum() + b.sum()) else float("nan")
+    voxel_ml = float(np.prod(zooms)) / 1000
+    for label, name in ((2, "gm"), (3, "wm")):
+        out[f"{name}_volume_error_ml"] = float(((seg == label).sum() - (truth_seg == label).sum()) * voxel_ml)
+    return out
+
+
+def crop(arrays, lesion, zooms, margin_mm: float = 25.0):
+    margin = int(np.ceil(margin_mm / min(zooms)))
+    box = bounding_box(lesion, margin)
+    return [np.asarray(a)[box] for a in arrays]
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=None)
+    parser.add_argument("--work", type=Path, default=ROOT / "scratch" / "healing")
+    parser.add_argument("--cases-per-class", type=int, default=2)
+    parser.add_argument("--no-sweep", action="store_true")
+    args = parser.parse_args(argv)
+    work = args.work.absolute()
+    cases = plan(args.cases_per_class)
+    clock = time.perf_counter()
+    write_datasets(work, cases)
+    print(f"datasets written ({time.perf_counter() - clock:.0f} s)", flush=True)
+    wall = {}
+    for method, extra in USB_METHODS.items():
+        wall[method] = run_app(work / "bids", work / "out" / method, work / "work", args.model, extra)
+        print(f"{method}: {wall[method]:.0f} s for {len(cases)} scans", flush=True)
+    wall["usb_detect"] = run_app(work / "bids_nomask", work / "out" / "usb_detect", work / "work_nomask", args.model, ["--heal-mode", "detect"])
+    print(f"usb_detect: {wall['usb_detect']:.0f} s", flush=True)
+    sweep_runs = {}
+    if not args.no_sweep:
+        iso = [c["sub"] for c in cases if c["grid"] == "iso1" and c["class"]]
+        for t_start, steps in SWEEP:
+            name = f"sweep_t{t_start}_n{steps}"
+            extra = ["--heal-mode", "mask", "--t-start", str(t_start), "--steps", str(steps), "--participant-label", *iso]
+            sweep_runs[name] = {"t_start": t_start, "steps": steps,
+                                "seconds": run_app(work / "bids", work / "out" / name, work / "work", args.model, extra)}
+            print(f"{name}: {sweep_runs[name]['seconds']:.0f} s", flush=True)
+
+    rows, control_rows, detect_rows, sweep_rows, figure_cases = [], [], [], [], {}
+    for case in cases:
+        sub = case["sub"]
+        truth_img = nib.load(str(work / "truth" / f"sub-{sub}_T1w.nii.gz"))
+        truth = np.asanyarray(truth_img.dataobj).astype(np.float32)
+        lesion = np.asanyarray(nib.load(str(work / "truth" / f"sub-{sub}_lesion.nii.gz")).dataobj) > 0
+        brain = np.asanyarray(nib.load(str(work / "truth" / f"sub-{sub}_brain.nii.gz")).dataobj) > 0
+        anat = work / "bids" / f"sub-{sub}" / "anat" / f"sub-{sub}_T1w.nii.gz"
+        lesioned = np.asanyarray(nib.load(str(anat)).dataobj).astype(np.float32)
+        zooms = truth_img.header.get_zooms()[:3]
+        if case["class"] is None:
+            for method, out in (("usb_detect", work / "out" / "usb_detect"),):
+                healed = np.asanyarray(nib.load(str(app_output(out, sub))).dataobj).astype(np.float32)
+                det_path = app_output(out, sub, "detected", "mask")
+                detected = np.asanyarray(nib.load(str(det_path)).dataobj) > 0 if det_path.is_file() else np.zeros_like(brain)
+                control_rows.append({"sub": sub, "grid": case["grid"], "method": method,
+                                     "unchanged_fraction": float((healed[brain] == lesioned[brain]).mean()),
+                                     "detected_ml": float(detected.sum() * np.prod(zooms) / 1000)})
+                print(f"{sub}: unchanged {control_rows[-1]['unchanged_fraction']:.4f}, detected {control_rows[-1]['detected_ml']:.2f} ml", flush=True)
+            continue
+        preds = {"none": lesioned,
+                 "wm_fill": wm_fill(lesioned, lesion, brain=brain, rng=np.random.default_rng(case["index"])),
+                 "graft": template_graft(lesioned, lesion, registered_template(work / "out" / "usb_mask", sub, anat), brain=brain)}
+        for method in USB_METHODS:
+            preds[method] = np.asanyarray(nib.load(str(app_output(work / "out" / method, sub))).dataobj).astype(np.float32)
+        if case["grid"] == "iso1":
+            out = work / "out" / "usb_detect"
+            preds["usb_detect"] = np.asanyarray(nib.load(str(app_output(out, sub))).dataobj).astype(np.float32)
+            det_path = app_output(out, sub, "detected", "mask")
+            detected = np.asanyarray(nib.load(str(det_path)).dataobj) > 0 if det_path.is_file() else np.zeros_like(lesion)
+            dice = float(2 * (detected & lesion).sum() / (detected.sum() + lesion.sum()))
+            detect_rows.append({"sub": sub, "class": case["class"], "lesion_ml": float(lesion.sum() * np.prod(zooms) / 1000),
+                                "dice": dice, "detected_ml": float(detected.sum() * np.prod(zooms) / 1000)})
+        t_c, l_c, b_c = crop([truth, lesion, brain], lesion, zooms)
+        sub_affine = truth_img.affine.copy()
+        box = bounding_box(lesion, int(np.ceil(25.0 / min(zooms))))
+        sub_affine[:3, 3] = truth_img.affine[:3, :3] @ np.array([s.start for s in box]) + truth_img.affine[:3, 3]
+        truth_seg = atropos(t_c, b_c, sub_affine)
+        volume_ml = float(lesion.sum() * np.prod(zooms) / 1000)
+        for method, pred in preds.items():
+            row = {"sub": sub, "grid": case["grid"], "class": case["class"], "lesion_ml": volume_ml, "method": method,
+                   **inpainting_metrics(pred, truth, lesioned, lesion, brain),
+                   **tissue_scores(crop([pred], lesion, zooms)[0], truth_seg, l_c, b_c, sub_affine, zooms)}
+            rows.append(row)
+        print(f"{sub} ({volume_ml:.1f} ml): " + "  ".join(f"{r['method']} {r['psnr']:.1f}" for r in rows[-len(preds):]), flush=True)
+        if case["grid"] == "iso1" and case["class"] not in figure_cases:
+            figure_cases[case["class"]] = (truth, preds, lesion)
+        if sweep_runs and case["grid"] == "iso1":
+            for name, spec in sweep_runs.items():
+                pred = np.asanyarray(nib.load(str(app_output(work / "out" / name, sub))).dataobj).astype(np.float32)
+                sweep_rows.append({"sub": sub, "class": case["class"], **spec, **inpainting_metrics(pred, truth, lesioned, lesion, brain)})
+
+    result = summarise(rows, control_rows, detect_rows, sweep_rows, wall, cases, args)
+    write_text(RESULTS / "healing.json", json.dumps(result, indent=2) + "\n")
+    figure(figure_cases)
+    print(json.dumps(result["summary"], indent=1))
+    return 0
+
+
+def mean(values):
+    values = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def summarise(rows, control_rows, detect_rows, sweep_rows, wall, cases, args) -> dict:
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    metrics = ("psnr", "ssim", "mse", "dice_csf", "dice_gm", "dice_wm", "gm_volume_error_ml", "wm_volume_error_ml")
+    summary = {"all": {m: {k: mean([r[k] for r in rows if r["method"] == m]) for k in metrics} for m in methods}}
+    for klass in CLASSES:
+        summary[klass] = {m: {k: mean([r[k] for r in rows if r["method"] == m and r["class"] == klass]) for k in metrics} for m in methods}
+    for grid in GRIDS:
+        summary[f"grid_{grid}"] = {m: {k: mean([r[k] for r in rows if r["method"] == m and r["grid"] == grid]) for k in ("psnr", "ssim")} for m in methods}
+    sweep = {}
+    for t_start, steps in SWEEP:
+        sel = [r for r in sweep_rows if r["t_start"] == t_start and r["steps"] == steps]
+        if sel:
+            sweep[f"t{t_start}_n{steps}"] = {"t_start": t_start, "steps": steps, "psnr": mean([r["psnr"] for r in sel]),
+                                             "ssim": mean([r["ssim"] for r in sel]), "seconds_all_scans": sel[0]["seconds"]}
+    n_scans = len(cases)
+    return {
+        "command": "python benchmarks/healing.py" + (f" --model {args.model}" if args.model else "") + f" --cases-per-class {args.cases_per_class}",
+        "date": time.strftime("%Y-%m-%d"), "model": str(args.model or "bundled demo"), "seed": SEED, "n_scans": n_scans,
+        "wall_seconds_per_run": wall, "wall_seconds_per_scan": {k: v / n_scans for k, v in wall.items()},
+        "summary": summary, "controls": control_rows, "detection": detect_rows,
+        "detection_dice_5ml_plus": mean([r["dice"] for r in detect_rows if r["lesion_ml"] >= 5]),
+        "sweep": sweep, "cases": rows, "sweep_cases": sweep_rows,
+    }
+
+
+def figure(figure_cases) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not figure_cases:
+        return
+    methods = ["truth", "none", "wm_fill", "graft", "usb_mask", "usb_acg", "usb_detect"]
+    fig, axes = plt.subplots(len(figure_cases), len(methods), figsize=(1.9 * len(methods), 2.1 * len(figure_cases)), squeeze=False)
+    for row, (klass, (truth, preds, lesion)) in enumerate(figure_cases.items()):
+        z = int(np.argmax(lesion.sum(axis=(0, 1))))
+        vmax = float(np.percentile(truth[truth > 0], 99.5))
+        for col, method in enumerate(methods):
+            ax = axes[row, col]
+            img = truth if method == "truth" else preds.get(method)
+            if img is not None:
+                ax.imshow(np.rot90(img[:, :, z]), cmap="gray", vmin=0, vmax=vmax)
+                ax.contour(np.rot90(lesion[:, :, z]), levels=[0.5], colors="r", linewidths=0.4)
+            ax.set_title(f"{method}" if row == 0 else "", fontsize=8)
+            ax.set_ylabel(klass if col == 0 else "", fontsize=8)
+            ax.set_xticks([]), ax.set_yticks([])
+    fig.tight_layout()
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    fig.savefig(FIGURES / "healing.png", dpi=100)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

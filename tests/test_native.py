@@ -1,0 +1,38 @@
+"""The native composite of a heal: the healed fill inside the lesion, the decoded change in the
+band, the input's own voxels beyond it; intensities back in the scanner's units."""
+
+import ants
+import nibabel as nib
+import numpy as np
+
+from bids_usb import preprocessing as prep
+from bids_usb.native import to_native_edit
+
+
+def test_heal_composite_on_the_native_grid(tmp_path):
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    shape = (20, 20, 20)
+    rng = np.random.default_rng(0)
+    original_data = rng.integers(400, 600, size=shape).astype(np.int16)
+    original = nib.Nifti1Image(original_data, affine)
+    original.set_data_dtype(np.int16)
+    identity = ants.create_ants_transform(transform_type="AffineTransform", dimension=3)
+    ants.write_transform(identity, str(tmp_path / "identity.mat"))
+    reg = prep.Registration(tmp_path / "identity.mat")
+    lesion = np.zeros(shape, bool)
+    lesion[8:12, 8:12, 8:12] = True
+    scale, bias = 1000.0, nib.Nifti1Image(np.full(shape, 0.5, np.float32), affine)
+    healed = nib.Nifti1Image(np.full(shape, 0.8, np.float32), affine)  # the fill, normalised
+    change = nib.Nifti1Image(np.full(shape, 0.02, np.float32), affine)  # decode(healed) - decode(input)
+    model_input = nib.Nifti1Image(np.zeros(shape, np.float32), affine)  # not used when healing
+    edit = to_native_edit(original, healed, model_input, reg, scale, bias, lesion,
+                          healed_model=healed, change_model=change, band_mm=(0.0, 6.0))
+    out = np.asanyarray(edit.image.dataobj)
+    region = np.asanyarray(edit.region.dataobj) > 0
+    assert out.dtype == np.int16 and out.shape == shape
+    assert np.all(out[lesion] == 400)  # 0.8 * scale * bias
+    band = region & ~lesion
+    assert band.any()
+    expected = original_data[band] + np.rint(0.02 * scale * 0.5 * edit.weight[band]).astype(np.int16)
+    assert np.all(np.abs(out[band].astype(int) - expected) <= 1)  # the input's detail, plus the change
+    assert np.array_equal(out[~region], original_data[~region])
