@@ -71,10 +71,10 @@ GRIDS = {"iso1": ("RAS", (1.0, 1.0, 1.0), (0.0, 0.0, 0.0)), "aniso": ("LPS", (1.
 SYNTH_FOV_MM = (184.0, 224.0, 192.0)
 NATIVE_FOV_MM = (200.0, 248.0, 216.0)
 USB_METHODS = {
-    "usb_mask": ["--heal-mode", "mask"],
+    "usb_mask": [],  # the default: mask mode where a mask exists (the controls, without one, go to detection)
     "usb_acg": ["--heal-mode", "acg", "--t-start", "300", "--steps", "300"],
 }
-SWEEP = [(100, 34), (200, 20), (300, 100)]  # (t_start, steps) of the mask mode
+SWEEP = [(100, 34), (200, 20), (200, 67), (300, 100)]  # (t_start, steps) of the mask mode
 
 
 # --------------------------------------------------------------------------- the dataset
@@ -165,13 +165,26 @@ def run_app(bids: Path, out: Path, work: Path, model: Path | None, extra: list[s
            "--skip-bids-validation", "--nprocs", "1", "--omp-nthreads", "1", "--n-samples", "1", "--seed", "0", *extra]
     if model is not None:
         cmd += ["--model", str(model)]
-    clock = time.perf_counter()
+    clock, clock_start = time.perf_counter(), time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     seconds = time.perf_counter() - clock
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     (out / "done").write_text(f"{seconds:.1f}")
+    (out / "node_seconds.json").write_text(json.dumps(node_seconds(work, started=clock_start)))
     return seconds
+
+
+def node_seconds(work: Path, started: float) -> dict[str, dict[str, float]]:
+    """Seconds of the USB and native-composite nodes that ran in this run (cached ones did not)."""
+    from nipype.utils.filemanip import loadpkl
+
+    out: dict[str, dict[str, float]] = {}
+    for node in ("usb", "to_native"):
+        for path in work.glob(f"bids_usb_wf/*/{node}/result_{node}.pklz"):
+            if path.stat().st_mtime >= started:
+                out.setdefault(node, {})[path.parent.parent.name] = float(loadpkl(str(path)).runtime.duration)
+    return out
 
 
 def app_output(out: Path, sub: str, desc: str = "healed", suffix: str = "T1w") -> Path:
@@ -347,17 +360,25 @@ def summarise(rows, control_rows, detect_rows, sweep_rows, wall, cases, args) ->
         summary[klass] = {m: {k: mean([r[k] for r in rows if r["method"] == m and r["class"] == klass]) for k in metrics} for m in methods}
     for grid in GRIDS:
         summary[f"grid_{grid}"] = {m: {k: mean([r[k] for r in rows if r["method"] == m and r["grid"] == grid]) for k in ("psnr", "ssim")} for m in methods}
+    n_scans = len(cases)
+    node_times = {}
+    for run_dir in sorted((args.work.absolute() / "out").iterdir()):
+        path = run_dir / "node_seconds.json"
+        if path.is_file():
+            times = json.loads(path.read_text())
+            node_times[run_dir.name] = {node: mean(list(v.values())) for node, v in times.items()}
     sweep = {}
     for t_start, steps in SWEEP:
         sel = [r for r in sweep_rows if r["t_start"] == t_start and r["steps"] == steps]
         if sel:
             sweep[f"t{t_start}_n{steps}"] = {"t_start": t_start, "steps": steps, "psnr": mean([r["psnr"] for r in sel]),
-                                             "ssim": mean([r["ssim"] for r in sel]), "seconds_all_scans": sel[0]["seconds"]}
-    n_scans = len(cases)
+                                             "ssim": mean([r["ssim"] for r in sel]), "seconds_all_scans": sel[0]["seconds"],
+                                             "usb_node_seconds_per_scan": node_times.get(f"sweep_t{t_start}_n{steps}", {}).get("usb", float("nan"))}
     return {
         "command": "python benchmarks/healing.py" + (f" --model {args.model}" if args.model else "") + f" --cases-per-class {args.cases_per_class}",
         "date": time.strftime("%Y-%m-%d"), "model": str(args.model or "bundled demo"), "seed": SEED, "n_scans": n_scans,
         "wall_seconds_per_run": wall, "wall_seconds_per_scan": {k: v / n_scans for k, v in wall.items()},
+        "mean_node_seconds_per_scan": node_times,
         "summary": summary, "controls": control_rows, "detection": detect_rows,
         "detection_dice_5ml_plus": mean([r["dice"] for r in detect_rows if r["lesion_ml"] >= 5]),
         "sweep": sweep, "cases": rows, "sweep_cases": sweep_rows,

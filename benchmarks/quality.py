@@ -15,7 +15,10 @@ Methods:
   fitted on the brain outside the lesion, pasted into the lesion (Virtual Brain Grafting with a
   template donor; the test brains are deformed copies of that template, which flatters this
   baseline);
-- ``usb_noacg`` and ``usb``: USB heal without and with Anatomy Consistency Guidance.
+- ``usb_noacg`` and ``usb``: the paper's mask-free USB heal without and with Anatomy
+  Consistency Guidance (``mode="acg"``);
+- ``usb_mask``: mask-aware healing (the default with a mask: template graft, then the lesion
+  regenerated with ACG holding the rest).
 
 Metrics (usb_model.metrics): masked L1, PSNR (data range 1) and SSIM over the brain and inside
 the lesion, against the healthy ground truth. Embedding: lesions drawn into the healthy brains
@@ -39,6 +42,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from usb_model import fill  # noqa: E402
 from usb_model.composite import blend_weight, composite  # noqa: E402
 from usb_model.metrics import dice, masked_l1, masked_psnr, masked_ssim  # noqa: E402
 from usb_model.synth import encode_lesion, random_lesion, synth_healthy  # noqa: E402
@@ -49,7 +53,7 @@ RESULTS = Path(__file__).parent / "results"
 FIGURES = Path(__file__).resolve().parents[1] / "docs" / "figures"
 TEST_SEED = 7_000_003
 SIZES = ("wmh", "small", "medium", "large", "stroke")
-METHODS = ("none", "wm_fill", "graft", "usb_noacg", "usb")
+METHODS = ("none", "wm_fill", "graft", "usb_noacg", "usb", "usb_mask")
 
 
 def make_case(template, i: int):
@@ -67,19 +71,11 @@ def make_case(template, i: int):
 
 
 def wm_fill(case, rng) -> np.ndarray:
-    wm = (case["wm"] > 0.5) & ~case["mask"]
-    values = case["lesioned"][wm]
-    out = case["lesioned"].copy()
-    out[case["mask"]] = rng.normal(values.mean(), values.std(), int(case["mask"].sum()))
-    return np.clip(out, 0, 1)
+    return np.clip(fill.wm_fill(case["lesioned"], case["mask"], brain=case["brain"], wm=case["wm"], rng=rng), 0, 1)
 
 
 def graft(case, template) -> np.ndarray:
-    fit = case["brain"] & ~case["mask"]
-    slope, intercept = np.polyfit(template.t1w[fit], case["lesioned"][fit], 1)
-    out = case["lesioned"].copy()
-    out[case["mask"]] = slope * template.t1w[case["mask"]] + intercept
-    return np.clip(out, 0, 1)
+    return np.clip(fill.template_graft(case["lesioned"], case["mask"], template.t1w, brain=case["brain"]), 0, 1)
 
 
 def scores(pred, case) -> dict[str, float]:
@@ -116,8 +112,9 @@ def main() -> None:
             "none": case["lesioned"],
             "wm_fill": wm_fill(case, rng),
             "graft": graft(case, template),
-            "usb_noacg": usb.heal(case["lesioned"], case["mask"], seed=i, acg=False, stride=args.stride, composite=False).image.numpy(),
-            "usb": usb.heal(case["lesioned"], case["mask"], seed=i, stride=args.stride, composite=False).image.numpy(),
+            "usb_noacg": usb.heal(case["lesioned"], case["mask"], mode="acg", seed=i, acg=False, stride=args.stride, composite=False).image.numpy(),
+            "usb": usb.heal(case["lesioned"], case["mask"], mode="acg", seed=i, stride=args.stride, composite=False).image.numpy(),
+            "usb_mask": usb.heal(case["lesioned"], case["mask"], seed=i, stride=args.stride, composite=False).image.numpy(),
         }
         for method, pred in preds.items():
             pred = composite(case["lesioned"], pred, weight)

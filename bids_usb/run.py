@@ -66,6 +66,12 @@ def run_participant(opts: dict[str, Any]) -> int:
             if job.lesion_mask is None and job.template_lesion is None:
                 failures.append(DataError(f"{job.anat}: embedding needs a lesion mask; pass --lesion-mask FILE (template space) or give this image a lesion mask"))
                 jobs.remove(job)
+    if task == "heal" and opts.get("heal_mode") == "mask":
+        for job in list(jobs):
+            if job.lesion_mask is None:
+                failures.append(NoInput(f"{job.anat}: --heal-mode mask needs a lesion mask and this image has none; "
+                                        "add its mask (sub-*_label-lesion_roi.nii.gz or --lesion-masks) or use --heal-mode auto to detect lesions"))
+                jobs.remove(job)
     for failure in failures:
         log.error("%s", failure)
         print(f"bids_usb: error: {failure}", flush=True)

@@ -164,3 +164,12 @@ def test_heal_without_a_mask_detects_and_leaves_a_healthy_brain_alone(tmp_path, 
     assert meta["Type"] == "Lesion" and "anomaly map" in meta["Description"]
     healed = np.asanyarray(nib.load(anat / f"{sub}_desc-healed_T1w.nii.gz").dataobj)
     assert not np.array_equal(healed, np.asanyarray(source.dataobj))
+
+
+def test_heal_mode_mask_skips_an_image_without_a_mask_with_one_line(tmp_path, tiny_checkpoint, capsys):
+    bids = tmp_path / "bids"
+    write_dataset(bids, participants=1, seed=9, n_healthy=1, voxel_size=(3.0, 3.0, 3.0), variety=False)
+    code = main([str(bids), str(tmp_path / "out"), "participant", "--model", str(tiny_checkpoint), "--heal-mode", "mask",
+                 "-w", str(tmp_path / "w"), "--skull-stripped", "--skip-bids-validation"])
+    assert code == 66
+    assert "--heal-mode mask needs a lesion mask" in capsys.readouterr().out
