@@ -87,6 +87,15 @@ def healing_section(h) -> list[str]:
         lines += ["", "Mask mode against the number of denoiser steps (1 mm lesioned scans; the default is "
                   "t_start 200, 67 steps = `usb_mask` above):", "", "| t_start | steps | PSNR (dB) | SSIM | USB node per scan (s) |", "| --- | --- | --- | --- | --- |"]
         lines += [f"| {v['t_start']} | {v['steps']} | {v['psnr']:.2f} | {v['ssim']:.3f} | {v['usb_node_seconds_per_scan']:.1f} |" for v in h["sweep"].values()]
+        classes = [c for c in CLASS_NAMES if any(r["class"] == c for r in h["sweep_cases"])]
+        lines += ["", "Lesion PSNR (dB) of the same runs by lesion class (t_start against lesion size):", "",
+                  "| t_start | steps | " + " | ".join(CLASS_NAMES[c] for c in classes) + " |", "| --- | --- |" + " --- |" * len(classes)]
+        for v in h["sweep"].values():
+            cells = []
+            for c in classes:
+                sel = [r["psnr"] for r in h["sweep_cases"] if r["class"] == c and r["t_start"] == v["t_start"] and r["steps"] == v["steps"]]
+                cells.append(f"{sum(sel) / len(sel):.2f}" if sel else "n/a")
+            lines.append(f"| {v['t_start']} | {v['steps']} | " + " | ".join(cells) + " |")
     lines += ["", "Wall time of each participant-level run over all its scans (seconds; the first run includes the preprocessing "
               "that the others reuse from the work directory):", ""]
     lines += [f"- {k}: {v:.0f} s" for k, v in h["wall_seconds_per_run"].items()]
@@ -132,6 +141,19 @@ def autoencoder_section(a) -> list[str]:
             f"Target >= 30 dB: {'met' if h['psnr_brain'] >= 30 else '**missed**'}.", ""]
 
 
+def autoencoder_shapes_section(a) -> list[str]:
+    if not a:
+        return []
+    lines = ["Autoencoder shapes for the same training budget (issue 10: what each choice buys per CPU-hour). "
+             f"{a['note'][0].upper() + a['note'][1:]}. Command: `{a['command']}`.", "",
+             "| shape | config | steps | CPU hours | PSNR brain (dB) | SSIM brain | mean abs. error |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in a["results"]:
+        lines.append(f"| {r['shape']} | `{r['config']}` | {r['steps']} | {r['cpu_hours']:.2f} | {r['psnr_brain']:.2f} | {r['ssim_brain']:.3f} | "
+                     f"{r['l1_brain']:.4f} |")
+    return lines + [""]
+
+
 def main() -> None:
     sampling = load("sampling-cpu.json")
     synth = load("synth.json")
@@ -147,6 +169,7 @@ def main() -> None:
     out += healing_section(load("healing.json"))
     out += ["## Autoencoder reconstruction", ""]
     out += autoencoder_section(load("autoencoder.json"))
+    out += autoencoder_shapes_section(load("autoencoder-shapes.json"))
     out += ["## Healing on the model grid (the model's comfort zone)", "",
             "Lesions drawn on the model grid and healed there; kept for comparison with earlier models: it flatters the model "
             "(no resampling, no native resolution). The paper's mask-free ACG healing (`usb`) was the only mode when it was measured.", "",
