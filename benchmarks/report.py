@@ -154,6 +154,17 @@ def autoencoder_shapes_section(a) -> list[str]:
     return lines + [""]
 
 
+def calibration_section(c) -> list[str]:
+    if not c:
+        return []
+    return ["Detection threshold calibrated on healthy brains of the training distribution "
+            f"(`python benchmarks/detection_calibration.py --model {c['model']} --n {c['n']}`, {c['date']}): the free healing pass "
+            f"from t = {c['detect_t_start']} departs from healthy brains by up to {c['healthy_max_p99.99']:.3f} (highest 99.99th "
+            f"percentile of the anomaly map), so the bundled model detects above **{c['suggested_threshold']}**; "
+            f"{c['lesions_above_suggestion']} of {c['n']} lesions of the same brains stand out above it (median anomaly inside "
+            "the lesion: " + ", ".join(f"{r['lesion_median']:.3f}" for r in c["cases"]) + ").", ""]
+
+
 def main() -> None:
     sampling = load("sampling-cpu.json")
     synth = load("synth.json")
@@ -167,6 +178,7 @@ def main() -> None:
            "with other jobs: treat the timings as upper bounds.", ""]
     out += ["## Healing native scans end to end (what users run)", ""]
     out += healing_section(load("healing.json"))
+    out += calibration_section(load("detection-calibration.json"))
     out += ["## Autoencoder reconstruction", ""]
     out += autoencoder_section(load("autoencoder.json"))
     out += autoencoder_shapes_section(load("autoencoder-shapes.json"))
