@@ -85,7 +85,7 @@ def test_outputs_lie_on_the_input_grid_and_keep_the_outside(run, dataset):
         sidecar = json.loads((anat / f"sub-{sub}_desc-healed_T1w.json").read_text())
         assert sidecar["SkullStripped"] is False
         assert sidecar["Sources"][0] == f"bids:raw:sub-{sub}/anat/sub-{sub}_T1w.nii.gz"
-        assert sidecar["USB"]["TStart"] == 200 and sidecar["USB"]["Mode"] == "mask" and sidecar["USB"]["Seed"] == 0 and len(sidecar["USB"]["Model"]["SHA256"]) == 64
+        assert sidecar["USB"]["TStart"] == 100 and sidecar["USB"]["Mode"] == "mask" and sidecar["USB"]["Seed"] == 0 and len(sidecar["USB"]["Model"]["SHA256"]) == 64
     zooms = nib.load(dataset / "sub-03" / "anat" / "sub-03_T1w.nii.gz").header.get_zooms()
     assert sorted(round(float(z), 3) for z in zooms) == [1.0, 1.0, 5.0]
 
