@@ -256,9 +256,12 @@ def tissue_scores(pred, truth_seg, lesion, brain, affine, zooms) -> dict[str, fl
     return out
 
 
-def crop(arrays, lesion, zooms, margin_mm: float = 25.0):
-    margin = int(np.ceil(margin_mm / min(zooms)))
-    box = bounding_box(lesion, margin)
+def lesion_box(lesion, zooms, margin_mm: float = 25.0):
+    """The box around the lesion that tissue segmentation sees: enough context for Atropos."""
+    return bounding_box(lesion, int(np.ceil(margin_mm / min(zooms))))
+
+
+def crop(arrays, box):
     return [np.asarray(a)[box] for a in arrays]
 
 
@@ -326,16 +329,16 @@ def main(argv=None) -> int:
             dice = float(2 * (detected & lesion).sum() / (detected.sum() + lesion.sum()))
             detect_rows.append({"sub": sub, "class": case["class"], "lesion_ml": float(lesion.sum() * np.prod(zooms) / 1000),
                                 "dice": dice, "detected_ml": float(detected.sum() * np.prod(zooms) / 1000)})
-        t_c, l_c, b_c = crop([truth, lesion, brain], lesion, zooms)
+        box = lesion_box(lesion, zooms)
+        t_c, l_c, b_c = crop([truth, lesion, brain], box)
         sub_affine = truth_img.affine.copy()
-        box = bounding_box(lesion, int(np.ceil(25.0 / min(zooms))))
         sub_affine[:3, 3] = truth_img.affine[:3, :3] @ np.array([s.start for s in box]) + truth_img.affine[:3, 3]
         truth_seg = atropos(t_c, b_c, sub_affine)
         volume_ml = float(lesion.sum() * np.prod(zooms) / 1000)
         for method, pred in preds.items():
             row = {"sub": sub, "grid": case["grid"], "class": case["class"], "lesion_ml": volume_ml, "method": method,
                    **inpainting_metrics(pred, truth, lesioned, lesion, brain),
-                   **tissue_scores(crop([pred], lesion, zooms)[0], truth_seg, l_c, b_c, sub_affine, zooms)}
+                   **tissue_scores(crop([pred], box)[0], truth_seg, l_c, b_c, sub_affine, zooms)}
             rows.append(row)
         print(f"{sub} ({volume_ml:.1f} ml): " + "  ".join(f"{r['method']} {r['psnr']:.1f}" for r in rows[-len(preds):]), flush=True)
         if case["grid"] == "iso1" and case["class"] not in figure_cases:
