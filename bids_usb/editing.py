@@ -20,7 +20,7 @@ def resolved_parameters(bundle: ModelBundle, task: str, params: dict[str, Any]) 
     s = bundle.config.sampling
     if task == "heal":
         # USB.heal resolves the mode-dependent defaults itself and reports them (EditResult.params).
-        defaults = dict.fromkeys(("mode", "fill", "t_start", "steps", "stride", "alpha0", "k", "ddim_eta", "acg", "detect_threshold", "detect_min_ml"))
+        defaults = dict.fromkeys(p for p in EDIT_PARAMETERS if p not in ("lcg_eta", "lcg"))
     else:
         defaults = {
             "t_start": s.t_start_embed,
