@@ -32,6 +32,41 @@ def _labels(values: tuple[str, ...], prefix: str) -> list[str] | None:
     return out or None
 
 
+def _check_labels(values: tuple[str, ...], option: str) -> None:
+    """A label option given with nothing in it is a mistake (a job script's unset variable), not
+    a request for everything: without the option every participant runs, with it only those named."""
+    if values and not _labels(values, ""):
+        raise UsageError(
+            f"{option} was given an empty value; name the labels (e.g. {option} 01 02), "
+            "or leave the option out to process every one"
+        )
+    for value in values:
+        for item in value.replace(",", " ").split():
+            if item in ("sub-", "ses-"):
+                raise UsageError(f"{option} {item!r} names no label; give e.g. {option} 01")
+
+
+def _check_device(text: str) -> None:
+    """``--device`` is checked before any work: a typo or a missing GPU is a usage error (64)."""
+    if text == "auto":
+        return
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device {text}: not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cpu":
+        return
+    if device.type != "cuda":
+        raise UsageError(f"--device {text}: bids_usb runs on cpu or cuda; use auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise UsageError(f"--device {text}: CUDA is not available on this machine; use --device cpu (or auto)")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise UsageError(f"--device {text}: this machine has {torch.cuda.device_count()} CUDA device(s); use cuda:0 .. "
+                         f"cuda:{torch.cuda.device_count() - 1}")
+
+
 def _plugin_args(text: str | None) -> dict:
     if not text:
         return {}
@@ -116,7 +151,8 @@ def _opt(*names, **kw):
 @_opt("--ddim-eta", type=float, default=None, help="DDIM stochasticity (0: deterministic).")
 @_opt("--no-acg", is_flag=True, help="Turn Anatomy Consistency Guidance off (an ablation).")
 @_opt("--n-samples", type=click.IntRange(1, None), default=1, show_default=True, help="Samples per image; > 1 also writes an uncertainty map.")
-@_opt("--seed", type=int, default=0, show_default=True, help="Seed of the sampler's noise: the same seed gives the same output on the same device.")
+@_opt("--seed", type=int, default=0, show_default=True, help="Seed of the sampler's noise and of ANTs' registration: the same seed gives the same output on the same device.")
+@_opt("--assume-orientation", type=click.Choice(["sform", "qform", "voxel"]), default=None, help="Images whose qform and sform codes are both 0 have no known orientation and are refused; this reads them from the sform matrix, the qform quaternion, or the voxel sizes alone (LAS) instead.")
 @_opt("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @_opt("--skull-stripped", is_flag=True, help="The inputs are already skull-stripped: skip deepbet.")
 @_opt("--plugin", default=None, help="nipype execution plugin (MultiProc by default; Linear, SLURM, SGE, ...).")
@@ -145,6 +181,9 @@ def cli(**opts):
     level = opts["analysis_level"]
     if level not in LEVELS:
         raise UnknownLevel(f"analysis level {level!r} is unknown; use one of: {', '.join(LEVELS)}")
+    _check_labels(opts["participant_label"], "--participant-label")
+    _check_labels(opts["session_label"], "--session-label")
+    _check_device(opts["device"])
     _configure_logging(opts["verbose"])
     if level == "participant":
         from .run import run_participant

@@ -17,9 +17,98 @@ import numpy as np
 
 from .errors import DataError
 
+# How to read an image whose qform and sform codes are both 0 (``--assume-orientation``): the
+# sform matrix or the qform quaternion although their codes say "unknown", or the voxel sizes
+# alone (nibabel's Analyze-style fallback, left-right flipped). Without one of these such an
+# image is refused: its world coordinates are a guess, and a guess can mirror the lesion.
+ORIENTATIONS = ("sform", "qform", "voxel")
 
-def load_image(path: str | Path, what: str = "image") -> nib.Nifti1Image:
-    """A 3D NIfTI with finite voxels, its data read once (a truncated file fails here, not later)."""
+# A head fits in these bounds; anything outside is not a whole-head (or whole-brain) scan.
+MIN_FOV_MM = 50.0
+MAX_FOV_MM = 600.0
+MIN_VOXEL_MM = 0.1
+MAX_VOXEL_MM = 10.0
+# Columns of the affine's 3x3 part may deviate this much from orthogonal (cosine): oblique
+# acquisitions are rotations; a shear means the header was assembled wrongly.
+MAX_SHEAR_COS = 0.01
+
+
+def orientation_problem(img: nib.Nifti1Image) -> str | None:
+    """Why ``img``'s voxel-to-world mapping cannot be trusted, or None when it can."""
+    header = img.header
+    if int(header["qform_code"]) == 0 and int(header["sform_code"]) == 0:
+        return "has no orientation (its qform and sform codes are both 0)"
+    return affine_problem(img.affine)
+
+
+def affine_problem(affine: np.ndarray) -> str | None:
+    linear = np.asarray(affine, dtype=np.float64)[:3, :3]
+    if not np.all(np.isfinite(linear)) or abs(np.linalg.det(linear)) < 1e-6:
+        return "has a singular affine (its voxel-to-world matrix cannot be inverted)"
+    columns = linear / np.linalg.norm(linear, axis=0)
+    cosines = np.abs(columns.T @ columns - np.eye(3))
+    if cosines.max() > MAX_SHEAR_COS:
+        return f"has a sheared affine (voxel axes {np.degrees(np.arccos(1 - cosines.max())):.1f} degrees from orthogonal)"
+    return None
+
+
+def assume_orientation(img: nib.Nifti1Image, orientation: str) -> nib.Nifti1Image:
+    """The image with the affine the user chose for it, its codes set so that tools agree."""
+    header = img.header.copy()
+    if orientation == "sform":
+        affine = header.get_sform()
+    elif orientation == "qform":
+        affine = header.get_qform()
+    elif orientation == "voxel":
+        affine = header.get_base_affine()
+    else:
+        raise ValueError(f"unknown orientation {orientation!r}; use one of {ORIENTATIONS}")
+    out = nib.Nifti1Image(np.asanyarray(img.dataobj), affine, header)
+    out.set_sform(affine, code="scanner")
+    out.set_qform(affine, code="scanner")
+    return out
+
+
+def check_orientation(img: nib.Nifti1Image, path: Path, what: str, orientation: str | None) -> nib.Nifti1Image:
+    """Refuse an untrustworthy orientation, or apply the one the user assumed for it."""
+    header = img.header
+    unknown = int(header["qform_code"]) == 0 and int(header["sform_code"]) == 0
+    if unknown and orientation:
+        img = assume_orientation(img, orientation)
+    problem = orientation_problem(img)
+    if problem is None:
+        return img
+    if unknown:
+        raise DataError(
+            f"{path}: the {what} {problem}, so where its voxels lie is unknown; fix the header "
+            "(e.g. fslorient -setqformcode 1 / -setsformcode 1) or say how to read it with "
+            "--assume-orientation sform|qform|voxel"
+        )
+    raise DataError(f"{path}: the {what} {problem}; fix its header (qform/sform) or convert it again")
+
+
+def check_head(img: nib.Nifti1Image, path: Path, what: str = "image") -> None:
+    """An image a head can be in: plausible voxel sizes, field of view, and not empty."""
+    zooms = np.linalg.norm(np.asarray(img.affine)[:3, :3], axis=0)
+    if np.any(zooms < MIN_VOXEL_MM) or np.any(zooms > MAX_VOXEL_MM):
+        raise DataError(
+            f"{path}: the {what} has voxels of {' x '.join(f'{z:g}' for z in zooms)} mm; a head scan has voxels "
+            f"of {MIN_VOXEL_MM:g}-{MAX_VOXEL_MM:g} mm, check the voxel sizes (pixdim) in its header"
+        )
+    fov = zooms * np.asarray(img.shape[:3])
+    if np.any(fov < MIN_FOV_MM) or np.any(fov > MAX_FOV_MM):
+        kind = "a single slice" if 1 in img.shape[:3] else f"a field of view of {' x '.join(f'{f:g}' for f in fov)} mm"
+        raise DataError(
+            f"{path}: the {what} has shape {tuple(img.shape[:3])}, {kind}; a whole head "
+            f"({MIN_FOV_MM:g}-{MAX_FOV_MM:g} mm along each axis) is needed, give the full 3D scan"
+        )
+    if not np.any(np.asanyarray(img.dataobj)):
+        raise DataError(f"{path}: the {what} is empty (every voxel is 0); convert the scan again")
+
+
+def load_image(path: str | Path, what: str = "image", orientation: str | None = None) -> nib.Nifti1Image:
+    """A 3D NIfTI with finite voxels and a trusted orientation, its data read once (a truncated
+    file fails here, not later)."""
     path = Path(path)
     try:
         img = nib.load(str(path))
@@ -35,12 +124,13 @@ def load_image(path: str | Path, what: str = "image") -> nib.Nifti1Image:
         raise DataError(f"{path}: the {what} has {n_bad} NaN or Inf voxels; set them to 0 or fix the reconstruction, then run again")
     out = nib.Nifti1Image(data, img.affine, img.header)
     out.set_data_dtype(data.dtype)
-    return out
+    return check_orientation(out, path, what, orientation)
 
 
-def load_mask(path: str | Path, reference: nib.Nifti1Image | None = None, what: str = "lesion mask") -> nib.Nifti1Image:
+def load_mask(path: str | Path, reference: nib.Nifti1Image | None = None, what: str = "lesion mask",
+              orientation: str | None = None) -> nib.Nifti1Image:
     """A binary uint8 mask; a non-binary one is thresholded at 0.5 with a warning."""
-    img = load_image(path, what)
+    img = load_image(path, what, orientation)
     data = np.asanyarray(img.dataobj).astype(np.float32)
     values = np.unique(data)
     if not np.all(np.isin(values, (0, 1))):

@@ -19,10 +19,14 @@ import numpy as np
 from nibabel.processing import resample_from_to
 
 from .errors import DataError
-from .images import load_image, load_mask, same_grid
+from .images import check_head, load_image, load_mask, same_grid
 
 # At least this share of the mask's voxels must land inside the head for "same space".
 MIN_INSIDE_HEAD = 0.5
+# A lesion mask may cover at most this share of the head's voxels (skull and scalp included):
+# beyond it no brain is left to register and no healthy tissue to heal from. The workflow checks
+# the same against the brain itself once the skull is stripped (``preprocessing.cost_mask``).
+MAX_LESION_FRACTION = 0.5
 
 
 @dataclass
@@ -36,8 +40,21 @@ def _space(path: str | Path) -> str | None:
     return m.group(1) if m else None
 
 
-def prepare_inputs(anat_path: str | Path, mask_path: str | Path | None, task: str) -> PreparedInputs:
-    anat = load_image(anat_path, "image")
+def head_mask(img: nib.Nifti1Image) -> np.ndarray:
+    """The voxels above 5% of the image's 99th percentile: the head, roughly (no skull stripping)."""
+    data = np.asanyarray(img.dataobj, dtype=np.float32)
+    positive = data[data > 0]
+    if positive.size == 0:
+        return np.zeros(data.shape, bool)
+    return data > 0.05 * float(np.percentile(positive, 99))
+
+
+def prepare_inputs(anat_path: str | Path, mask_path: str | Path | None, task: str,
+                   orientation: str | None = None) -> PreparedInputs:
+    """The image and its mask, checked: readable, 3D, finite, oriented, a head, and a mask that
+    lies in that head and leaves most of it untouched. ``orientation`` is ``--assume-orientation``."""
+    anat = load_image(anat_path, "image", orientation)
+    check_head(anat, Path(anat_path))
     if mask_path is None:
         if task == "embed":
             raise DataError(f"{anat_path}: embedding needs a lesion mask; pass --lesion-mask FILE (a template-space mask) or give the image a lesion mask")
@@ -47,14 +64,25 @@ def prepare_inputs(anat_path: str | Path, mask_path: str | Path | None, task: st
             f"{mask_path}: the lesion mask is in space {_space(mask_path) or 'native'} but the image is in "
             f"{_space(anat_path) or 'native'} space; give a mask on the image's own grid"
         )
-    mask = load_mask(mask_path)
+    mask = load_mask(mask_path, orientation=orientation)
     if not same_grid(mask, anat):
         mask = _resample_mask(mask, anat, mask_path)
-    if not np.asanyarray(mask.dataobj).any():
+    lesion = np.asanyarray(mask.dataobj) > 0
+    if not lesion.any():
         if task == "embed":
             raise DataError(f"{mask_path}: the lesion mask is empty; embedding needs at least one lesion voxel")
-        warnings.warn(f"{mask_path}: the lesion mask is empty; healing without a mask (the model finds the lesion itself)", stacklevel=2)
+        warnings.warn(
+            f"{mask_path}: the lesion mask is empty, so this image is healed as if it had none: lesions are "
+            "detected from the model's anomaly map (--heal-mode detect), and where nothing is detected the "
+            "image comes back unchanged", stacklevel=2)
         return PreparedInputs(anat, None)
+    head = head_mask(anat)
+    covered = float((lesion & head).sum()) / max(int(head.sum()), 1)
+    if covered > MAX_LESION_FRACTION:
+        raise DataError(
+            f"{mask_path}: the lesion mask covers {100 * covered:.0f}% of the head; too little brain would be "
+            "left to register and heal from. Check that this is the lesion (not a brain mask) and that it is not inverted"
+        )
     return PreparedInputs(anat, mask)
 
 
@@ -65,10 +93,9 @@ def _resample_mask(mask: nib.Nifti1Image, anat: nib.Nifti1Image, mask_path) -> n
         world = nib.affines.apply_affine(mask.affine, idx)
         vox = np.rint(nib.affines.apply_affine(np.linalg.inv(anat.affine), world)).astype(int)
         inside = np.all((vox >= 0) & (vox < np.array(anat.shape[:3])), axis=1)
-        head = np.asanyarray(anat.dataobj, dtype=np.float32)
-        threshold = 0.05 * float(np.percentile(head[head > 0], 99)) if (head > 0).any() else 0.0
+        head = head_mask(anat)
         in_head = np.zeros(len(vox), bool)
-        in_head[inside] = head[tuple(vox[inside].T)] > threshold
+        in_head[inside] = head[tuple(vox[inside].T)]
         if in_head.mean() < MIN_INSIDE_HEAD:
             raise DataError(
                 f"{mask_path}: only {100 * in_head.mean():.0f}% of the lesion mask falls inside the head once placed "

@@ -23,17 +23,20 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .errors import DataError, NoInput, NothingSelected, UsageError, ValidationFailed
+from .errors import CannotCreateOutput, DataError, NoInput, NothingSelected, UsageError, ValidationFailed
 
 __all__ = [
     "AnatInput",
     "CollectResult",
+    "check_output_dataset",
     "check_output_dir",
+    "create_dir",
     "check_work_dir",
     "collect_inputs",
     "dataset_check",
@@ -179,6 +182,66 @@ def check_work_dir(bids_dir: str | os.PathLike, work_dir: str | os.PathLike) -> 
             "give a working directory outside it (e.g. -w /tmp/bids_usb_work)"
         )
     return work
+
+
+def check_output_dataset(output_dir: str | os.PathLike) -> None:
+    """Refuse an output directory that holds another tool's dataset, or a description nobody can read.
+
+    bids_usb adds files to its own derivatives (other participants, other runs); writing into a
+    dataset that another pipeline generated would overwrite that pipeline's masks and images.
+    """
+    desc = Path(output_dir) / "dataset_description.json"
+    if not desc.exists():
+        return
+    try:
+        content = json.loads(desc.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(
+            f"{desc} cannot be read as JSON ({exc.__class__.__name__}), so whose dataset this is cannot be told; "
+            "fix it, or remove it if the folder holds only bids_usb outputs (a new one is written)"
+        ) from exc
+    generated = content.get("GeneratedBy") if isinstance(content, dict) else None
+    names = [g.get("Name") for g in generated if isinstance(g, dict)] if isinstance(generated, list) else []
+    if "bids_usb" not in names:
+        other = ", ".join(str(n) for n in names if n) or "no GeneratedBy"
+        raise UsageError(
+            f"output_dir {output_dir} already holds another dataset ({desc} names {other}); bids_usb would "
+            f"overwrite its files. Give a folder of its own, e.g. {Path(output_dir).parent / 'bids_usb'}"
+        )
+
+
+def create_dir(path: str | os.PathLike, what: str) -> list[Path]:
+    """Create ``path`` (and its parents) and check that files can be written there (exit 73).
+
+    Returns the directories this call created, deepest last, so that a run that stops before
+    writing anything can remove them again.
+    """
+    path = Path(path)
+    made = []
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        made.append(probe)
+        probe = probe.parent
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".bids_usb_write_test_"):
+            pass
+    except OSError as exc:
+        remove_empty_dirs(reversed(made))
+        reason = exc.strerror or exc.__class__.__name__
+        raise CannotCreateOutput(
+            f"{what} {path} cannot be created or written to ({reason}); give a folder you can write to"
+        ) from exc
+    return list(reversed(made))
+
+
+def remove_empty_dirs(paths: Iterable[Path]) -> None:
+    """Remove the given directories, deepest first, where they are still empty."""
+    for path in sorted(paths, key=lambda p: len(p.parts), reverse=True):
+        try:
+            path.rmdir()
+        except OSError:
+            pass
 
 
 def dataset_check(bids_dir: str | os.PathLike) -> Path:

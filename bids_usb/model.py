@@ -14,6 +14,7 @@ from usb_model.checkpoint import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     CheckpointError,
+    check_weights,
     checkpoint_sha256,
     load_checkpoint,
     load_template_arrays,
@@ -54,6 +55,7 @@ class ModelBundle:
         bundle = cls(path)
         try:
             bundle.config  # noqa: B018 - parse now, fail early
+            check_weights(path)  # header and shapes only: nothing is loaded, nothing unpickled
             bundle.template
         except CheckpointError as exc:
             raise DataError(f"--model {path}: {exc}") from exc

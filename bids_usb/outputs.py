@@ -12,6 +12,7 @@ import numpy as np
 from usb_model.atomic import atomic_write
 
 from . import derivatives as d
+from .images import load_image
 from .model import TEMPLATE_SPACE
 from .native import from_ras
 
@@ -29,6 +30,7 @@ def write_participant_outputs(
     model: dict[str, Any],
     lesion_source: Path | None,
     res_label: str,
+    orientation: str | None = None,
 ) -> dict[str, str]:
     """Copy a finished image's results from the work directory into the derivatives dataset.
 
@@ -37,7 +39,7 @@ def write_participant_outputs(
     Returns {role: written path}.
     """
     output_dir, anat = Path(output_dir), Path(anat)
-    original = nib.load(str(anat))
+    original = load_image(anat, orientation=orientation)
     src = d.bids_uri("raw", bids_dir, anat)
     sources = [src]
     if lesion_source is not None:

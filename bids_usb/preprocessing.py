@@ -10,6 +10,7 @@ obliquity or voxel size maps onto the template and back without special cases.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,17 @@ def skull_strip(img: nib.Nifti1Image) -> nib.Nifti1Image:
     return out
 
 
+@contextlib.contextmanager
+def _ants_seed(seed: int):
+    """ANTs' ``--random-seed`` for the calls inside (antspyx reads it from its config module)."""
+    previous = ants.config._random_seed
+    ants.config._random_seed = int(seed)
+    try:
+        yield
+    finally:
+        ants.config._random_seed = previous
+
+
 @dataclass
 class Registration:
     """An affine from native (moving) to template (fixed) space, as an ANTs/ITK .mat file."""
@@ -92,27 +104,31 @@ def register_to_template(
     template: nib.Nifti1Image,
     cost_mask: nib.Nifti1Image | None,
     workdir: str | Path,
+    seed: int = 0,
 ) -> Registration:
     """Affine (ANTs, Mattes MI) of the skull-stripped brain to the template.
 
     ``cost_mask`` is the brain without the (dilated) lesion: a lesion has no counterpart in the
-    template and would otherwise pull the fit.
+    template and would otherwise pull the fit. ANTs samples the metric at random points and
+    seeds that from the clock unless told otherwise; ``seed`` makes the same scan give the same
+    affine, so that a rerun, or a run resumed from its work directory, gives the same output.
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     kwargs = {}
     if cost_mask is not None:
         kwargs["moving_mask"] = to_ants(cost_mask)
-    result = ants.registration(
-        fixed=to_ants(template),
-        moving=to_ants(brain),
-        type_of_transform="Affine",
-        outprefix=str(workdir / "native_to_template_"),
-        aff_iterations=(1000, 500, 250, 0),
-        aff_shrink_factors=(6, 4, 2, 1),
-        aff_smoothing_sigmas=(3, 2, 1, 0),
-        **kwargs,
-    )
+    with _ants_seed(seed):
+        result = ants.registration(
+            fixed=to_ants(template),
+            moving=to_ants(brain),
+            type_of_transform="Affine",
+            outprefix=str(workdir / "native_to_template_"),
+            aff_iterations=(1000, 500, 250, 0),
+            aff_shrink_factors=(6, 4, 2, 1),
+            aff_smoothing_sigmas=(3, 2, 1, 0),
+            **kwargs,
+        )
     return Registration(transform=Path(result["fwdtransforms"][0]))
 
 
@@ -165,10 +181,22 @@ def nonzero_mask(img: nib.Nifti1Image) -> nib.Nifti1Image:
 COST_MASK_DILATION_MM = 3.0
 
 
+# A lesion may cover at most this share of the brain: beyond it the affine would be fitted to
+# what is left (or fall back to identity) and the "healed" brain would be mostly invented.
+MAX_LESION_BRAIN_FRACTION = 0.5
+
+
 def cost_mask(brain_mask: nib.Nifti1Image, lesion: nib.Nifti1Image | None) -> nib.Nifti1Image:
     brain = np.asanyarray(brain_mask.dataobj) > 0
     if lesion is not None:
-        grown = dilate(np.asanyarray(lesion.dataobj) > 0, brain_mask.header.get_zooms()[:3], COST_MASK_DILATION_MM)
+        inside = np.asanyarray(lesion.dataobj) > 0
+        covered = float((inside & brain).sum()) / max(int(brain.sum()), 1)
+        if covered > MAX_LESION_BRAIN_FRACTION:
+            raise DataError(
+                f"the lesion mask covers {100 * covered:.0f}% of the brain found by skull stripping; too little brain is "
+                "left to register and heal from. Check that the mask is the lesion (not a brain mask) and not inverted"
+            )
+        grown = dilate(inside, brain_mask.header.get_zooms()[:3], COST_MASK_DILATION_MM)
         brain = brain & ~grown
     out = nib.Nifti1Image(brain.astype(np.uint8), brain_mask.affine)
     out.set_data_dtype(np.uint8)

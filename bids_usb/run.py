@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -22,10 +23,7 @@ log = logging.getLogger("bids_usb")
 
 def run_participant(opts: dict[str, Any]) -> int:
     from . import layout
-    from .derivatives import init_dataset
-    from .inputs import prepare_inputs
     from .model import ModelBundle
-    from .workflows.participant import ImageJob, RunSettings, init_participant_wf
 
     bids_dir: Path = opts["bids_dir"]
     if not bids_dir.is_dir():
@@ -33,12 +31,30 @@ def run_participant(opts: dict[str, Any]) -> int:
     bids_dir = bids_dir.resolve()
     output_dir: Path = opts["output_dir"].absolute()
     layout.check_output_dir(bids_dir, output_dir)
+    layout.check_output_dataset(output_dir)
     work_dir = (opts["work_dir"] or output_dir.parent / "work" / "bids_usb").absolute()
     layout.check_work_dir(bids_dir, work_dir)
-    validate_dataset(bids_dir, opts)
-
+    plugin = _plugin(opts)  # parsed now: a bad --mem or --plugin-args costs nothing
     bundle = ModelBundle.open(opts["model"])
+    created = layout.create_dir(output_dir, "output_dir")
+    try:
+        created += layout.create_dir(work_dir, "work directory")
+        jobs, failures = _checked_jobs(bids_dir, opts, bundle, work_dir)
+    except BaseException:
+        layout.remove_empty_dirs(created)  # a run refused up front leaves nothing behind
+        raise
+    return _run_jobs(jobs, failures, bids_dir, output_dir, work_dir, bundle, opts, plugin)
+
+
+def _checked_jobs(bids_dir: Path, opts: dict[str, Any], bundle, work_dir: Path):
+    """Validation, discovery and every per-image check, in the main process: the jobs that
+    passed, and one error per image that did not (reported, the others still run)."""
+    from .inputs import prepare_inputs
+    from .workflows.participant import ImageJob
+
+    validate_dataset(bids_dir, opts)
     task = opts["task"]
+    orientation = opts.get("assume_orientation")
     collected = collect_from_options(bids_dir, opts, bundle.contrast)
     failures: list[BidsUsbError] = []
     for subject in collected.missing:
@@ -55,12 +71,12 @@ def run_participant(opts: dict[str, Any]) -> int:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the workflow repeats these checks and logs the warnings there
-                prepare_inputs(item.path, mask, task if (mask is not None or task == "heal") else "heal")
+                prepare_inputs(item.path, mask, task if (mask is not None or task == "heal") else "heal", orientation)
         except DataError as exc:
             failures.append(exc)
             continue
         jobs.append(ImageJob(anat=item.path, entities=item.entities, suffix=item.suffix, lesion_mask=mask,
-                             template_lesion=template_lesion if task == "embed" else None))
+                             template_lesion=template_lesion if task == "embed" else None, orientation=orientation))
     if task == "embed":
         for job in list(jobs):
             if job.lesion_mask is None and job.template_lesion is None:
@@ -73,13 +89,20 @@ def run_participant(opts: dict[str, Any]) -> int:
                                         "add its mask (sub-*_label-lesion_roi.nii.gz or --lesion-masks) or use --heal-mode auto to detect lesions"))
                 jobs.remove(job)
     for failure in failures:
-        log.error("%s", failure)
-        print(f"bids_usb: error: {failure}", flush=True)
+        print(f"bids_usb: error: {failure}", file=sys.stderr, flush=True)
     if not jobs:
         if failures:
             raise failures[0]
         raise NoInput(f"{bids_dir}: nothing to process")
+    return jobs, failures
 
+
+def _run_jobs(jobs, failures, bids_dir: Path, output_dir: Path, work_dir: Path, bundle, opts: dict[str, Any],
+              plugin: tuple[str, dict]) -> int:
+    from .derivatives import init_dataset
+    from .workflows.participant import RunSettings, init_participant_wf
+
+    task = opts["task"]
     settings = RunSettings(
         task=task,
         params=_sampling_params(opts, bundle, task),
@@ -97,11 +120,16 @@ def run_participant(opts: dict[str, Any]) -> int:
     work_dir.mkdir(parents=True, exist_ok=True)
     _configure_nipype(work_dir, opts["verbose"])  # before the graph is built, so its cache settings apply
     wf = init_participant_wf(jobs, bundle, settings, bids_dir, output_dir, work_dir)
-    plugin, plugin_args = _plugin(opts)
+    plugin, plugin_args = plugin
     started = time.time()
     try:
         graph = wf.run(plugin=plugin, plugin_args=plugin_args)
     except RuntimeError as exc:
+        data_errors = node_data_errors(work_dir / "crashes", started, jobs)
+        if data_errors:
+            for message in data_errors[1:]:
+                print(f"bids_usb: error: {message}", file=sys.stderr, flush=True)
+            raise DataError(data_errors[0]) from exc
         raise BidsUsbError(f"the workflow failed ({exc}); see the crash files in {work_dir} and rerun to resume") from exc
     log.info("workflow finished in %.1f s", time.time() - started)
 
@@ -111,6 +139,26 @@ def run_participant(opts: dict[str, Any]) -> int:
     if failures:
         return failures[0].exit_code
     return 0
+
+
+def node_data_errors(crash_dir: Path, since: float, jobs) -> list[str]:
+    """The ``DataError`` messages of the nodes that crashed in this run, each prefixed with its
+    image: a bad input found only inside the workflow (e.g. a lesion covering the brain found by
+    skull stripping) still ends as exit 65 with one line, not as a pointer to crash files."""
+    by_workflow = {f"image_{job.name}_wf": job for job in jobs}
+    messages = []
+    for crash in sorted(crash_dir.glob("crash-*.txt")) if crash_dir.is_dir() else []:
+        if crash.stat().st_mtime < since - 1:
+            continue
+        text = crash.read_text(errors="replace")
+        error = [line for line in text.splitlines() if line.startswith(f"{DataError.__module__}.DataError: ")]
+        if not error:
+            return []  # a genuine crash among them: keep the crash-file message
+        message = error[-1].split(": ", 1)[1]
+        node = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Node:")), "")
+        job = next((j for name, j in by_workflow.items() if f".{name}." in f".{node}."), None)
+        messages.append(f"{job.anat}: {message}" if job is not None and str(job.anat) not in message else message)
+    return messages
 
 
 def validate_dataset(bids_dir: Path, opts: dict[str, Any]) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from . import __version__
@@ -110,20 +110,41 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
     return networks.to(device).eval()
 
 
-def load_weights(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str | Path = "weights") -> None:
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(tensors))
+def check_weights(directory: str | Path) -> None:
+    """Check ``model.safetensors`` against its config without loading it: every tensor present,
+    none extra, each of the shape the config builds (the networks are built on the meta device,
+    so this costs milliseconds even for the paper-size model). A truncated file fails here too:
+    safetensors checks that the header's offsets cover the whole file."""
+    directory = Path(directory)
+    try:
+        cfg = USBConfig.from_json(directory / CONFIG_FILE)
+    except (ValueError, TypeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{directory / CONFIG_FILE} is not a valid USB config: {exc}") from exc
+    try:
+        with safe_open(str(directory / WEIGHTS_FILE), framework="pt") as fh:
+            shapes = {key: tuple(fh.get_slice(key).get_shape()) for key in fh.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{directory / WEIGHTS_FILE} is not a readable safetensors file: {exc}") from exc
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in USBNetworks(cfg).state_dict().items()}
+    _compare(expected, shapes, directory / WEIGHTS_FILE)
+
+
+def _compare(expected: dict[str, tuple], found: dict[str, tuple], source: str | Path) -> None:
+    missing = sorted(set(expected) - set(found))
     if missing:
         raise CheckpointError(f"{source} lacks tensor {missing[0]!r} ({len(missing)} missing); the file does not match its config")
-    unexpected = sorted(set(tensors) - set(expected))
+    unexpected = sorted(set(found) - set(expected))
     if unexpected:
         raise CheckpointError(f"{source} has unexpected tensor {unexpected[0]!r}; the file does not match its config")
-    for key, value in expected.items():
-        if tuple(tensors[key].shape) != tuple(value.shape):
-            raise CheckpointError(
-                f"{source}: tensor {key!r} has shape {tuple(tensors[key].shape)}, "
-                f"the config expects {tuple(value.shape)}"
-            )
+    for key, shape in expected.items():
+        if found[key] != shape:
+            raise CheckpointError(f"{source}: tensor {key!r} has shape {found[key]}, the config expects {shape}")
+
+
+def load_weights(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str | Path = "weights") -> None:
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    _compare(expected, {k: tuple(v.shape) for k, v in tensors.items()}, source)
     module.load_state_dict(tensors, strict=True)
 
 

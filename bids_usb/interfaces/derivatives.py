@@ -22,6 +22,7 @@ class _SinkInputSpec(BaseInterfaceInputSpec):
     model = traits.Dict(mandatory=True)
     res_label = traits.Str(mandatory=True)
     lesion_source = File(exists=True)
+    orientation = traits.Enum("sform", "qform", "voxel", desc="--assume-orientation: how to read an image whose qform and sform codes are 0")
     edited = File(exists=True, mandatory=True)
     edit_region = File(exists=True, mandatory=True)
     brain_mask_ras = File(exists=True, mandatory=True)
@@ -61,5 +62,6 @@ class DerivativesSink(SimpleInterface):
             model=dict(i.model),
             lesion_source=Path(i.lesion_source) if isdefined(i.lesion_source) else None,
             res_label=i.res_label,
+            orientation=i.orientation if isdefined(i.orientation) else None,
         )
         return runtime

@@ -28,6 +28,7 @@ class _NativeInputSpec(BaseInterfaceInputSpec):
     anomaly = File(exists=True, desc="heal without a mask: the anomaly map on the model grid")
     detected = File(exists=True, desc="heal without a mask: the detected lesion on the model grid")
     parameters = traits.Dict(desc="the sampler's parameters (band_mm is read from them)")
+    orientation = traits.Enum("sform", "qform", "voxel", desc="--assume-orientation: how to read an image whose qform and sform codes are 0")
 
 
 class _NativeOutputSpec(TraitedSpec):
@@ -44,7 +45,7 @@ class ToNative(SimpleInterface):
 
     def _run_interface(self, runtime):
         cwd = Path(runtime.cwd)
-        original = load_image(self.inputs.anat)
+        original = load_image(self.inputs.anat, orientation=self.inputs.orientation if isdefined(self.inputs.orientation) else None)
         reg = prep.Registration(Path(self.inputs.transform))
         lesion = None
         if isdefined(self.inputs.lesion_native):

@@ -48,6 +48,7 @@ class _PrepareInputSpec(BaseInterfaceInputSpec):
     anat = File(exists=True, mandatory=True, desc="the T1w (or FLAIR) as found in the dataset")
     lesion_mask = File(exists=True, desc="a lesion mask on the anat's grid or in the same space")
     task = traits.Enum("heal", "embed", usedefault=True)
+    orientation = traits.Enum("sform", "qform", "voxel", desc="--assume-orientation: how to read an image whose qform and sform codes are 0")
 
 
 class _PrepareOutputSpec(TraitedSpec):
@@ -67,7 +68,8 @@ class PrepareInputs(SimpleInterface):
         mask = self.inputs.lesion_mask if isdefined(self.inputs.lesion_mask) else None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            prepared = inp.prepare_inputs(self.inputs.anat, mask, self.inputs.task)
+            orientation = self.inputs.orientation if isdefined(self.inputs.orientation) else None
+            prepared = inp.prepare_inputs(self.inputs.anat, mask, self.inputs.task, orientation)
         self._results["warnings"] = [str(w.message) for w in caught]
         for w in caught:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -130,6 +132,7 @@ class _RegisterInputSpec(BaseInterfaceInputSpec):
     brain_mask = File(exists=True, mandatory=True)
     lesion_mask = File(exists=True, desc="excluded (dilated) from the registration cost")
     template = File(exists=True, mandatory=True)
+    seed = traits.Int(0, usedefault=True, desc="seeds ANTs' random sampling of the metric (reproducible runs)")
 
 
 class _RegisterOutputSpec(TraitedSpec):
@@ -146,7 +149,8 @@ class RegisterToTemplate(SimpleInterface):
         brain_mask = nib.load(self.inputs.brain_mask)
         lesion = nib.load(self.inputs.lesion_mask) if isdefined(self.inputs.lesion_mask) else None
         cost = prep.cost_mask(brain_mask, lesion)
-        reg = prep.register_to_template(nib.load(self.inputs.brain), nib.load(self.inputs.template), cost, runtime.cwd)
+        reg = prep.register_to_template(nib.load(self.inputs.brain), nib.load(self.inputs.template), cost, runtime.cwd,
+                                        seed=self.inputs.seed)
         self._results["transform"] = str(reg.transform)
         return runtime
 

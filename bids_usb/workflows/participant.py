@@ -35,6 +35,7 @@ class ImageJob:
     suffix: str = "T1w"
     lesion_mask: Path | None = None  # native grid (heal, or embed from the same participant)
     template_lesion: Path | None = None  # embed: a mask in template space (--lesion-mask FILE)
+    orientation: str | None = None  # --assume-orientation, for images whose qform/sform codes are 0
 
     @property
     def name(self) -> str:
@@ -76,6 +77,8 @@ def init_preprocess_wf(
     contrast: str = "T1w",
     skull_stripped: bool = False,
     omp_nthreads: int = 1,
+    orientation: str | None = None,
+    seed: int = 0,
     name: str = "preprocess_wf",
 ) -> pe.Workflow:
     """The preprocessing chain shared by both levels, for one anatomical image.
@@ -99,9 +102,11 @@ def init_preprocess_wf(
     prepare = pe.Node(PrepareInputs(anat=str(anat), task=task), name="prepare")
     if lesion_mask is not None:
         prepare.inputs.lesion_mask = str(lesion_mask)
+    if orientation is not None:
+        prepare.inputs.orientation = orientation
     n4 = pe.Node(BiasCorrect(), name="bias_correct", n_procs=omp_nthreads)
     strip = pe.Node(SkullStrip(skull_stripped=skull_stripped), name="skull_strip", n_procs=omp_nthreads)
-    register = pe.Node(RegisterToTemplate(), name="register", n_procs=omp_nthreads)
+    register = pe.Node(RegisterToTemplate(seed=seed), name="register", n_procs=omp_nthreads)
     to_model = pe.Node(ToModelGrid(contrast=contrast), name="to_model_grid")
     wf.connect([
         (prepare, n4, [("anat_ras", "in_file")]),
@@ -137,6 +142,8 @@ def init_image_wf(job: ImageJob, bundle: ModelBundle, settings: RunSettings, bid
         contrast=bundle.contrast,
         skull_stripped=settings.skull_stripped,
         omp_nthreads=settings.omp_nthreads,
+        orientation=job.orientation,
+        seed=settings.seed,
         name=f"image_{job.name}_wf",
     )
     inputnode = wf.get_node("inputnode")
@@ -148,6 +155,8 @@ def init_image_wf(job: ImageJob, bundle: ModelBundle, settings: RunSettings, bid
         n_procs=settings.omp_nthreads,
     )
     native = pe.Node(ToNative(anat=str(job.anat)), name="to_native")
+    if job.orientation is not None:
+        native.inputs.orientation = job.orientation
     sink = pe.Node(
         DerivativesSink(
             output_dir=str(output_dir),
@@ -162,6 +171,8 @@ def init_image_wf(job: ImageJob, bundle: ModelBundle, settings: RunSettings, bid
         name="derivatives",
         run_without_submitting=True,
     )
+    if job.orientation is not None:
+        sink.inputs.orientation = job.orientation
     lesion_source = job.lesion_mask or job.template_lesion
     if lesion_source is not None:
         sink.inputs.lesion_source = str(lesion_source)
