@@ -10,8 +10,11 @@ obliquity or voxel size maps onto the template and back without special cases.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
+import multiprocessing
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,11 +112,34 @@ def register_to_template(
     """Affine (ANTs, Mattes MI) of the skull-stripped brain to the template.
 
     ``cost_mask`` is the brain without the (dilated) lesion: a lesion has no counterpart in the
-    template and would otherwise pull the fit. ANTs samples the metric at random points and
-    seeds that from the clock unless told otherwise; ``seed`` makes the same scan give the same
-    affine, so that a rerun, or a run resumed from its work directory, gives the same output.
+    template and would otherwise pull the fit.
+
+    Reproducible: ANTs samples the metric at random points (seeded from the clock unless told),
+    and a multi-threaded metric sums in an order that varies from run to run, so both the seed
+    and a single ITK thread are needed for the same scan to give the same affine (and a resumed
+    run the same output as an uninterrupted one). ITK fixes its thread count when it is first
+    used in a process, so where this process may use more threads the registration runs in a
+    fresh single-threaded process; an affine fit costs seconds either way.
     """
-    workdir = Path(workdir)
+    if os.environ.get(ITK_THREADS) == "1":
+        return _register(brain, template, cost_mask, Path(workdir), seed)
+    previous = os.environ.get(ITK_THREADS)
+    os.environ[ITK_THREADS] = "1"  # inherited by the spawned process at its start
+    try:
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+            return pool.submit(_register, brain, template, cost_mask, Path(workdir), seed).result()
+    finally:
+        if previous is None:
+            os.environ.pop(ITK_THREADS, None)
+        else:
+            os.environ[ITK_THREADS] = previous
+
+
+ITK_THREADS = "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"
+
+
+def _register(brain, template, cost_mask, workdir: Path, seed: int) -> Registration:
     workdir.mkdir(parents=True, exist_ok=True)
     kwargs = {}
     if cost_mask is not None:

@@ -151,7 +151,7 @@ def node_data_errors(crash_dir: Path, since: float, jobs) -> list[str]:
         if crash.stat().st_mtime < since - 1:
             continue
         text = crash.read_text(errors="replace")
-        error = [line for line in text.splitlines() if line.startswith(f"{DataError.__module__}.DataError: ")]
+        error = [line.strip() for line in text.splitlines() if line.strip().startswith(f"{DataError.__module__}.DataError: ")]
         if not error:
             return []  # a genuine crash among them: keep the crash-file message
         message = error[-1].split(": ", 1)[1]
