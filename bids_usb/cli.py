@@ -213,11 +213,19 @@ def _configure_logging(verbose: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .interrupt import Interrupted, handle_signals
+
     try:
-        result = cli.main(args=argv, prog_name="bids_usb", standalone_mode=False)
+        with handle_signals():
+            result = cli.main(args=argv, prog_name="bids_usb", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    except click.exceptions.Abort:
+    except (Interrupted, click.exceptions.Abort) as exc:
+        cause = exc if isinstance(exc, Interrupted) else exc.__cause__  # click wraps Ctrl-C in Abort
+        if isinstance(cause, Interrupted):
+            click.echo(f"bids_usb: error: stopped by {cause}; finished steps are kept in the work directory, "
+                       "run the same command again to resume", err=True)
+            return cause.exit_code
         click.echo("bids_usb: aborted", err=True)
         return 130
     except click.exceptions.ClickException as exc:

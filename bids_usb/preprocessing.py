@@ -86,9 +86,12 @@ def skull_strip(img: nib.Nifti1Image) -> nib.Nifti1Image:
 
 @contextlib.contextmanager
 def _ants_seed(seed: int):
-    """ANTs' ``--random-seed`` for the calls inside (antspyx reads it from its config module)."""
+    """ANTs' ``--random-seed`` for the calls inside (antspyx reads it from its config module).
+
+    ANTs takes a seed of 0 as "seed from the clock", so the run's seed (0 by default) is shifted
+    to a positive one."""
     previous = ants.config._random_seed
-    ants.config._random_seed = int(seed)
+    ants.config._random_seed = int(seed) % (2**31 - 2) + 1
     try:
         yield
     finally:

@@ -172,4 +172,6 @@ def test_heal_mode_mask_skips_an_image_without_a_mask_with_one_line(tmp_path, ti
     code = main([str(bids), str(tmp_path / "out"), "participant", "--model", str(tiny_checkpoint), "--heal-mode", "mask",
                  "-w", str(tmp_path / "w"), "--skull-stripped", "--skip-bids-validation"])
     assert code == 66
-    assert "--heal-mode mask needs a lesion mask" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "--heal-mode mask needs a lesion mask" in captured.err.strip().splitlines()[-1]
+    assert captured.out == ""  # stdout carries report paths only
