@@ -7,8 +7,10 @@ would read as valid).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,27 +19,58 @@ import nibabel as nib
 from usb_model import __version__, atomic
 from usb_model.atomic import atomic_write
 
-# The order of entities in a BIDS file name (BIDS schema, rules/entities), for those that can
-# occur on anatomical derivatives.
-ENTITY_ORDER = [
-    ("subject", "sub"), ("session", "ses"), ("acquisition", "acq"), ("ceagent", "ce"),
-    ("reconstruction", "rec"), ("run", "run"), ("echo", "echo"), ("part", "part"),
-    ("from", "from"), ("to", "to"), ("mode", "mode"),
-    ("space", "space"), ("resolution", "res"), ("label", "label"), ("desc", "desc"),
-]
-SOURCE_ENTITIES = {"subject", "session", "acquisition", "ceagent", "reconstruction", "run", "echo", "part"}
+# Entities that describe a derivative rather than the acquisition it came from: a derivative's
+# name gets its own values for these; every other entity of the source is carried over, so that
+# two inputs differing in any entity (task-, chunk-, inv-, ...) never write the same file.
+DERIVATIVE_ENTITIES = {"space", "res", "den", "label", "desc", "atlas", "seg", "hemi", "roi", "from", "to", "mode"}
 CODE_URL = "https://github.com/bids-usb/bids_usb"
 
 
+@functools.cache
+def short_names() -> dict[str, str]:
+    """pybids' entity names (``acquisition``, ``desc``, ...) -> the keys files carry (``acq``),
+    read from pybids' own ``bids`` and ``derivatives`` configurations."""
+    from bids.layout import Config
+
+    names = {}
+    for config in ("bids", "derivatives"):
+        for name, entity in Config.load(config).entities.items():
+            match = re.search(r"([a-zA-Z]+)-\(", entity.pattern or "")
+            if match:
+                names[name] = match.group(1)
+    names.update({"resolution": "res", "density": "den", "description": "desc"})  # the schema's long names
+    return names
+
+
+@functools.cache
+def entity_order() -> list[str]:
+    """File-name keys in the BIDS schema's order (``rules.entities``); the transform entities
+    ``from``/``to``/``mode`` (BIDS-Derivatives, as fMRIPrep writes them) go before ``space``."""
+    from bidsschematools.schema import load_schema
+
+    schema = load_schema()
+    order = [schema.objects.entities[key]["name"] for key in schema.rules.entities]
+    at = order.index("space")
+    return order[:at] + ["from", "to", "mode"] + order[at:]
+
+
 def bids_name(entities: dict[str, Any], suffix: str, extension: str) -> str:
-    parts = [f"{short}-{entities[long]}" for long, short in ENTITY_ORDER if entities.get(long) not in (None, "")]
+    """``sub-01_ses-a_..._<suffix><extension>`` from pybids-style (long) or short entity names."""
+    names = short_names()
+    by_key = {names.get(k, k): v for k, v in entities.items() if v not in (None, "")}
+    unknown = sorted(set(by_key) - set(entity_order()))
+    if unknown:
+        raise ValueError(f"no BIDS entity {unknown[0]!r}; known: {', '.join(entity_order())}")
+    parts = [f"{key}-{by_key[key]}" for key in entity_order() if key in by_key]
     return "_".join([*parts, suffix]) + extension
 
 
 def derivative_path(output_dir: Path, source: dict[str, Any], suffix: str, extension: str = ".nii.gz", **new: Any) -> Path:
-    """The path of a derivative of ``source`` (the input's entities), with new entities added."""
-    entities = {k: v for k, v in source.items() if k in SOURCE_ENTITIES}
-    entities.update(new)
+    """The path of a derivative of ``source`` (the input's pybids entities), with new entities added."""
+    names = short_names()
+    keys = set(entity_order()) - DERIVATIVE_ENTITIES
+    carried = {k: v for k, v in source.items() if names.get(k) in keys}
+    entities = {**carried, **new}
     folder = Path(output_dir) / f"sub-{entities['subject']}"
     if entities.get("session"):
         folder = folder / f"ses-{entities['session']}"

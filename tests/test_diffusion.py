@@ -59,3 +59,30 @@ def test_timestep_sequences(diffusion):
 def test_antithetic_timesteps_pair_up():
     t = sample_timesteps(8, 1024, torch.Generator().manual_seed(0))
     assert torch.equal(t[:4] + t[4:], torch.full((4,), 1023))
+
+
+@pytest.mark.parametrize("steps", [4, 16, 64])
+@pytest.mark.parametrize("eta", [0.0, 0.5])
+def test_ddim_step_is_monais_where_monai_applies(steps, eta):
+    """Pinned to MONAI: with a step count that divides T (MONAI's stride T // steps) and no
+    clipping, ``Diffusion.ddim_step`` from t to t - T // steps is MONAI's ``DDIMScheduler.step``,
+    noise included (the same generator seed draws the same noise)."""
+    from monai.networks.schedulers import DDIMScheduler
+
+    from usb_model.config import ScheduleConfig
+    from usb_model.diffusion import Diffusion
+
+    cfg = ScheduleConfig()
+    diffusion = Diffusion(cfg)
+    monai = DDIMScheduler(num_train_timesteps=cfg.num_train_timesteps, schedule=cfg.schedule,
+                          beta_start=cfg.beta_start, beta_end=cfg.beta_end, clip_sample=False)
+    monai.set_timesteps(steps)
+    stride = cfg.num_train_timesteps // steps
+    torch.manual_seed(0)
+    z = torch.randn(2, 3, 5, 5, 5)
+    eps = torch.randn_like(z)
+    for t in (int(monai.timesteps[0]), int(monai.timesteps[len(monai.timesteps) // 2]), int(monai.timesteps[-1])):
+        ours, ours_x0 = diffusion.ddim_step(z, eps, t, t - stride, ddim_eta=eta, generator=torch.Generator().manual_seed(3))
+        theirs, theirs_x0 = monai.step(eps, t, z, eta=eta, generator=torch.Generator().manual_seed(3))
+        torch.testing.assert_close(ours_x0, theirs_x0.float(), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(ours, theirs.float(), rtol=1e-5, atol=1e-5)

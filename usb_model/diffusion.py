@@ -61,6 +61,14 @@ class Diffusion:
         a = self.abar(t, z_t)
         return (z_t - (1 - a).sqrt() * eps) / a.sqrt()
 
+    def brain_condition(self, x_t: torch.Tensor, eps_x: torch.Tensor, t: torch.Tensor | int, clip: float = 0.0) -> torch.Tensor:
+        """The brain net's condition in the paired process: the lesion net's one-step clean
+        estimate x0_hat, clamped to +-``clip`` when set (``TrainingConfig.condition_clip``).
+        Training (``train.losses.brain_inputs``) and sampling (``tasks.USB._reverse``) both call
+        this, so the brain net sees at sampling time what it learnt on."""
+        x0_hat = self.predict_x0(x_t, eps_x, t)
+        return x0_hat.clamp(-clip, clip) if clip else x0_hat
+
     def ddim_step(
         self,
         z_t: torch.Tensor,
@@ -70,7 +78,9 @@ class Diffusion:
         ddim_eta: float = 0.0,
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One DDIM update from t to t_prev < t (Song et al. 2021, eq. 12); returns (z_prev, z0_hat)."""
+        """One DDIM update from t to t_prev < t (Song et al. 2021, eq. 12); returns (z_prev, z0_hat).
+        Any t_prev < 0 is the clean end (abar = 1), as in MONAI's scheduler."""
+        t_prev = max(int(t_prev), -1)
         z0_hat = self.predict_x0(z_t, eps, t)
         a_t = self.abar(t, z_t)
         a_prev = self.abar(t_prev, z_t)

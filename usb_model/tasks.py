@@ -343,9 +343,8 @@ class USB:
         for t, t_prev in zip(timesteps, [*timesteps[1:], -1]):
             if x_t is not None:
                 eps_x = self._eps(self.networks.lesion, x_t, y_t, t)
-                x_t, condition = self.diffusion.ddim_step(x_t, eps_x, t, t_prev, eta, generator)
-                if clip:
-                    condition = condition.clamp(-clip, clip)  # as in training (TrainingConfig.condition_clip)
+                condition = self.diffusion.brain_condition(x_t, eps_x, t, clip)
+                x_t, _ = self.diffusion.ddim_step(x_t, eps_x, t, t_prev, eta, generator)
             eps_y = self._eps(self.networks.brain, y_t, condition, t)
             y_t, y0_hat = self.diffusion.ddim_step(y_t, eps_y, t, t_prev, eta, generator)
             if guidance is not None:

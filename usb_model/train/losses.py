@@ -114,9 +114,7 @@ def brain_inputs(
     x_t = diffusion.add_noise(x0, eps_x, t)
     y_t = diffusion.add_noise(y0, eps_y, t)
     eps_x_hat = frozen_lesion_net(torch.cat([x_t, y_t], dim=1), t).float()
-    x0_hat = diffusion.predict_x0(x_t, eps_x_hat, t)
-    if condition_clip:
-        x0_hat = x0_hat.clamp(-condition_clip, condition_clip)
+    x0_hat = diffusion.brain_condition(x_t, eps_x_hat, t, condition_clip)
     return y_t, torch.where(pick, empty.expand_as(x0_hat), x0_hat)
 
 
