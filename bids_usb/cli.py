@@ -15,80 +15,12 @@ import warnings
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from usb_model import __version__
 
+from .config import LEVELS, RunConfig
 from .errors import BidsUsbError, DataError, NoInput, UnknownLevel, UsageError
-
-LEVELS = ("participant", "group")
-
-
-def _labels(values: tuple[str, ...], prefix: str) -> list[str] | None:
-    """Repeated flags or space/comma-separated lists; a leading ``sub-``/``ses-`` is dropped."""
-    out = []
-    for value in values:
-        for item in value.replace(",", " ").split():
-            out.append(item[len(prefix):] if item.startswith(prefix) else item)
-    return out or None
-
-
-def _check_labels(values: tuple[str, ...], option: str) -> None:
-    """A label option given with nothing in it is a mistake (a job script's unset variable), not
-    a request for everything: without the option every participant runs, with it only those named."""
-    if values and not _labels(values, ""):
-        raise UsageError(
-            f"{option} was given an empty value; name the labels (e.g. {option} 01 02), "
-            "or leave the option out to process every one"
-        )
-    for value in values:
-        for item in value.replace(",", " ").split():
-            if item in ("sub-", "ses-"):
-                raise UsageError(f"{option} {item!r} names no label; give e.g. {option} 01")
-
-
-def _check_device(text: str) -> None:
-    """``--device`` is checked before any work: a typo or a missing GPU is a usage error (64)."""
-    if text == "auto":
-        return
-    import torch
-
-    try:
-        device = torch.device(text)
-    except (RuntimeError, ValueError):
-        raise UsageError(f"--device {text}: not a device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cpu":
-        return
-    if device.type != "cuda":
-        raise UsageError(f"--device {text}: bids_usb runs on cpu or cuda; use auto, cpu, cuda or cuda:N")
-    if not torch.cuda.is_available():
-        raise UsageError(f"--device {text}: CUDA is not available on this machine; use --device cpu (or auto)")
-    if device.index is not None and device.index >= torch.cuda.device_count():
-        raise UsageError(f"--device {text}: this machine has {torch.cuda.device_count()} CUDA device(s); use cuda:0 .. "
-                         f"cuda:{torch.cuda.device_count() - 1}")
-
-
-def _plugin_args(text: str | None) -> dict:
-    if not text:
-        return {}
-    path = Path(text)
-    try:
-        data = json.loads(path.read_text() if path.is_file() else text)
-    except ValueError as exc:
-        raise UsageError(f"--plugin-args {text}: not JSON ({exc}); pass a JSON object or a JSON file") from exc
-    if not isinstance(data, dict):
-        raise UsageError(f"--plugin-args {text}: a JSON object is needed")
-    return data
-
-
-def _mem_gb(text: str | None) -> float | None:
-    if text is None:
-        return None
-    value = text.strip().upper().removesuffix("B")
-    factor = {"G": 1.0, "M": 1 / 1024, "T": 1024.0}.get(value[-1:], None)
-    try:
-        return float(value[:-1]) * factor if factor else float(value)
-    except ValueError as exc:
-        raise UsageError(f"--mem {text}: give an amount such as 16 or 16GB") from exc
 
 
 class _NargsPlus(click.Option):
@@ -133,7 +65,7 @@ def _opt(*names, **kw):
 @_opt("-w", "--work-dir", type=click.Path(path_type=Path), help="Where intermediate results are cached (resumable). Default: <output_dir>/../work/bids_usb")
 @_opt("--nprocs", "--nthreads", type=int, default=None, help="Processes nipype may run at once (default: all cores).")
 @_opt("--omp-nthreads", type=int, default=None, help="Threads per process for ANTs and PyTorch.")
-@_opt("--mem", "--mem-gb", "mem", default=None, help="Memory nipype may plan with, e.g. 16GB.")
+@_opt("--mem", "--mem-mb", "mem", default=None, help="Memory nipype may plan with, in MB unless a unit is given (16000, 16GB), as fMRIPrep reads it.")
 @_opt("--task", type=click.Choice(["heal", "embed"]), default="heal", show_default=True, help="heal: lesion -> healthy; embed: draw a lesion into a healthy brain.")
 @_opt("--model", type=click.Path(path_type=Path), default=None, help="USB checkpoint directory (default: the bundled demo model).")
 @_opt("--lesion-masks", type=click.Path(path_type=Path), default=None, help="A BIDS-Derivatives dataset holding lesion masks (Type: Lesion).")
@@ -181,17 +113,17 @@ def cli(**opts):
     level = opts["analysis_level"]
     if level not in LEVELS:
         raise UnknownLevel(f"analysis level {level!r} is unknown; use one of: {', '.join(LEVELS)}")
-    _check_labels(opts["participant_label"], "--participant-label")
-    _check_labels(opts["session_label"], "--session-label")
-    _check_device(opts["device"])
-    _configure_logging(opts["verbose"])
+    ctx = click.get_current_context()
+    given = [name for name in opts if ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)]
+    config = RunConfig.from_options(opts, given)
+    _configure_logging(config.execution.verbose)
     if level == "participant":
         from .run import run_participant
 
-        return run_participant(opts)
+        return run_participant(config)
     from .group import run_group
 
-    return run_group(opts)
+    return run_group(config)
 
 
 def _print_exec_spec(ctx: click.Context, value: bool) -> None:

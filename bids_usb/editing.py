@@ -6,13 +6,14 @@ from typing import Any
 
 import numpy as np
 
+from usb_model.config import EditParameters
 from usb_model.tasks import USB, EditResult
 
 from .errors import DataError
 from .model import ModelBundle
 
 # CLI/sidecar names -> keyword arguments of USB.heal / USB.embed
-EDIT_PARAMETERS = ("t_start", "steps", "stride", "alpha0", "k", "lcg_eta", "ddim_eta", "acg", "lcg", "mode", "fill", "detect_threshold", "detect_min_ml")
+EDIT_PARAMETERS = EditParameters.names()
 
 
 def resolved_parameters(bundle: ModelBundle, task: str, params: dict[str, Any]) -> dict[str, Any]:

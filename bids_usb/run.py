@@ -16,55 +16,54 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from .config import RunConfig
+from .dataset import collect, validate_dataset
 from .errors import BidsUsbError, DataError, NoInput, NothingSelected, UsageError
 
 log = logging.getLogger("bids_usb")
 
 
-def run_participant(opts: dict[str, Any]) -> int:
+def run_participant(config: RunConfig) -> int:
     from . import layout
     from .model import ModelBundle
 
-    bids_dir: Path = opts["bids_dir"]
+    bids_dir: Path = config.execution.bids_dir
     if not bids_dir.is_dir():
         raise UsageError(f"bids_dir {bids_dir} is not a directory; give the root folder of a BIDS dataset")
     bids_dir = bids_dir.resolve()
-    output_dir: Path = opts["output_dir"].absolute()
+    output_dir: Path = config.execution.output_dir.absolute()
     layout.check_output_dir(bids_dir, output_dir)
     layout.check_output_dataset(output_dir)
-    work_dir = (opts["work_dir"] or output_dir.parent / "work" / "bids_usb").absolute()
+    work_dir = config.execution.resolved_work_dir(output_dir)
     layout.check_work_dir(bids_dir, work_dir)
-    plugin = _plugin(opts)  # parsed now: a bad --mem or --plugin-args costs nothing
-    bundle = ModelBundle.open(opts["model"])
+    bundle = ModelBundle.open(config.workflow.model)
     created = layout.create_dir(output_dir, "output_dir")
     try:
         created += layout.create_dir(work_dir, "work directory")
-        jobs, failures = _checked_jobs(bids_dir, opts, bundle, work_dir)
+        jobs, failures = _checked_jobs(bids_dir, config, bundle, work_dir)
     except BaseException:
         layout.remove_empty_dirs(created)  # a run refused up front leaves nothing behind
         raise
-    return _run_jobs(jobs, failures, bids_dir, output_dir, work_dir, bundle, opts, plugin)
+    return _run_jobs(jobs, failures, bids_dir, output_dir, work_dir, bundle, config)
 
 
-def _checked_jobs(bids_dir: Path, opts: dict[str, Any], bundle, work_dir: Path):
+def _checked_jobs(bids_dir: Path, config: RunConfig, bundle, work_dir: Path):
     """Validation, discovery and every per-image check, in the main process: the jobs that
     passed, and one error per image that did not (reported, the others still run)."""
     from .inputs import prepare_inputs
     from .workflows.participant import ImageJob
 
-    validate_dataset(bids_dir, opts)
-    task = opts["task"]
-    orientation = opts.get("assume_orientation")
-    collected = collect_from_options(bids_dir, opts, bundle.contrast)
+    validate_dataset(bids_dir, config)
+    task = config.workflow.task
+    orientation = config.workflow.assume_orientation
+    collected = collect(bids_dir, config, bundle.contrast)
     failures: list[BidsUsbError] = []
     for subject in collected.missing:
         failures.append(NoInput(f"sub-{subject}: no {bundle.contrast} image found; this model needs {bundle.contrast} images (other participants still run)"))
 
-    template_lesion = opts["lesion_mask"]
-    if task == "embed" and opts["lesion_from"]:
-        if template_lesion is not None:
-            raise UsageError("--lesion-mask and --lesion-from both name the lesion to embed; give one")
-        template_lesion = _donor_lesion(opts["lesion_from"], bids_dir, bundle, opts, work_dir)
+    template_lesion = config.workflow.lesion_mask
+    if task == "embed" and config.workflow.lesion_from:
+        template_lesion = _donor_lesion(config.workflow.lesion_from, bids_dir, bundle, config, work_dir)
     jobs = []
     for item in collected.inputs:
         mask = item.lesion_mask if (task == "heal" or template_lesion is None) else None
@@ -82,7 +81,7 @@ def _checked_jobs(bids_dir: Path, opts: dict[str, Any], bundle, work_dir: Path):
             if job.lesion_mask is None and job.template_lesion is None:
                 failures.append(DataError(f"{job.anat}: embedding needs a lesion mask; pass --lesion-mask FILE (template space) or give this image a lesion mask"))
                 jobs.remove(job)
-    if task == "heal" and opts.get("heal_mode") == "mask":
+    if task == "heal" and config.workflow.sampling.mode == "mask":
         for job in list(jobs):
             if job.lesion_mask is None:
                 failures.append(NoInput(f"{job.anat}: --heal-mode mask needs a lesion mask and this image has none; "
@@ -97,30 +96,25 @@ def _checked_jobs(bids_dir: Path, opts: dict[str, Any], bundle, work_dir: Path):
     return jobs, failures
 
 
-def _run_jobs(jobs, failures, bids_dir: Path, output_dir: Path, work_dir: Path, bundle, opts: dict[str, Any],
-              plugin: tuple[str, dict]) -> int:
+def _run_jobs(jobs, failures, bids_dir: Path, output_dir: Path, work_dir: Path, bundle, config: RunConfig) -> int:
     from .derivatives import init_dataset
     from .workflows.participant import RunSettings, init_participant_wf
 
-    task = opts["task"]
+    workflow = config.workflow
     settings = RunSettings(
-        task=task,
-        params=_sampling_params(opts, bundle, task),
-        seed=opts["seed"],
-        n_samples=opts["n_samples"],
-        device=opts["device"],
-        skull_stripped=opts["skull_stripped"],
-        omp_nthreads=opts["omp_nthreads"] or 1,
+        task=workflow.task,
+        params=workflow.sampling.overrides(),
+        seed=config.execution.seed,
+        n_samples=workflow.n_samples,
+        device=workflow.device,
+        skull_stripped=workflow.skull_stripped,
+        omp_nthreads=config.nipype.omp_nthreads,
     )
-    # Worker processes inherit these: ANTs (ITK) and PyTorch use --omp-nthreads threads per node.
-    threads = str(settings.omp_nthreads)
-    os.environ["OMP_NUM_THREADS"] = threads
-    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = threads
     init_dataset(output_dir, bids_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    _configure_nipype(work_dir, opts["verbose"])  # before the graph is built, so its cache settings apply
+    config.nipype.apply(work_dir, config.execution.verbose)  # before the graph is built: its cache settings apply
     wf = init_participant_wf(jobs, bundle, settings, bids_dir, output_dir, work_dir)
-    plugin, plugin_args = plugin
+    plugin, plugin_args = config.nipype.get_plugin()
     started = time.time()
     try:
         graph = wf.run(plugin=plugin, plugin_args=plugin_args)
@@ -161,33 +155,7 @@ def node_data_errors(crash_dir: Path, since: float, jobs) -> list[str]:
     return messages
 
 
-def validate_dataset(bids_dir: Path, opts: dict[str, Any]) -> None:
-    """The dataset checks and bids-validator-deno, unless --skip-bids-validation (both levels)."""
-    if opts["skip_bids_validation"]:
-        return
-    from . import layout
-    from .validation import validate_or_raise
-
-    layout.dataset_check(bids_dir)
-    validate_or_raise(bids_dir)
-
-
-def collect_from_options(bids_dir: Path, opts: dict[str, Any], contrast: str):
-    """pybids discovery with the selection options every level shares."""
-    from . import layout
-
-    bids_filter = layout.load_bids_filter(opts["bids_filter_file"]) if opts["bids_filter_file"] else None
-    return layout.collect_inputs(
-        bids_dir,
-        participant_labels=_labels(opts["participant_label"], "sub-"),
-        session_labels=_labels(opts["session_label"], "ses-"),
-        bids_filter=bids_filter,
-        contrast=contrast,
-        lesion_masks_dir=opts["lesion_masks"],
-    )
-
-
-def _donor_lesion(label: str, bids_dir: Path, bundle, opts: dict[str, Any], work_dir: Path) -> Path:
+def _donor_lesion(label: str, bids_dir: Path, bundle, config: RunConfig, work_dir: Path) -> Path:
     """``--lesion-from sub-XX``: that participant's lesion on the model grid (template space),
     through its own preprocessing and registration (cached in the work directory like any node)."""
     from nipype.pipeline import engine as pe
@@ -196,9 +164,9 @@ def _donor_lesion(label: str, bids_dir: Path, bundle, opts: dict[str, Any], work
     from .interfaces.preprocessing import ModelTemplate
     from .workflows.participant import init_preprocess_wf
 
-    label = label[4:] if label.startswith("sub-") else label
     try:
-        donors = layout.collect_inputs(bids_dir, participant_labels=[label], contrast=bundle.contrast, lesion_masks_dir=opts["lesion_masks"])
+        donors = layout.collect_inputs(bids_dir, participant_labels=[label], contrast=bundle.contrast,
+                                       lesion_masks_dir=config.workflow.lesion_masks)
     except NothingSelected as exc:
         raise NothingSelected(f"--lesion-from sub-{label}: no such participant in {bids_dir}") from exc
     with_mask = [item for item in donors.inputs if item.lesion_mask is not None]
@@ -206,12 +174,12 @@ def _donor_lesion(label: str, bids_dir: Path, bundle, opts: dict[str, Any], work
         raise NoInput(f"--lesion-from sub-{label}: this participant has no {bundle.contrast} image with a lesion mask; give one with a mask")
     donor = with_mask[0]
     work_dir.mkdir(parents=True, exist_ok=True)
-    _configure_nipype(work_dir, opts["verbose"])
+    config.nipype.apply(work_dir, config.execution.verbose)
     wf = pe.Workflow(name="bids_usb_donor_wf", base_dir=str(work_dir))
     template = pe.Node(ModelTemplate(model_dir=str(bundle.path)), name="model_template")
     name = "donor_" + "".join(c if c.isalnum() else "_" for c in donor.path.name.split(".")[0])
     preprocess = init_preprocess_wf(donor.path, lesion_mask=donor.lesion_mask, task="embed", contrast=bundle.contrast,
-                                    skull_stripped=opts["skull_stripped"], name=name)
+                                    skull_stripped=config.workflow.skull_stripped, seed=config.execution.seed, name=name)
     wf.connect(template, "template", preprocess, "inputnode.template")
     try:
         graph = wf.run(plugin="Linear")
@@ -256,70 +224,3 @@ def _write_reports(graph, jobs, bundle, settings, output_dir: Path) -> list[Path
         )
         by_subject.setdefault(job.entities["subject"], []).append(report)
     return [write_participant_report(output_dir, subject, images, __version__) for subject, images in by_subject.items()]
-
-
-def _labels(values, prefix):
-    from .cli import _labels as parse
-
-    return parse(values, prefix)
-
-
-def _sampling_params(opts: dict[str, Any], bundle, task: str) -> dict[str, Any]:
-    """The sampling options given on the command line; the rest are the checkpoint's, resolved
-    by the sampler (heal: per image, since the default mode depends on whether a mask exists)."""
-    s = bundle.config.sampling
-    params: dict[str, Any] = {}
-    if opts["t_start"] is not None:
-        params["t_start"] = opts["t_start"]
-    elif task == "embed":
-        params["t_start"] = s.t_start_embed
-    if opts["steps"]:
-        params["steps"] = opts["steps"]
-    for key in ("alpha0", "k", "ddim_eta"):
-        if opts[key] is not None:
-            params[key] = opts[key]
-    if task == "embed" and opts["lcg_eta"] is not None:
-        params["lcg_eta"] = opts["lcg_eta"]
-    if task == "heal":
-        for key in ("heal_mode", "fill"):
-            if opts.get(key):
-                params["mode" if key == "heal_mode" else key] = opts[key]
-        for key in ("detect_threshold", "detect_min_ml"):
-            if opts.get(key) is not None:
-                params[key] = opts[key]
-    if opts["no_acg"]:
-        params["acg"] = False
-    return params
-
-
-def _plugin(opts: dict[str, Any]) -> tuple[str, dict]:
-    from .cli import _mem_gb, _plugin_args
-
-    plugin = opts["plugin"] or "MultiProc"
-    args = _plugin_args(opts["plugin_args"])
-    if plugin == "MultiProc":
-        args.setdefault("n_procs", opts["nprocs"] or os.cpu_count() or 1)
-        mem = _mem_gb(opts["mem"])
-        if mem:
-            args.setdefault("memory_gb", mem)
-        args.setdefault("raise_insufficient", False)
-    return plugin, args
-
-
-def _configure_nipype(work_dir: Path, verbose: int) -> None:
-    from nipype import config, logging as nlogging
-
-    config.update_config({
-        "execution": {
-            "crashdump_dir": str(work_dir / "crashes"),
-            "crashfile_format": "txt",
-            "hash_method": "content",
-            "remove_unnecessary_outputs": False,
-            "stop_on_first_crash": False,
-        },
-        "monitoring": {"enabled": False},
-    })
-    nlogging.update_logging(config)
-    level = "INFO" if verbose else "WARNING"
-    for name in ("nipype.workflow", "nipype.interface", "nipype.utils"):
-        nlogging.getLogger(name).setLevel(level)

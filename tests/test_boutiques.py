@@ -168,9 +168,9 @@ def test_invocation_round_trip(desc, tmp_path):
     ctx = cli.make_context("bids_usb", words[1:])
     p = ctx.params
     assert (str(p["bids_dir"]), str(p["output_dir"]), p["analysis_level"]) == ("/data/bids", "/data/out", "participant")
-    from bids_usb.cli import _labels
+    from bids_usb.config import parse_labels
 
-    assert _labels(p["participant_label"], "sub-") == ["01", "02"]
+    assert parse_labels(p["participant_label"], "sub-", "--participant-label") == ("01", "02")
     assert p["skip_bids_validation"] is True and str(p["work_dir"]) == "/scratch/work"
     assert p["task"] == "embed" and p["n_samples"] == 4 and p["alpha0"] == 20.5
     assert p["resume"] is False and p["verbose"] == 2

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,43 @@ class SamplingConfig:
     detect_t_start: int = 400  # noise level of the healing pass whose departure from the input is the anomaly map
     detect_threshold: float = 0.1  # anomaly (decoded, [0, 1] intensity) above which a voxel is lesion
     detect_min_ml: float = 1.0  # smaller connected components are not lesions
+
+
+@dataclass(frozen=True)
+class EditParameters:
+    """The sampling choices of one heal or embed run; None means "the checkpoint's value"
+    (``SamplingConfig``). One object from the command line (``bids_usb.config``) through the
+    workflow to ``USB.heal``/``USB.embed`` and the sidecars; ``steps`` is turned into the stride
+    that walks from the image's ``t_start`` to 0 in that many steps."""
+
+    mode: str | None = None  # heal: auto | mask | detect | acg
+    fill: str | None = None  # heal: graft | wm | none
+    t_start: int | None = None
+    steps: int | None = None
+    stride: int | None = None
+    alpha0: float | None = None
+    k: float | None = None
+    lcg_eta: float | None = None
+    ddim_eta: float | None = None
+    acg: bool | None = None
+    lcg: bool | None = None
+    detect_threshold: float | None = None
+    detect_min_ml: float | None = None
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    def overrides(self) -> dict[str, Any]:
+        """The values that were set, by name."""
+        return {name: getattr(self, name) for name in self.names() if getattr(self, name) is not None}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "EditParameters":
+        unknown = sorted(set(values) - set(cls.names()))
+        if unknown:
+            raise ValueError(f"unknown sampling parameter(s): {', '.join(unknown)}")
+        return cls(**values)
 
 
 @dataclass

@@ -7,40 +7,37 @@
 - ``generate`` (``bids_usb.group.generate``): a synthetic cohort from a trained model, written
   as a new BIDS dataset in ``OUTPUT_DIR``.
 
-``run_group(opts)`` takes the dict of parsed command-line options and returns the exit code;
+``run_group(config)`` takes the run configuration (``bids_usb.config``) and returns the exit code;
 failures raise ``bids_usb.errors`` classes (the CLI turns them into one line and an exit code).
 See docs/group.md.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
+from ..config import GROUP_TASKS as TASKS
+from ..config import RunConfig
 from ..errors import UsageError
 
-TASKS = ("train", "metrics", "generate")
 
-
-def run_group(opts: dict[str, Any]) -> int:
-    task = opts.get("group_task")
+def run_group(config: RunConfig) -> int:
+    task = config.group.task
     if task is None:
         raise UsageError("the group level needs a task: add --group-task train, --group-task metrics or --group-task generate")
-    if opts.get("omp_nthreads"):  # PyTorch's threads in this process (training, generation)
-        import torch
+    import torch
 
-        torch.set_num_threads(int(opts["omp_nthreads"]))
+    torch.set_num_threads(config.nipype.omp_nthreads)  # PyTorch's threads in this process (training, generation)
     if task == "train":
         from .train import run_train
 
-        return run_train(opts)
+        return run_train(config)
     if task == "metrics":
         from .metrics import run_metrics
 
-        return run_metrics(opts)
+        return run_metrics(config)
     if task == "generate":
         from .generate import run_generate
 
-        return run_generate(opts)
+        return run_generate(config)
     raise UsageError(f"--group-task {task!r} is unknown; use one of: {', '.join(TASKS)}")
 
 

@@ -133,7 +133,7 @@ def _nifti(data: np.ndarray, affine: np.ndarray, dtype) -> nib.Nifti1Image:
     return img
 
 
-def run_generate(opts: dict[str, Any]) -> int:
+def run_generate(config) -> int:
     import torch
     from tqdm import tqdm
 
@@ -144,28 +144,28 @@ def run_generate(opts: dict[str, Any]) -> int:
     from ..layout import check_output_dir
     from ..model import TEMPLATE_SPACE, ModelBundle
 
-    bids_dir: Path = opts["bids_dir"]
+    bids_dir: Path = config.execution.bids_dir
     if not bids_dir.is_dir():
         raise UsageError(f"bids_dir {bids_dir} is not a directory; for generate it may be any folder (e.g. the dataset holding --masks)")
     bids_dir = bids_dir.resolve()
-    output_dir = opts["output_dir"].absolute()
+    output_dir = config.execution.output_dir.absolute()
     if (bids_dir / "dataset_description.json").is_file() or output_dir.resolve() == bids_dir:
         output_dir = check_output_dir(bids_dir, output_dir)  # never write into a dataset
-    if opts["model"] is None:
+    if config.workflow.model is None:
         raise UsageError("generate needs a trained model: pass --model OUT/models/<name>/checkpoint (written by --group-task train)")
-    model = Path(opts["model"])
+    model = Path(config.workflow.model)
     if not (model / "config.json").is_file() and (model / "checkpoint" / "config.json").is_file():
         model = model / "checkpoint"  # a training directory (OUT/models/<name>): its checkpoint
     bundle = ModelBundle.open(model)
     cfg = bundle.config
-    device = pick_device(opts["device"])
-    seed = int(opts["seed"])
-    batch = int(opts["batch_size"] or cfg.training.batch_size)
+    device = pick_device(config.workflow.device)
+    seed = config.execution.seed
+    batch = int(config.group.batch_size or cfg.training.batch_size)
     shape, affine = tuple(cfg.grid.shape), np.asarray(bundle.template["affine"], dtype=np.float64)
 
     masks: list[MaskSource] = []
-    if opts["masks"] is not None:
-        root = Path(opts["masks"])
+    if config.group.masks is not None:
+        root = Path(config.group.masks)
         for path in find_masks(root):
             try:
                 data = mask_to_grid(path, shape, affine)
@@ -178,12 +178,12 @@ def run_generate(opts: dict[str, Any]) -> int:
             masks.append(MaskSource(path, data, float(data.sum()) * float(np.prod(cfg.grid.voxel_size)) / 1000.0))
         if not masks:
             raise NoInput(f"--masks {root}: no usable lesion mask found (NIfTI masks in {TEMPLATE_SPACE} space are needed)")
-        per_mask = int(opts["n_generate"] or 1)
+        per_mask = int(config.group.n_generate or 1)
         total = per_mask * len(masks)
     else:
         per_mask = 0
-        total = int(opts["n_generate"] or DEFAULT_N)
-    prepare_output(output_dir, opts["overwrite"])
+        total = int(config.group.n_generate or DEFAULT_N)
+    prepare_output(output_dir, config.group.overwrite)
 
     name = bundle.name
     model_info = {"Name": name, "SHA256": bundle.sha256, "Path": str(bundle.path.resolve()), "Config": cfg.name}
@@ -286,7 +286,7 @@ def run_generate(opts: dict[str, Any]) -> int:
         "Authors": ["bids_usb (synthetic data)"],
         "GeneratedBy": [generated_by],
         "SourceDatasets": [{"URL": bundle.path.resolve().as_uri(), "Version": f"sha256:{bundle.sha256}"}]
-        + ([{"URL": Path(opts["masks"]).resolve().as_uri()}] if masks else []),
+        + ([{"URL": Path(config.group.masks).resolve().as_uri()}] if masks else []),
     }, output_dir / "dataset_description.json")
     say(f"wrote {total} brain(s) to {output_dir}")
     return 0

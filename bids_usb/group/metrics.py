@@ -340,22 +340,21 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return stats
 
 
-def run_metrics(opts: dict[str, Any]) -> int:
+def run_metrics(config) -> int:
     from usb_model import __version__
 
     from ..derivatives import write_json, write_text
     from ..reports.group import write_metrics_report
-    from ..run import _labels
 
-    bids_dir: Path = opts["bids_dir"]
+    bids_dir: Path = config.execution.bids_dir
     if not bids_dir.is_dir():
         raise UsageError(f"bids_dir {bids_dir} is not a directory; give the dataset the participant level read")
     bids_dir = bids_dir.resolve()
-    output_dir: Path = opts["output_dir"].absolute()
+    output_dir: Path = config.execution.output_dir.absolute()
     if not output_dir.is_dir():
         raise NoInput(f"output_dir {output_dir} does not exist; run the participant level first (or --group-task generate)")
-    gt_dir = find_ground_truth(bids_dir, opts["ground_truth"])
-    participants = _labels(opts["participant_label"], "sub-")
+    gt_dir = find_ground_truth(bids_dir, config.group.ground_truth)
+    participants = list(config.execution.participant_labels) if config.execution.participant_labels else None
     outputs = find_outputs(output_dir, participants)
     generated = _generated_cohort(output_dir)
     if not outputs and not generated:
@@ -394,14 +393,14 @@ def run_metrics(opts: dict[str, Any]) -> int:
         masks = [Path(r["_brain_mask"]) if r.get("_brain_mask") else None for r in healed_rows]
         a = [_features(Path(r["ground_truth"]), m) for r, m in zip(healed_rows, masks)]
         b = [_features(Path(r["source"]), m) for r, m in zip(healed_rows, masks)]
-        cohort["healed vs ground truth"] = _distance(a, b, opts["seed"])
+        cohort["healed vs ground truth"] = _distance(a, b, config.execution.seed)
     for r in rows:
         r.pop("_brain_mask", None)
     if generated:
         reference, described = _reference_cohort(bids_dir, gt_dir)
         a = [_features(p, m) for p, m in reference]
         b = [_features(p) for p in generated]
-        cohort["generated vs reference"] = {**_distance(a, b, opts["seed"]), "reference": described}
+        cohort["generated vs reference"] = {**_distance(a, b, config.execution.seed), "reference": described}
 
     if not rows and not cohort:
         raise NoInput(f"nothing could be measured in {output_dir}: " + ("; ".join(notes) or "no ground truth"))

@@ -15,6 +15,8 @@ ranks train under DDP. Rank 0 writes the checkpoint, log and report.
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import logging
 import os
@@ -175,23 +177,23 @@ def _apply_plan(model_dir: Path, plan: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _prepare(opts: dict[str, Any], cfg, model_dir: Path) -> dict[str, Any]:
+def _prepare(config, cfg, model_dir: Path, steps: dict[str, int]) -> dict[str, Any]:
     """Checks, collection and preprocessing (rank 0 only); returns what training needs."""
     import warnings
 
     from ..derivatives import init_dataset
     from ..inputs import prepare_inputs
-    from ..run import _configure_nipype, _plugin, collect_from_options, validate_dataset
+    from ..dataset import collect, validate_dataset
     from ..workflows.group import TrainImage, init_group_train_wf, model_grid_outputs
 
-    bids_dir: Path = opts["bids_dir"]
-    output_dir: Path = opts["output_dir"]
-    work_dir: Path = opts["work_dir"]
-    plan = model_dir_plan(model_dir, cfg, opts["resume"], opts["overwrite"], opts["train_steps_parsed"])
-    validate_dataset(bids_dir, opts)
+    bids_dir: Path = config.execution.bids_dir
+    output_dir: Path = config.execution.output_dir
+    work_dir: Path = config.execution.work_dir
+    plan = model_dir_plan(model_dir, cfg, config.group.resume, config.group.overwrite, steps)
+    validate_dataset(bids_dir, config)
 
     contrast = cfg.grid.contrast
-    collected = collect_from_options(bids_dir, opts, contrast)
+    collected = collect(bids_dir, config, contrast)
     for subject in collected.missing:
         warn(f"sub-{subject}: no {contrast} image found; it is left out of the training cohort")
     lesioned_subjects = {item.subject for item in collected.inputs if item.lesion_mask is not None}
@@ -221,21 +223,17 @@ def _prepare(opts: dict[str, Any], cfg, model_dir: Path) -> dict[str, Any]:
         )
 
     work_dir.mkdir(parents=True, exist_ok=True)
-    # As at the participant level: nipype's worker processes inherit these (ANTs/ITK, PyTorch).
-    threads = str(opts["omp_nthreads"] or 1)
-    os.environ["OMP_NUM_THREADS"] = threads
-    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = threads
-    _configure_nipype(work_dir, opts["verbose"])  # before the nodes exist: they read the hash method
+    config.nipype.apply(work_dir, config.execution.verbose)  # before the nodes exist: they read the hash method
     wf = init_group_train_wf(
         images,
         cfg.grid.shape,
         cfg.grid.voxel_size,
         work_dir,
         contrast=contrast,
-        skull_stripped=opts["skull_stripped"],
-        omp_nthreads=opts["omp_nthreads"] or 1,
+        skull_stripped=config.workflow.skull_stripped,
+        omp_nthreads=config.nipype.omp_nthreads,
     )
-    plugin, plugin_args = _plugin(opts)
+    plugin, plugin_args = config.nipype.get_plugin()
     if plugin == "MultiProc" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         plugin_args.setdefault("mp_context", "forkserver")  # workers must not inherit the process group
     say(f"preprocessing {len(images)} image(s) onto the {'x'.join(map(str, cfg.grid.shape))} grid ({len(healthy_images)} healthy, {len(images) - len(healthy_images)} lesion masks); cache: {work_dir}")
@@ -340,25 +338,26 @@ def _raise_shared(status: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def run_train(opts: dict[str, Any]) -> int:
+def run_train(config) -> int:
     from .. import layout
 
     ranks = _Ranks.from_env()
-    bids_dir: Path = opts["bids_dir"]
+    bids_dir: Path = config.execution.bids_dir
     if not bids_dir.is_dir():
         raise UsageError(f"bids_dir {bids_dir} is not a directory; give the root folder of a BIDS dataset")
     bids_dir = bids_dir.resolve()
-    output_dir = layout.check_output_dir(bids_dir, opts["output_dir"].absolute())
-    work_dir = (opts["work_dir"] or output_dir.parent / "work" / "bids_usb").absolute()
+    output_dir = layout.check_output_dir(bids_dir, config.execution.output_dir.absolute())
+    work_dir = config.execution.resolved_work_dir(output_dir)
     layout.check_work_dir(bids_dir, work_dir)
-    name = check_name(opts["model_name"], "--model-name")
-    cfg = load_config(opts["preset"])
-    if opts["batch_size"]:
-        cfg = cfg.replace(training={"batch_size": int(opts["batch_size"])})
-    steps = parse_train_steps(opts["train_steps"] or default_steps(cfg.name))
-    device = pick_device(opts["device"])
+    name = check_name(config.group.model_name, "--model-name")
+    cfg = load_config(config.group.preset)
+    if config.group.batch_size:
+        cfg = cfg.replace(training={"batch_size": int(config.group.batch_size)})
+    steps = parse_train_steps(config.group.train_steps or default_steps(cfg.name))
+    device = pick_device(config.workflow.device)
     model_dir = output_dir / "models" / name
-    opts = {**opts, "bids_dir": bids_dir, "output_dir": output_dir, "work_dir": work_dir, "train_steps_parsed": steps}
+    config = dataclasses.replace(
+        config, execution=dataclasses.replace(config.execution, bids_dir=bids_dir, output_dir=output_dir, work_dir=work_dir))
 
     if ranks.world_size > 1:
         device = _join_group(ranks, device)
@@ -366,7 +365,7 @@ def run_train(opts: dict[str, Any]) -> int:
         status: dict[str, Any]
         if ranks.is_main:
             try:
-                status = {"ok": _prepare(opts, cfg, model_dir)}
+                status = {"ok": _prepare(config, cfg, model_dir, steps)}
             except BidsUsbError as exc:
                 status = {"error": type(exc).__name__, "message": str(exc)}
                 if ranks.world_size > 1:
@@ -380,7 +379,7 @@ def run_train(opts: dict[str, Any]) -> int:
         else:
             status = _share(ranks, {}, device)
             _raise_shared(status)
-        return _train(opts, cfg, steps, device, model_dir, status["ok"], ranks)
+        return _train(config, cfg, steps, device, model_dir, status["ok"], ranks)
     finally:
         if ranks.world_size > 1:
             import torch.distributed as dist
@@ -397,7 +396,7 @@ def _num_workers(device, world_size: int) -> int:
     return max(1, min(8, (os.cpu_count() or 2) // max(1, world_size) - 1))
 
 
-def _train(opts, cfg, steps, device, model_dir: Path, prepared: dict[str, Any], ranks: _Ranks) -> int:
+def _train(config, cfg, steps, device, model_dir: Path, prepared: dict[str, Any], ranks: _Ranks) -> int:
     import numpy as np
 
     from usb_model import __version__
@@ -406,14 +405,14 @@ def _train(opts, cfg, steps, device, model_dir: Path, prepared: dict[str, Any], 
 
     brains = [np.load(p, mmap_mode="r") for p in prepared["brains"]]
     masks = [np.load(p, mmap_mode="r") for p in prepared["masks"]]
-    dataset = build_dataset(cfg, opts["seed"], images=brains, lesion_masks=masks or None)
+    dataset = build_dataset(cfg, config.execution.seed, images=brains, lesion_masks=masks or None)
     training_data = {
         "source": f"bids_usb {__version__} group --group-task train",
-        "bids_dir": str(opts["bids_dir"]),
+        "bids_dir": str(config.execution.bids_dir),
         "healthy_images": [Path(p).name for p in prepared["sources"]],
         "lesion_shape_priors": [Path(p).name for p in prepared["mask_sources"]],
-        "skull_stripped_input": bool(opts["skull_stripped"]),
-        "seed": int(opts["seed"]),
+        "skull_stripped_input": bool(config.workflow.skull_stripped),
+        "seed": config.execution.seed,
     }
     if ranks.is_main:
         resumed = prepared["plan"] == "resume"
@@ -431,7 +430,7 @@ def _train(opts, cfg, steps, device, model_dir: Path, prepared: dict[str, Any], 
             resume=True,  # the model directory was checked (and emptied where needed) above
             log_every=LOG_EVERY,
             save_every=SAVE_EVERY,
-            seed=int(opts["seed"]),
+            seed=config.execution.seed,
             num_workers=_num_workers(device, ranks.world_size),
             training_data=training_data,
         )
@@ -448,14 +447,14 @@ def _train(opts, cfg, steps, device, model_dir: Path, prepared: dict[str, Any], 
         "batch_size": cfg.training.batch_size,
         "world_size": ranks.world_size,
         "device": str(device),
-        "seed": int(opts["seed"]),
+        "seed": config.execution.seed,
         "seconds_this_run": round(elapsed, 1),
         "healthy_images": prepared["sources"],
         "lesion_shape_priors": prepared["mask_sources"],
-        "bids_dir": str(opts["bids_dir"]),
+        "bids_dir": str(config.execution.bids_dir),
         "version": __version__,
     }
-    report = write_training_report(model_dir, networks, cfg, brains, info, seed=int(opts["seed"]), device=device)
+    report = write_training_report(model_dir, networks, cfg, brains, info, seed=config.execution.seed, device=device)
     checkpoint = model_dir / "checkpoint"
     say(f"model: {checkpoint}  (pass it to the participant level or to generate with --model {checkpoint})")
     say(f"training log: {model_dir / 'log.tsv'}")

@@ -1,0 +1,32 @@
+"""The input dataset of a run: validated, then its images selected (both levels)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import layout
+from .config import RunConfig
+
+
+def validate_dataset(bids_dir: Path, config: RunConfig) -> None:
+    """The cheap dataset checks and bids-validator-deno, unless --skip-bids-validation."""
+    if config.execution.skip_bids_validation:
+        return
+    from .validation import validate_or_raise
+
+    layout.dataset_check(bids_dir)
+    validate_or_raise(bids_dir)
+
+
+def collect(bids_dir: Path, config: RunConfig, contrast: str) -> layout.CollectResult:
+    """pybids discovery with the selection options every level shares."""
+    execution = config.execution
+    bids_filter = layout.load_bids_filter(execution.bids_filter_file) if execution.bids_filter_file else None
+    return layout.collect_inputs(
+        bids_dir,
+        participant_labels=execution.participant_labels,
+        session_labels=execution.session_labels,
+        bids_filter=bids_filter,
+        contrast=contrast,
+        lesion_masks_dir=config.workflow.lesion_masks,
+    )
