@@ -21,13 +21,12 @@ Mapping (Boutiques schema 0.5):
 
 The committed copy lives in ``bids_usb/resources/boutiques.json``; regenerate it with::
 
-    python -m bids_usb.boutiques > bids_usb/resources/boutiques.json
+    bids_usb --bids-exec-spec > bids_usb/resources/boutiques.json
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import click
@@ -35,6 +34,7 @@ import click
 from usb_model import __version__
 
 from . import errors
+from .config import LEVELS
 from .derivatives import CODE_URL
 
 SCHEMA_VERSION = "0.5"
@@ -42,7 +42,7 @@ SCHEMA_VERSION = "0.5"
 WRITTEN_PATHS = frozenset({"output_dir", "work_dir"})
 # Arguments whose valid values are checked in code rather than by a click.Choice (so that an
 # unknown level exits with 17, not with a usage error).
-ARGUMENT_CHOICES = {"analysis_level": "LEVELS"}
+ARGUMENT_CHOICES = {"analysis_level": LEVELS}
 LIST_SEPARATOR = ","
 COUNT_LEVELS = 3
 
@@ -81,10 +81,8 @@ def _is_run_input(param: click.Parameter) -> bool:
     return not (param.is_eager and not param.expose_value) and not getattr(param, "hidden", False)
 
 
-def run_params(command: click.Command | None = None) -> list[click.Parameter]:
+def run_params(command: click.Command) -> list[click.Parameter]:
     """The parameters of a run, in the command's order (what the descriptor describes)."""
-    if command is None:
-        from .cli import cli as command
     return [p for p in command.params if _is_run_input(p)]
 
 
@@ -184,9 +182,7 @@ def describe_type(param: click.Parameter, spec: dict[str, Any]) -> None:
     elif isinstance(ptype, click.types.StringParamType):
         spec["type"] = "String"
         if param.name in ARGUMENT_CHOICES:
-            from . import cli
-
-            spec["value-choices"] = list(getattr(cli, ARGUMENT_CHOICES[param.name]))
+            spec["value-choices"] = list(ARGUMENT_CHOICES[param.name])
     else:
         raise TypeError(f"{param.name}: no Boutiques mapping for the click type {ptype!r}; extend bids_usb.boutiques.describe_type")
 
@@ -250,10 +246,10 @@ def all_error_classes() -> list[type]:
     return seen
 
 
-def descriptor(command: click.Command | None = None) -> dict[str, Any]:
-    """The Boutiques descriptor of the ``bids_usb`` command (schema 0.5), as a dict."""
-    if command is None:
-        from .cli import cli as command
+def descriptor(command: click.Command) -> dict[str, Any]:
+    """The Boutiques descriptor of the ``bids_usb`` command (schema 0.5), as a dict. The command
+    is passed in (``bids_usb.cli`` calls this for ``--bids-exec-spec``), so this module never
+    imports the CLI: imports run one way."""
     inputs = [describe_param(p, command) for p in run_params(command)]
     return {
         "name": "bids_usb",
@@ -276,15 +272,6 @@ def descriptor(command: click.Command | None = None) -> dict[str, Any]:
     }
 
 
-def dumps(data: dict[str, Any] | None = None) -> str:
+def dumps(command: click.Command) -> str:
     """The descriptor as text, exactly as ``bids_usb --bids-exec-spec`` prints it."""
-    return json.dumps(descriptor() if data is None else data, indent=2) + "\n"
-
-
-def main() -> int:
-    sys.stdout.write(dumps())
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return json.dumps(descriptor(command), indent=2) + "\n"

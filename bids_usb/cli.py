@@ -129,9 +129,9 @@ def cli(**opts):
 def _print_exec_spec(ctx: click.Context, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
-    from .boutiques import descriptor
+    from .boutiques import dumps
 
-    click.echo(json.dumps(descriptor(), indent=2))
+    click.echo(dumps(ctx.command), nl=False)
     ctx.exit(0)
 
 

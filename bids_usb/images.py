@@ -27,7 +27,7 @@ ORIENTATIONS = ("sform", "qform", "voxel")
 MIN_FOV_MM = 50.0
 MAX_FOV_MM = 600.0
 MIN_VOXEL_MM = 0.1
-MAX_VOXEL_MM = 10.0
+MAX_VOXEL_MM = 20.0  # thick clinical slices (12 mm and more) are still head scans
 # Columns of the affine's 3x3 part may deviate this much from orthogonal (cosine): oblique
 # acquisitions are rotations; a shear means the header was assembled wrongly.
 MAX_SHEAR_COS = 0.01

@@ -27,7 +27,7 @@ USAGE_MD = ROOT / "docs" / "usage.md"
 
 @pytest.fixture(scope="module")
 def desc() -> dict:
-    return boutiques.descriptor()
+    return boutiques.descriptor(cli)
 
 
 def _informational(param: click.Parameter) -> bool:
@@ -118,16 +118,16 @@ def test_error_codes_cover_every_error_class(desc):
 
 
 def test_committed_copy_is_current():
-    assert COMMITTED.is_file(), "run: python -m bids_usb.boutiques > bids_usb/resources/boutiques.json"
-    assert COMMITTED.read_text() == boutiques.dumps(), (
-        "bids_usb/resources/boutiques.json is stale; run: python -m bids_usb.boutiques > bids_usb/resources/boutiques.json"
+    assert COMMITTED.is_file(), "run: bids_usb --bids-exec-spec > bids_usb/resources/boutiques.json"
+    assert COMMITTED.read_text() == boutiques.dumps(cli), (
+        "bids_usb/resources/boutiques.json is stale; run: bids_usb --bids-exec-spec > bids_usb/resources/boutiques.json"
     )
 
 
 def test_bids_exec_spec_prints_it(capsys):
     assert main(["--bids-exec-spec"]) == 0
     out = capsys.readouterr().out
-    assert out == boutiques.dumps()
+    assert out == boutiques.dumps(cli)
     assert json.loads(out)["name"] == "bids_usb"
 
 

@@ -104,7 +104,7 @@ def model_dir_plan(model_dir: Path, cfg, resume: bool, overwrite: bool, steps: d
     (64): the trainer would refuse it after the preprocessing.
     """
     from usb_model.config import USBConfig
-    from usb_model.train.trainer import _ARCHITECTURE, STATE_DIR, STATE_NAME
+    from usb_model.train.trainer import ARCHITECTURE, STATE_DIR, STATE_NAME
 
     if not model_dir.exists():
         return "fresh"
@@ -123,7 +123,7 @@ def model_dir_plan(model_dir: Path, cfg, resume: bool, overwrite: bool, steps: d
             reason = f"its training state {state} cannot be read ({exc})"
         else:
             current = cfg.to_dict()
-            changed = [s for s in _ARCHITECTURE if saved_cfg[s] != current[s]]
+            changed = [s for s in ARCHITECTURE if saved_cfg[s] != current[s]]
             if changed:
                 reason = (f"it was trained with another {', '.join(changed)} configuration "
                           f"(preset {saved_cfg.get('name')!r}, now {cfg.name!r})")

@@ -18,11 +18,11 @@ def collate_triplets(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     return {k: torch.stack([torch.as_tensor(it[k], dtype=torch.float32) for it in items]) for k in keys}
 
 
-def _is_map_style(dataset: Any) -> bool:
+def is_map_style(dataset: Any) -> bool:
     return not isinstance(dataset, IterableDataset) and hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")
 
 
-def _mix(*values: int) -> int:
+def mix_seed(*values: int) -> int:
     """A well-spread 32-bit seed from a tuple of non-negative ints."""
     return int(np.random.SeedSequence([int(v) for v in values]).generate_state(1)[0])
 
@@ -55,7 +55,7 @@ class ShardedBatchSampler:
     def indices(self, step: int) -> list[int]:
         epoch, k = divmod(step, self.steps_per_epoch)
         if epoch != self._epoch:
-            gen = torch.Generator().manual_seed(_mix(self.seed, epoch))
+            gen = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
             self._epoch, self._perm = epoch, torch.randperm(self.length, generator=gen).tolist()
         first = k * self.per_step + self.rank * self.batch_size
         return [self._perm[(first + j) % self.length] for j in range(self.batch_size)]
@@ -75,7 +75,7 @@ def batches(
     """The batches of steps [start, stop) for this rank: index-sharded for map-style datasets
     (worker processes may prefetch them: items depend on their index only), round-robin for
     iterables (re-iterated from the start, the steps already done skipped)."""
-    if _is_map_style(dataset):
+    if is_map_style(dataset):
         sampler = ShardedBatchSampler(len(dataset), batch_size, seed, start, stop, rank, world_size)
         return DataLoader(
             dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=collate_triplets, pin_memory=pin_memory
@@ -95,9 +95,9 @@ def _stream_batches(dataset, batch_size, start, stop, rank, world_size) -> Itera
         yield collate_triplets(chunk[rank * batch_size : (rank + 1) * batch_size])
 
 
-def _first_items(dataset: Any, count: int, rank: int, world_size: int) -> Iterator[dict[str, Any]]:
+def first_items(dataset: Any, count: int, rank: int, world_size: int) -> Iterator[dict[str, Any]]:
     """The first ``count`` items, this rank's share (i % world == rank)."""
-    if _is_map_style(dataset):
+    if is_map_style(dataset):
         source = (dataset[i] for i in range(min(count, len(dataset))))
     else:
         source = itertools.islice(iter(dataset), count)

@@ -22,7 +22,7 @@ from ..device import autocast, make_generator
 from ..diffusion import Diffusion, sample_timesteps
 from ..networks import USBNetworks
 from . import losses
-from .data import _first_items, _is_map_style, _mix, batches, chunks, collate_triplets, random_crop
+from .data import first_items, is_map_style, mix_seed, batches, chunks, collate_triplets, random_crop
 from .distributed import Distributed, setup_distributed
 from .ema import EMA
 from .log import append_log, truncate_log
@@ -35,7 +35,7 @@ CHECKPOINT_DIR = "checkpoint"
 LOG_FILE = "log.tsv"
 STATE_FORMAT = "usb-train-state/1"
 # Sections whose change would make saved weights meaningless; training settings may change.
-_ARCHITECTURE = ("grid", "autoencoder", "denoiser", "schedule")
+ARCHITECTURE = ("grid", "autoencoder", "denoiser", "schedule")
 
 
 @torch.no_grad()
@@ -195,7 +195,7 @@ class Trainer:
 
     def _check_config(self, saved: dict[str, Any]) -> None:
         current = self.cfg.to_dict()
-        changed = [s for s in _ARCHITECTURE if USBConfig.from_dict(saved).to_dict()[s] != current[s]]
+        changed = [s for s in ARCHITECTURE if USBConfig.from_dict(saved).to_dict()[s] != current[s]]
         if changed:
             raise ValueError(f"the training state in {self.state_dir} was made with a different {', '.join(changed)} configuration")
 
@@ -320,7 +320,7 @@ class Trainer:
         """Set ``networks.latent_scale`` to 1/std of the training images' posterior means."""
         self.networks.autoencoder.eval()
         B = self.cfg.training.batch_size
-        items = _first_items(self.dataset, self.latent_scale_samples, self.ctx.rank, self.ctx.world_size)
+        items = first_items(self.dataset, self.latent_scale_samples, self.ctx.rank, self.ctx.world_size)
         volumes = (collate_triplets(chunk)["lesioned"] for chunk in chunks(items, B))
         std = latent_std(self.networks.autoencoder, volumes, self.ctx)
         if not math.isfinite(std) or std <= 0:
@@ -335,7 +335,7 @@ class Trainer:
         source = batches(
             self.dataset,
             self.cfg.training.batch_size,
-            _mix(self.seed, STAGES.index(stage)),
+            mix_seed(self.seed, STAGES.index(stage)),
             start,
             target,
             self.ctx.rank,
@@ -483,7 +483,7 @@ class Trainer:
 def _describe(dataset: Any) -> dict[str, Any]:
     """What the checkpoint records about its training data when the caller says nothing."""
     described: dict[str, Any] = {"dataset": type(dataset).__name__}
-    if _is_map_style(dataset):
+    if is_map_style(dataset):
         described["length"] = len(dataset)
     for attr in ("seed", "shape", "voxel_size", "contrast", "healthy_fraction", "size", "wmh_fraction", "prior_fraction"):
         value = getattr(dataset, attr, None)
