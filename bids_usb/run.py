@@ -163,6 +163,7 @@ def _donor_lesion(label: str, bids_dir: Path, bundle, opts: dict[str, Any], work
     template = pe.Node(ModelTemplate(model_dir=str(bundle.path)), name="model_template")
     name = "donor_" + "".join(c if c.isalnum() else "_" for c in donor.path.name.split(".")[0])
     preprocess = init_preprocess_wf(donor.path, lesion_mask=donor.lesion_mask, task="embed", contrast=bundle.contrast,
+                                    normalisation=bundle.config.grid.normalisation,
                                     skull_stripped=opts["skull_stripped"], name=name)
     wf.connect(template, "template", preprocess, "inputnode.template")
     try:
