@@ -138,7 +138,8 @@ def intensity_scale(image: np.ndarray, brain: np.ndarray, method: str = "percent
         raise DataError(f"cannot normalise intensities: {exc}; check the skull stripping and registration in the report") from exc
 
 
-def normalise(image: np.ndarray, brain: np.ndarray, scale: float, contrast: str = "T1w", method: str = "percentile") -> np.ndarray:
+def normalise(image: np.ndarray, brain: np.ndarray, scale: float, contrast: str = "T1w",
+              method: str = "percentile") -> np.ndarray:
     return normalise_brain(image, brain, scale, contrast, method)
 
 

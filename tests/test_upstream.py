@@ -32,11 +32,21 @@ from usb_model.upstream.layout import (
     split_autoencoder,
     strip_data_parallel,
 )
-from usb_model.upstream.pickles import StandIn, UpstreamError, read_lightning_state_dict, read_pth_state_dict, restricted_load
+from usb_model.upstream.pickles import (
+    StandIn,
+    UpstreamError,
+    read_lightning_state_dict,
+    read_pth_state_dict,
+    restricted_load,
+)
 
-REFERENCE = Path(os.environ.get("USB_UPSTREAM_REFERENCE", Path(__file__).resolve().parents[2] / "shared" / "upstream-usb"))
-needs_reference = pytest.mark.skipif(not (REFERENCE / "ldm_tiny.pth").is_file(),
-                                     reason=f"the authors' reference files are not at {REFERENCE} (set USB_UPSTREAM_REFERENCE)")
+# Next to the repository (../shared/upstream-usb from its root), or wherever the variable says.
+REFERENCE = Path(os.environ.get("USB_UPSTREAM_REFERENCE",
+                                Path(__file__).resolve().parents[2] / "shared" / "upstream-usb"))
+needs_reference = pytest.mark.skipif(
+    not (REFERENCE / "ldm_tiny.pth").is_file(),
+    reason=f"the authors' reference files are not at {REFERENCE} (set USB_UPSTREAM_REFERENCE)",
+)
 TOLERANCE = 1e-5
 
 
@@ -72,7 +82,8 @@ def test_default_denoiser_is_monai_and_scale_shift_swaps_every_block(tiny_cfg):
 
 def test_scale_shift_block_modulates_the_normalised_features():
     torch.manual_seed(0)
-    block = ScaleShiftResnetBlock(spatial_dims=3, in_channels=8, temb_channels=16, out_channels=8, norm_num_groups=4).eval()
+    block = ScaleShiftResnetBlock(spatial_dims=3, in_channels=8, temb_channels=16, out_channels=8, norm_num_groups=4)
+    block.eval()
     torch.nn.init.normal_(block.conv2.conv.weight)  # MONAI zero-initialises it
     x, emb = torch.randn(2, 8, 4, 4, 4), torch.randn(2, 16)
     h = block.conv1(torch.nn.functional.silu(block.norm1(x)))
@@ -128,7 +139,8 @@ def test_every_paper_key_is_mapped_or_deliberately_dropped():
     den_state = strip_data_parallel({k: torch.empty(s, device="meta") for k, s in den_keys.items()})
     vae_state = split_autoencoder({k: torch.empty(s, device="meta") for k, s in vae_keys.items()}, vae_name)
     den, ae = denoiser_shape(den_state, den_name), autoencoder_shape(vae_state, vae_name)
-    assert (den.channels, den.attention_levels, den.num_res_blocks, den.num_head_channels) == ((128, 256, 256), (False, False, True), 1, 256)
+    assert (den.channels, den.attention_levels) == ((128, 256, 256), (False, False, True))
+    assert (den.num_res_blocks, den.num_head_channels) == (1, 256)
     assert (ae.channels, ae.num_res_blocks, ae.latent_channels) == ((64, 128, 128, 128), 2, 3)
     cfg = upstream_config(den, ae)
     assert cfg.latent_shape == (3, 20, 20, 20)
@@ -147,7 +159,8 @@ def test_every_paper_key_is_mapped_or_deliberately_dropped():
     assert {k.rsplit(".", 2)[-2] for k in dropped} == {"cond_emb_proj", "proj_attn"}
     assert not [k for k in vae_state if dropped_reason("autoencoder", k)]
     assert set(DROPPED) == {"denoiser", "autoencoder"}
-    assert dropped_reason("autoencoder", "discriminator.model.0.weight") and not dropped_reason("autoencoder", "encoders.0.blocks.0.weight")
+    assert dropped_reason("autoencoder", "discriminator.model.0.weight")
+    assert not dropped_reason("autoencoder", "encoders.0.blocks.0.weight")
 
 
 # --- safe reading and tampered files ------------------------------------------------------------
@@ -204,7 +217,8 @@ def test_unknown_classes_are_never_imported(tmp_path):
         members = {n: zf.read(n) for n in zf.namelist()}
     name = next(n for n in members if n.endswith("data.pkl"))
     # a GLOBAL of a module that does not exist, called with REDUCE: normal unpickling would import it
-    payload = b"\x80\x02}q\x00(X\x0a\x00\x00\x00state_dictq\x01}q\x02X\x01\x00\x00\x00hcno_such_pkg_xyz\nThing\n)Rq\x03u."
+    payload = (b"\x80\x02}q\x00(X\x0a\x00\x00\x00state_dictq\x01}q\x02"
+               b"X\x01\x00\x00\x00hcno_such_pkg_xyz\nThing\n)Rq\x03u.")
     members[name] = payload
     with zipfile.ZipFile(path, "w") as zf:
         for n, data in members.items():
@@ -228,8 +242,8 @@ def test_a_tampered_denoiser_fails_with_one_line_naming_file_and_tensor(tmp_path
     from usb_model.upstream import import_upstream
 
     with pytest.raises(UpstreamError) as info:
-        import_upstream(bad, REFERENCE / "ldm_tiny.pth", REFERENCE / "vae_tiny.ckpt", tmp_path / "out", grid_shape=(32,) * 3,
-                        voxel_mm=5.0, with_template=False)
+        import_upstream(bad, REFERENCE / "ldm_tiny.pth", REFERENCE / "vae_tiny.ckpt", tmp_path / "out",
+                        grid_shape=(32,) * 3, voxel_mm=5.0, with_template=False)
     text = one_line(info.value)
     assert str(bad) in text and "down_blocks.1.resnets.0.conv1.weight" in text
     assert not (tmp_path / "out").exists()
@@ -320,8 +334,9 @@ def test_the_command_exits_65_with_one_line_for_bad_data(tmp_path):
     marker = tmp_path / "ran"
     evil = tmp_path / "usb_lesion.pth"
     torch.save([_RunsCode(marker)], evil)
-    cmd = [sys.executable, "-m", "usb_model.upstream.cli", "--lesion", str(evil), "--brain", str(REFERENCE / "ldm_tiny.pth"),
-           "--vae", str(REFERENCE / "vae_tiny.ckpt"), "--grid", "32", "--voxel-size", "5", str(tmp_path / "out")]
+    cmd = [sys.executable, "-m", "usb_model.upstream.cli", "--lesion", str(evil),
+           "--brain", str(REFERENCE / "ldm_tiny.pth"), "--vae", str(REFERENCE / "vae_tiny.ckpt"),
+           "--grid", "32", "--voxel-size", "5", str(tmp_path / "out")]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 65, proc.stderr

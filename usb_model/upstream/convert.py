@@ -77,7 +77,8 @@ def upstream_config(denoiser: DenoiserShape, autoencoder: AutoencoderShape, grid
     levels = len(autoencoder.channels)
     return load_preset("paper").replace(
         name="usb-upstream",
-        grid={"shape": tuple(grid_shape), "voxel_size": (float(voxel_mm),) * 3, "contrast": "T1w", "normalisation": "minmax"},
+        grid={"shape": tuple(grid_shape), "voxel_size": (float(voxel_mm),) * 3, "contrast": "T1w",
+              "normalisation": "minmax"},
         autoencoder={"channels": autoencoder.channels, "latent_channels": autoencoder.latent_channels,
                      "num_res_blocks": autoencoder.num_res_blocks, "norm_num_groups": 32,
                      "attention_levels": (False,) * levels},
@@ -175,7 +176,8 @@ def model_card(cfg: USBConfig, meta: dict, sources: dict[str, SourceFile], sha: 
         "denoisers' `cond_emb_proj` and attention `proj_attn` layers, which their forward pass never uses.",
         "",
         "## What it is",
-        f"- Input: skull-stripped {g.contrast}, {g.shape[0]}x{g.shape[1]}x{g.shape[2]} at {g.voxel_size[0]:g} mm in MNI space",
+        f"- Input: skull-stripped {g.contrast}, {'x'.join(str(n) for n in g.shape)} at {g.voxel_size[0]:g} mm"
+        " in MNI space",
         f"  (bids_usb registers each scan to MNI152NLin2009aSym); intensities min-max to [0, 1] (`{g.normalisation}`).",
         f"- Autoencoder channels {list(a.channels)}, {a.num_res_blocks} residual blocks per level, latent "
         f"{'x'.join(str(v) for v in cfg.latent_shape)}, latent scale {meta.get('latent_scale', float('nan')):g}.",

@@ -127,8 +127,8 @@ class TensorRef:
         if not isinstance(self.storage, torch.Tensor):
             raise UpstreamError(f"{source}: tensor {name!r} has no storage in the archive")
         try:
-            size, stride, offset = tuple(int(s) for s in self.size), tuple(int(s) for s in self.stride), int(self.offset)
-            return torch.as_strided(self.storage, size, stride, offset).clone()
+            size, stride = tuple(int(s) for s in self.size), tuple(int(s) for s in self.stride)
+            return torch.as_strided(self.storage, size, stride, int(self.offset)).clone()
         except (TypeError, ValueError, RuntimeError) as exc:
             raise UpstreamError(f"{source}: tensor {name!r} does not fit its storage ({_first_line(exc)})") from exc
 
@@ -183,8 +183,10 @@ class RestrictedUnpickler(pickle.Unpickler):
                 raise UpstreamError(f"{self.source}: storage {key!r} is missing from the archive ({member})") from exc
             itemsize = torch.empty((), dtype=kind.dtype).element_size()
             if not isinstance(numel, int) or len(raw) != numel * itemsize:
-                raise UpstreamError(f"{self.source}: storage {key!r} holds {len(raw)} bytes, its record says {numel} x {itemsize}")
-            self.storages[key] = torch.frombuffer(bytearray(raw), dtype=kind.dtype) if raw else torch.empty(0, dtype=kind.dtype)
+                raise UpstreamError(f"{self.source}: storage {key!r} holds {len(raw)} bytes, "
+                                    f"its record says {numel} x {itemsize}")
+            empty = torch.empty(0, dtype=kind.dtype)
+            self.storages[key] = torch.frombuffer(bytearray(raw), dtype=kind.dtype) if raw else empty
         return self.storages[key]
 
 
@@ -238,7 +240,8 @@ def read_pth_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise UpstreamError(f"{path}: refused by torch's weights-only loader ({_refusal(exc)})") from exc
     state = obj[0] if isinstance(obj, (list, tuple)) and obj else obj
     if not isinstance(state, dict):
-        raise UpstreamError(f"{path}: expected a state dict (or a list whose item 0 is one), found {type(state).__name__}")
+        raise UpstreamError(f"{path}: expected a state dict (or a list whose item 0 is one), "
+                            f"found {type(state).__name__}")
     for name, value in state.items():
         if not isinstance(value, torch.Tensor):
             raise UpstreamError(f"{path}: entry {name!r} is not a tensor ({type(value).__name__})")
