@@ -216,7 +216,10 @@ def main() -> None:
         out.append("")
     out += ["## Not measured here", "",
             "- GPU numbers (the `paper` heal in <= 3 s on an H100-class GPU, training iterations per second on a GPU): "
-            "no GPU was lent to the sessions so far. The scripts above measure them on the device they find.", ""]
+            "no GPU was lent to the sessions so far. The scripts above measure them on the device they find.",
+            "- The authors' denoiser block at the paper's size (what `usb-import-upstream` checkpoints run): "
+            "`python benchmarks/sampling.py --presets paper --res-block scale_shift --tasks heal` on a GPU "
+            "(results/sampling-cuda-scale_shift.json); not run yet.", ""]
     write_text(ROOT / "docs" / "benchmarks.md", "\n".join(out))
     print(ROOT / "docs" / "benchmarks.md")
 

@@ -10,6 +10,12 @@ On the CPU a full ``paper`` task takes minutes, so tasks run with ``--cpu-steps`
 steps (default 10) and the JSON says how many steps were timed; nothing is extrapolated.
 
     python benchmarks/sampling.py [--presets paper tiny] [--cpu-steps 10] [--repeats 5]
+    python benchmarks/sampling.py --presets paper --res-block scale_shift   # the authors' denoiser block
+    python benchmarks/sampling.py --presets paper --tasks heal               # the GPU target alone
+
+``--res-block scale_shift`` builds the denoisers with the authors' residual block (what
+``usb-import-upstream`` checkpoints use); ``--tasks`` picks the tasks timed after the single
+denoiser step (``none`` for the step alone).
 """
 
 from __future__ import annotations
@@ -57,8 +63,14 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def bench_preset(name: str, device: torch.device, repeats: int, cpu_steps: int) -> list[dict]:
+TASKS = ("heal", "embed", "generate_from_mask", "generate_pairs")
+
+
+def bench_preset(name: str, device: torch.device, repeats: int, cpu_steps: int, res_block: str | None = None,
+                 only: tuple[str, ...] = TASKS) -> list[dict]:
     cfg = load_preset(name)
+    if res_block:
+        cfg = cfg.replace(denoiser={"res_block": res_block})
     torch.manual_seed(0)
     usb = USB(USBNetworks(cfg), device=device)
     rows = []
@@ -75,7 +87,8 @@ def bench_preset(name: str, device: torch.device, repeats: int, cpu_steps: int) 
 
     step()  # warm-up (cuDNN autotuning, allocator)
     times = timed(step, device, repeats)
-    rows.append({"preset": name, "what": "denoiser step, batch 1", "seconds": statistics.median(times), "repeats": repeats})
+    rows.append({"preset": name, "res_block": cfg.denoiser.res_block, "what": "denoiser step, batch 1",
+                 "seconds": statistics.median(times), "repeats": repeats})
 
     image = torch.rand(cfg.grid.shape)
     mask = torch.zeros(cfg.grid.shape)
@@ -95,8 +108,10 @@ def bench_preset(name: str, device: torch.device, repeats: int, cpu_steps: int) 
     }
     task_repeats = repeats if name == "tiny" or device.type == "cuda" else 1
     for task, (fn, n_steps) in tasks.items():
+        if task not in only:
+            continue
         times = timed(fn, device, task_repeats)
-        rows.append({"preset": name, "what": f"{task} ({n_steps} denoiser steps, end to end)", "task": task, "steps": n_steps, "seconds": statistics.median(times), "repeats": task_repeats})
+        rows.append({"preset": name, "res_block": cfg.denoiser.res_block, "what": f"{task} ({n_steps} denoiser steps, end to end)", "task": task, "steps": n_steps, "seconds": statistics.median(times), "repeats": task_repeats})
     for row in rows:
         row["peak_memory_mb"] = round(peak_memory_mb(device), 1)
     return rows
@@ -109,6 +124,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cpu-steps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--res-block", choices=["monai", "scale_shift"], default=None,
+                        help="denoiser residual block (default: the preset's)")
+    parser.add_argument("--tasks", nargs="+", choices=[*TASKS, "none"], default=list(TASKS),
+                        help="tasks to time after the denoiser step")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results JSON (default: results/sampling-<device>[-<res-block>].json)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -121,11 +142,12 @@ def main() -> None:
     }
     rows = []
     for name in args.presets:
-        for row in bench_preset(name, device, args.repeats, args.cpu_steps):
+        for row in bench_preset(name, device, args.repeats, args.cpu_steps, args.res_block, tuple(args.tasks)):
             print(f"{row['preset']:>6}  {row['what']:<52} {row['seconds']:9.3f} s   peak {row['peak_memory_mb']:9.1f} MB")
             rows.append(row)
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"sampling-{device.type}.json"
+    out = args.out or RESULTS / f"sampling-{device.type}{'-' + args.res_block if args.res_block else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps({"environment": env, "results": rows}, indent=2) + "\n")
     tmp.replace(out)

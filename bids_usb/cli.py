@@ -67,7 +67,9 @@ def _opt(*names, **kw):
 @_opt("--omp-nthreads", type=int, default=None, help="Threads per process for ANTs and PyTorch.")
 @_opt("--mem", "--mem-mb", "mem", default=None, help="Memory nipype may plan with, in MB unless a unit is given (16000, 16GB), as fMRIPrep reads it.")
 @_opt("--task", type=click.Choice(["heal", "embed"]), default="heal", show_default=True, help="heal: lesion -> healthy; embed: draw a lesion into a healthy brain.")
-@_opt("--model", type=click.Path(path_type=Path), default=None, help="USB checkpoint directory (default: the bundled demo model).")
+@_opt("--model", type=click.Path(path_type=Path), default=None,
+      help="USB checkpoint directory (default: the bundled demo model); the authors' weights after "
+           "usb-import-upstream (docs/upstream.md).")
 @_opt("--lesion-masks", type=click.Path(path_type=Path), default=None, help="A BIDS-Derivatives dataset holding lesion masks (Type: Lesion).")
 @_opt("--lesion-mask", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None, help="embed: one lesion mask in the template space (MNI152NLin2009aSym), any grid, drawn into every brain.")
 @_opt("--lesion-from", default=None, help="embed: draw the lesion of this participant (e.g. sub-01, from its lesion mask, mapped through its own registration) into every brain.")

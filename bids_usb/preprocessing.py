@@ -23,7 +23,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from usb_model.intensity import brain_scale, normalise_brain
+from usb_model.intensity import brain_scale, normalisation_percentile, normalise_brain
 
 from .errors import DataError
 
@@ -174,16 +174,18 @@ def to_native(img: nib.Nifti1Image, native: nib.Nifti1Image, reg: Registration, 
     return from_ants(moved)
 
 
-def intensity_scale(image: np.ndarray, brain: np.ndarray) -> float:
-    """The divisor that maps the brain's intensities to [0, 1] (usb_model.intensity's rule)."""
+def intensity_scale(image: np.ndarray, brain: np.ndarray, method: str = "percentile") -> float:
+    """The divisor that maps the brain's intensities to [0, 1] (usb_model.intensity's rule ``method``,
+    the model's ``grid.normalisation``)."""
     try:
-        return brain_scale(image, brain)
+        return brain_scale(image, brain, normalisation_percentile(method))
     except ValueError as exc:
         raise DataError(f"cannot normalise intensities: {exc}; check the skull stripping and registration in the report") from exc
 
 
-def normalise(image: np.ndarray, brain: np.ndarray, scale: float, contrast: str = "T1w") -> np.ndarray:
-    return normalise_brain(image, brain, scale, contrast)
+def normalise(image: np.ndarray, brain: np.ndarray, scale: float, contrast: str = "T1w",
+              method: str = "percentile") -> np.ndarray:
+    return normalise_brain(image, brain, scale, contrast, method)
 
 
 def dilate(mask: np.ndarray, spacing, mm: float) -> np.ndarray:

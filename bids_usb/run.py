@@ -179,6 +179,7 @@ def _donor_lesion(label: str, bids_dir: Path, bundle, config: RunConfig, work_di
     template = pe.Node(ModelTemplate(model_dir=str(bundle.path)), name="model_template")
     name = "donor_" + "".join(c if c.isalnum() else "_" for c in donor.path.name.split(".")[0])
     preprocess = init_preprocess_wf(donor.path, lesion_mask=donor.lesion_mask, task="embed", contrast=bundle.contrast,
+                                    normalisation=bundle.config.grid.normalisation,
                                     skull_stripped=config.workflow.skull_stripped, seed=config.execution.seed, name=name)
     wf.connect(template, "template", preprocess, "inputnode.template")
     try:

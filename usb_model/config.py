@@ -24,6 +24,10 @@ class GridConfig:
     shape: tuple[int, int, int] = (160, 160, 160)
     voxel_size: tuple[float, float, float] = (1.0, 1.0, 1.0)
     contrast: str = "T1w"  # the modality the model was trained on (T1w or FLAIR)
+    # How intensities were mapped to [0, 1] for training (usb_model.intensity.NORMALISATIONS):
+    # "percentile" (this project: the brain's 99.5th percentile to 1) or "minmax" (the authors':
+    # the brain's maximum to 1). Inference must use the model's own rule.
+    normalisation: str = "percentile"
 
 
 @dataclass
@@ -54,6 +58,10 @@ class DenoiserConfig:
     num_res_blocks: int = 1
     num_head_channels: int = 256
     norm_num_groups: int = 32
+    # The residual block (usb_model.scale_shift): "monai" adds the time embedding to the
+    # features (MONAI's DiffusionModelUNet as is); "scale_shift" modulates the normalised
+    # features by (1 + scale) and shift, as the authors' published USB denoisers do.
+    res_block: str = "monai"
 
 
 @dataclass

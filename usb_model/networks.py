@@ -12,6 +12,7 @@ from monai.networks.nets import AutoencoderKL, DiffusionModelUNet
 from torch import nn
 
 from .config import USBConfig
+from .scale_shift import RES_BLOCKS, use_scale_shift
 
 
 def build_autoencoder(cfg: USBConfig) -> AutoencoderKL:
@@ -35,8 +36,10 @@ def build_autoencoder(cfg: USBConfig) -> AutoencoderKL:
 
 def build_denoiser(cfg: USBConfig) -> DiffusionModelUNet:
     dn = cfg.denoiser
+    if dn.res_block not in RES_BLOCKS:
+        raise ValueError(f"unknown denoiser res_block {dn.res_block!r}; choose one of {', '.join(RES_BLOCKS)}")
     latent = cfg.autoencoder.latent_channels
-    return DiffusionModelUNet(
+    unet = DiffusionModelUNet(
         spatial_dims=3,
         in_channels=2 * latent,
         out_channels=latent,
@@ -47,6 +50,7 @@ def build_denoiser(cfg: USBConfig) -> DiffusionModelUNet:
         norm_num_groups=dn.norm_num_groups,
         with_conditioning=False,
     )
+    return use_scale_shift(unet) if dn.res_block == "scale_shift" else unet
 
 
 class USBNetworks(nn.Module):

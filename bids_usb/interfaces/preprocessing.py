@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 from nipype.interfaces.base import BaseInterfaceInputSpec, Directory, File, SimpleInterface, TraitedSpec, isdefined, traits
 
-from usb_model.intensity import TOP
+from usb_model.intensity import intensity_top
 
 from .. import inputs as inp
 from .. import preprocessing as prep
@@ -162,6 +162,7 @@ class _ToModelInputSpec(BaseInterfaceInputSpec):
     transform = File(exists=True, mandatory=True)
     template = File(exists=True, mandatory=True)
     contrast = traits.Enum("T1w", "FLAIR", usedefault=True)
+    normalisation = traits.Enum("percentile", "minmax", usedefault=True, desc="the model's grid.normalisation")
 
 
 class _ToModelOutputSpec(TraitedSpec):
@@ -182,14 +183,15 @@ class ToModelGrid(SimpleInterface):
         reg = prep.Registration(Path(self.inputs.transform))
         brain_native = nib.load(self.inputs.brain)
         mask_native = nib.load(self.inputs.brain_mask)
-        scale = prep.intensity_scale(np.asanyarray(brain_native.dataobj), np.asanyarray(mask_native.dataobj))
+        method = self.inputs.normalisation
+        scale = prep.intensity_scale(np.asanyarray(brain_native.dataobj), np.asanyarray(mask_native.dataobj), method)
         image = prep.to_template(brain_native, template, reg, "linear")
         mask = prep.to_template(mask_native, template, reg, "nearestNeighbor")
         mask_np = (np.asanyarray(mask.dataobj) > 0.5).astype(np.uint8)
-        data = prep.normalise(np.asanyarray(image.dataobj), mask_np, scale, self.inputs.contrast)
+        data = prep.normalise(np.asanyarray(image.dataobj), mask_np, scale, self.inputs.contrast, method)
         self._results["image"] = _save(nib.Nifti1Image(data, template.affine), runtime.cwd, "image_model.nii.gz")
         self._results["brain_mask"] = _save(nib.Nifti1Image(mask_np, template.affine), runtime.cwd, "brain_mask_model.nii.gz")
-        self._results["scale"] = scale / TOP[self.inputs.contrast]
+        self._results["scale"] = scale / intensity_top(self.inputs.contrast, method)
         if isdefined(self.inputs.lesion_mask):
             lesion = prep.to_template(nib.load(self.inputs.lesion_mask), template, reg, "nearestNeighbor")
             lesion_np = (np.asanyarray(lesion.dataobj) > 0.5).astype(np.uint8)

@@ -75,6 +75,7 @@ def init_preprocess_wf(
     lesion_mask: str | Path | None = None,
     task: str = "heal",
     contrast: str = "T1w",
+    normalisation: str = "percentile",
     skull_stripped: bool = False,
     omp_nthreads: int = 1,
     orientation: str | None = None,
@@ -107,7 +108,7 @@ def init_preprocess_wf(
     n4 = pe.Node(BiasCorrect(), name="bias_correct", n_procs=omp_nthreads)
     strip = pe.Node(SkullStrip(skull_stripped=skull_stripped), name="skull_strip", n_procs=omp_nthreads)
     register = pe.Node(RegisterToTemplate(seed=seed), name="register", n_procs=omp_nthreads)
-    to_model = pe.Node(ToModelGrid(contrast=contrast), name="to_model_grid")
+    to_model = pe.Node(ToModelGrid(contrast=contrast, normalisation=normalisation), name="to_model_grid")
     wf.connect([
         (prepare, n4, [("anat_ras", "in_file")]),
         (n4, strip, [("out_file", "in_file")]),
@@ -140,6 +141,7 @@ def init_image_wf(job: ImageJob, bundle: ModelBundle, settings: RunSettings, bid
         lesion_mask=job.lesion_mask,
         task=settings.task if job.lesion_mask is not None else "heal",  # prepare checks a native mask only
         contrast=bundle.contrast,
+        normalisation=bundle.config.grid.normalisation,
         skull_stripped=settings.skull_stripped,
         omp_nthreads=settings.omp_nthreads,
         orientation=job.orientation,
