@@ -107,7 +107,7 @@ def main() -> None:
     started = time.time()
     for i in range(args.n):
         case = make_case(template, i)
-        weight = blend_weight(case["mask"], grid.voxel_size)
+        weight = blend_weight(case["mask"], grid.voxel_size, *usb.cfg.sampling.band_mm)
         preds = {
             "none": case["lesioned"],
             "wm_fill": wm_fill(case, rng),

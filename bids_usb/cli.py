@@ -138,8 +138,11 @@ def _print_exec_spec(ctx: click.Context, value: bool) -> None:
 
 
 def _configure_logging(verbose: int) -> None:
+    """One logger on stderr: bids_usb's own progress and warnings by default (INFO), the
+    libraries' only from -v on; stdout is left to the paths of what was written."""
     level = logging.WARNING - 10 * verbose
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("bids_usb").setLevel(min(level, logging.INFO))
     if verbose < 2:
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)

@@ -22,9 +22,6 @@ from usb_model.composite import blend_weight, composite
 
 from . import preprocessing as prep
 
-# Band of the blend between the edited and the original image, in mm from the edit region.
-INNER_MM = 1.0
-OUTER_MM = 4.0
 # Without a lesion mask (heal only), the region is where the normalised image changed by more
 # than this (a fraction of the brain's bright-tissue intensity).
 CHANGE_THRESHOLD = 0.1
@@ -66,12 +63,13 @@ def to_native_edit(
     *,
     healed_model: nib.Nifti1Image | None = None,
     change_model: nib.Nifti1Image | None = None,
-    band_mm: tuple[float, float] = (INNER_MM, OUTER_MM),
+    band_mm: tuple[float, float],
 ) -> NativeEdit:
     """Compose the edit into ``original`` (the file as read: any orientation, any dtype).
 
     With ``healed_model`` and ``change_model`` (healing) the lesion gets the healed brain and
     the band the decoded change; otherwise (embedding) the change is ``edited - input``.
+    ``band_mm`` is the blend band (the checkpoint's ``SamplingConfig.band_mm``).
     """
     if change_model is not None:
         delta_model = np.asanyarray(change_model.dataobj, dtype=np.float32)

@@ -18,6 +18,7 @@ from typing import Any
 
 from .config import RunConfig
 from .dataset import collect, validate_dataset
+from .progress import NodeProgress, count_nodes
 from .errors import BidsUsbError, DataError, NoInput, NothingSelected, UsageError
 
 log = logging.getLogger("bids_usb")
@@ -115,6 +116,7 @@ def _run_jobs(jobs, failures, bids_dir: Path, output_dir: Path, work_dir: Path, 
     config.nipype.apply(work_dir, config.execution.verbose)  # before the graph is built: its cache settings apply
     wf = init_participant_wf(jobs, bundle, settings, bids_dir, output_dir, work_dir)
     plugin, plugin_args = config.nipype.get_plugin()
+    plugin_args.setdefault("status_callback", NodeProgress(count_nodes(wf)))
     started = time.time()
     try:
         graph = wf.run(plugin=plugin, plugin_args=plugin_args)

@@ -106,14 +106,14 @@ def test_train_writes_a_loadable_checkpoint_curves_and_report(trained, cohort, c
 
 
 @pytest.mark.slow
-def test_train_resumes_with_more_steps(trained, cohort, capsys):
+def test_train_resumes_with_more_steps(trained, cohort, caplog):
     cached = sorted(cohort["work"].rglob("result_to_model_grid.pklz"))
     assert len(cached) == 3
     stamps = [p.stat().st_mtime_ns for p in cached]
     weights_before = (trained / "checkpoint" / "model.safetensors").read_bytes()
     code = main(_train_args(cohort["bids"], cohort["out"], cohort["work"], "--train-steps", "autoencoder=2,lesion=2,brain=4"))
     assert code == 0
-    assert "(resuming)" in capsys.readouterr().out
+    assert "(resuming)" in caplog.text  # progress goes to the log (stderr), not stdout
     assert [p.stat().st_mtime_ns for p in cached] == stamps  # preprocessing came from the cache
     from usb_model.checkpoint import read_meta
     from usb_model.train import read_log
@@ -175,7 +175,8 @@ def test_train_under_torchrun_uses_two_processes(trained, cohort):
     model = cohort["out"] / "models" / "ddp"
     assert json.loads((model / "training.json").read_text())["world_size"] == 2
     assert json.loads((model / "checkpoint" / "meta.json").read_text())["notes"]["world_size"] == 2
-    assert proc.stdout.count("preprocessing 3 image(s)") == 1  # rank 0 only
+    assert proc.stderr.count("preprocessing 3 image(s)") == 1  # rank 0 only (progress goes to stderr)
+    assert proc.stdout.split() == [str(model / "checkpoint"), str(model / "report.html")]  # stdout: what was written
 
 
 # --------------------------------------------------------------------------------------------
@@ -241,12 +242,13 @@ def _read_tsv(path: Path) -> list[dict[str, str]]:
     return [dict(zip(header, line.split("\t"))) for line in lines[1:]]
 
 
-def test_metrics_known_answers_and_missing_ground_truth(cohort, participant_outputs, capsys):
+def test_metrics_known_answers_and_missing_ground_truth(cohort, participant_outputs, capsys, caplog):
     out = participant_outputs["out"]
     code = main([str(cohort["bids"]), str(out), "group", "--group-task", "metrics", "--ground-truth", str(participant_outputs["gt"])])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "warning" in printed and "sub-03_desc-healed_T1w.nii.gz" in printed  # named, and left out
+    assert [line.rsplit("/", 1)[-1] for line in printed.split()] == ["group_usb.tsv", "group_usb.json", "group.html"]
+    assert "WARNING" in caplog.text and "sub-03_desc-healed_T1w.nii.gz" in caplog.text  # named, and left out
     rows = {(r["participant_id"], r["task"]): r for r in _read_tsv(out / "group_usb.tsv")}
     assert set(rows) == {("sub-01", "heal"), ("sub-02", "heal"), ("sub-03", "embed")}
     identical = rows[("sub-01", "heal")]

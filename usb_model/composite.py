@@ -12,8 +12,10 @@ import numpy as np
 from scipy import ndimage
 
 
-def blend_weight(mask: np.ndarray, spacing=(1.0, 1.0, 1.0), inner_mm: float = 2.0, outer_mm: float = 6.0) -> np.ndarray:
-    """Weight of the edited image per voxel: 1 near the mask, 0 beyond ``outer_mm``."""
+def blend_weight(mask: np.ndarray, spacing, inner_mm: float, outer_mm: float) -> np.ndarray:
+    """Weight of the edited image per voxel: 1 near the mask, 0 beyond ``outer_mm``. The band
+    has no default here: it is the checkpoint's ``SamplingConfig.band_mm``, one value for the
+    Python API and the app alike."""
     if outer_mm <= inner_mm:
         raise ValueError(f"outer_mm ({outer_mm}) must exceed inner_mm ({inner_mm})")
     mask = np.asarray(mask) > 0

@@ -365,7 +365,8 @@ class USB:
             mask_np = self._volume(mask, "mask")[0, 0].cpu().numpy() > 0.5
             if mask_np.any():
                 original = self._volume(image, "image")[0, 0].cpu().numpy()
-                weight = blend_weight(mask_np, spacing or self.cfg.grid.voxel_size)
+                inner, outer = self.cfg.sampling.band_mm
+                weight = blend_weight(mask_np, spacing or self.cfg.grid.voxel_size, inner_mm=inner, outer_mm=outer)
                 region = torch.from_numpy(weight)
                 mean = torch.from_numpy(blend(original, mean.numpy(), weight))
                 samples = torch.stack([torch.from_numpy(blend(original, x.numpy(), weight)) for x in samples])

@@ -19,13 +19,18 @@ GROUP_BIDSIGNORE = ("models/", "group_usb.tsv", "group_usb.json", "group/")
 
 
 def say(message: str) -> None:
-    """A line for the user on stdout (flushed: torchrun and cluster logs interleave)."""
-    print(message, flush=True)
+    """Progress for the user, on stderr through the logger (stdout carries only output paths)."""
+    log.info("%s", message)
 
 
 def warn(message: str) -> None:
     log.warning("%s", message)
-    print(f"bids_usb: warning: {message}", flush=True)
+
+
+def written(path) -> None:
+    """The path of something this run wrote, on stdout (flushed: torchrun and cluster logs
+    interleave), the one thing scripts read from a BIDS App's stdout."""
+    print(path, flush=True)
 
 
 def add_bidsignore(output_dir: Path, entries=GROUP_BIDSIGNORE) -> None:

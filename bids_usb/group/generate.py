@@ -38,7 +38,7 @@ import nibabel as nib
 import numpy as np
 
 from ..errors import CannotCreateOutput, DataError, NoInput, UsageError
-from ._common import pick_device, say, warn
+from ._common import pick_device, say, warn, written
 
 DERIVATIVES_NAME = "usb-generate"
 BIDS_VERSION = "1.10.0"
@@ -289,4 +289,5 @@ def run_generate(config) -> int:
         + ([{"URL": Path(config.group.masks).resolve().as_uri()}] if masks else []),
     }, output_dir / "dataset_description.json")
     say(f"wrote {total} brain(s) to {output_dir}")
+    written(output_dir)
     return 0

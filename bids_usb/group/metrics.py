@@ -37,7 +37,7 @@ import nibabel as nib
 import numpy as np
 
 from ..errors import DataError, NoInput, UsageError
-from ._common import add_bidsignore, finite_or_text, say, tsv_cell, warn
+from ._common import add_bidsignore, finite_or_text, say, tsv_cell, warn, written
 
 #: A voxel of an embedded image counts as changed when it differs from the input by more than
 #: this fraction of the input brain's intensity range.
@@ -424,5 +424,5 @@ def run_metrics(config) -> int:
     add_bidsignore(output_dir)
     say(f"measured {len(rows)} image(s)" + (f"; {len(missing)} without ground truth" if missing else ""))
     for path in (tsv, js, page):
-        say(str(path))
+        written(path)
     return 0

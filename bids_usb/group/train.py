@@ -28,7 +28,7 @@ from typing import Any
 
 from .. import errors
 from ..errors import BidsUsbError, CannotCreateOutput, DataError, NoInput, UsageError
-from ._common import add_bidsignore, check_name, load_config, pick_device, say, warn
+from ._common import add_bidsignore, check_name, load_config, pick_device, say, warn, written
 
 log = logging.getLogger("bids_usb.group")
 
@@ -456,7 +456,8 @@ def _train(config, cfg, steps, device, model_dir: Path, prepared: dict[str, Any]
     }
     report = write_training_report(model_dir, networks, cfg, brains, info, seed=config.execution.seed, device=device)
     checkpoint = model_dir / "checkpoint"
-    say(f"model: {checkpoint}  (pass it to the participant level or to generate with --model {checkpoint})")
-    say(f"training log: {model_dir / 'log.tsv'}")
-    say(f"report: {report}")
+    say(f"model: {checkpoint}  (pass it to the participant level or to generate with --model {checkpoint}); "
+        f"training log: {model_dir / 'log.tsv'}")
+    written(checkpoint)
+    written(report)
     return 0

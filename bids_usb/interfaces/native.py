@@ -27,7 +27,7 @@ class _NativeInputSpec(BaseInterfaceInputSpec):
     change = File(exists=True, desc="heal: decode(healed) - decode(input) on the model grid")
     anomaly = File(exists=True, desc="heal without a mask: the anomaly map on the model grid")
     detected = File(exists=True, desc="heal without a mask: the detected lesion on the model grid")
-    parameters = traits.Dict(desc="the sampler's parameters (band_mm is read from them)")
+    parameters = traits.Dict(mandatory=True, desc="the sampler's parameters (band_mm is read from them)")
     orientation = traits.Enum("sform", "qform", "voxel", desc="--assume-orientation: how to read an image whose qform and sform codes are 0")
 
 
@@ -62,8 +62,7 @@ class ToNative(SimpleInterface):
         if isdefined(self.inputs.healed) and isdefined(self.inputs.change):
             heal = {"healed_model": nib.load(self.inputs.healed), "change_model": nib.load(self.inputs.change)}
         params = self.inputs.parameters if isdefined(self.inputs.parameters) else {}
-        if params.get("band_mm"):
-            heal["band_mm"] = tuple(float(v) for v in params["band_mm"])
+        heal["band_mm"] = tuple(float(v) for v in params["band_mm"])  # the sampler reports the band it used
         edit = to_native_edit(
             original,
             nib.load(self.inputs.edited),
