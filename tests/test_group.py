@@ -106,7 +106,7 @@ def test_train_writes_a_loadable_checkpoint_curves_and_report(trained, cohort, c
 
 
 @pytest.mark.slow
-def test_train_resumes_with_more_steps(trained, cohort, caplog):
+def test_train_resumes_with_more_steps(trained, cohort, caplog, capsys):
     cached = sorted(cohort["work"].rglob("result_to_model_grid.pklz"))
     assert len(cached) == 3
     stamps = [p.stat().st_mtime_ns for p in cached]
