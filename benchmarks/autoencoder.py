@@ -47,12 +47,15 @@ def reconstruction_scores(networks, n: int) -> dict:
             recon = networks.decode(networks.encode(x)).clamp(0, 1)[0, 0].numpy()
             truth = x[0, 0].numpy()
             brain = item["healthy"][0].numpy() > 0
-            rows.append({
-                "case": i, "kind": kind,
-                "psnr_brain": masked_psnr(recon, truth, brain, data_range=1.0),
-                "ssim_brain": masked_ssim(recon, truth, brain, data_range=1.0),
-                "l1_brain": masked_l1(recon, truth, brain),
-            })
+            rows.append(
+                {
+                    "case": i,
+                    "kind": kind,
+                    "psnr_brain": masked_psnr(recon, truth, brain, data_range=1.0),
+                    "ssim_brain": masked_ssim(recon, truth, brain, data_range=1.0),
+                    "l1_brain": masked_l1(recon, truth, brain),
+                }
+            )
     summary = {}
     for kind in ("healthy", "lesioned"):
         sel = [r for r in rows if r["kind"] == kind]
@@ -74,9 +77,13 @@ def main(argv=None) -> int:
     result = reconstruction_scores(networks, args.n)
     meta = json.loads((directory / "meta.json").read_text())
     result["environment"] = {
-        "model": str(args.model), "trained_steps": meta.get("notes", {}).get("trained_steps"),
-        "autoencoder": networks.cfg.to_dict()["autoencoder"], "n": args.n, "test_seed": TEST_SEED,
-        "seconds": round(time.perf_counter() - clock, 1), "date": time.strftime("%Y-%m-%d"),
+        "model": str(args.model),
+        "trained_steps": meta.get("notes", {}).get("trained_steps"),
+        "autoencoder": networks.cfg.to_dict()["autoencoder"],
+        "n": args.n,
+        "test_seed": TEST_SEED,
+        "seconds": round(time.perf_counter() - clock, 1),
+        "date": time.strftime("%Y-%m-%d"),
     }
     write_text(args.out, json.dumps(result, indent=2) + "\n")
     for kind, s in result["summary"].items():

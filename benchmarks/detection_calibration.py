@@ -61,13 +61,22 @@ def main(argv=None) -> int:
         rows.append(row)
         print(row, flush=True)
     top = max(r["healthy_p99.99"] for r in rows)
-    result = {"model": str(args.model), "n": args.n, "date": time.strftime("%Y-%m-%d"), "seconds": round(time.perf_counter() - clock, 1),
-              "detect_t_start": usb.cfg.sampling.detect_t_start, "healthy_max_p99.99": top,
-              "suggested_threshold": math.ceil(top * 10) / 10,
-              "lesions_above_suggestion": sum(r["lesion_median"] > math.ceil(top * 10) / 10 for r in rows), "cases": rows}
+    result = {
+        "model": str(args.model),
+        "n": args.n,
+        "date": time.strftime("%Y-%m-%d"),
+        "seconds": round(time.perf_counter() - clock, 1),
+        "detect_t_start": usb.cfg.sampling.detect_t_start,
+        "healthy_max_p99.99": top,
+        "suggested_threshold": math.ceil(top * 10) / 10,
+        "lesions_above_suggestion": sum(r["lesion_median"] > math.ceil(top * 10) / 10 for r in rows),
+        "cases": rows,
+    }
     write_text(Path(__file__).parent / "results" / "detection-calibration.json", json.dumps(result, indent=2) + "\n")
-    print(f"healthy brains reach {top:.3f}; suggested detect_threshold {result['suggested_threshold']}; "
-          f"{result['lesions_above_suggestion']} of {args.n} lesions stand out above it")
+    print(
+        f"healthy brains reach {top:.3f}; suggested detect_threshold {result['suggested_threshold']}; "
+        f"{result['lesions_above_suggestion']} of {args.n} lesions stand out above it"
+    )
     return 0
 
 

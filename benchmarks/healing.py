@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -119,7 +118,9 @@ def plan(cases_per_class: int):
         per_class = cases_per_class if grid_name == "iso1" else 1
         for klass in CLASSES:
             for _ in range(per_class):
-                cases.append({"sub": f"{grid_name}{klass}{index:02d}", "grid": grid_name, "class": klass, "index": index})
+                cases.append(
+                    {"sub": f"{grid_name}{klass}{index:02d}", "grid": grid_name, "class": klass, "index": index}
+                )
                 index += 1
         cases.append({"sub": f"{grid_name}control{index:02d}", "grid": grid_name, "class": None, "index": index})
         index += 1
@@ -139,7 +140,9 @@ def write_datasets(work: Path, cases) -> None:
     controls, without masks: for detection) and ``truth`` (healthy scans, masks, brains)."""
     for root in ("bids", "bids_nomask"):
         (work / root).mkdir(parents=True, exist_ok=True)
-        (work / root / "dataset_description.json").write_text(json.dumps({"Name": "bids_usb healing benchmark", "BIDSVersion": "1.9.0"}))
+        (work / root / "dataset_description.json").write_text(
+            json.dumps({"Name": "bids_usb healing benchmark", "BIDSVersion": "1.9.0"})
+        )
     for case in cases:
         sub, truth = f"sub-{case['sub']}", work / "truth"
         if (truth / f"{sub}_brain.nii.gz").is_file():
@@ -161,8 +164,27 @@ def write_datasets(work: Path, cases) -> None:
 def run_app(bids: Path, out: Path, work: Path, model: Path | None, extra: list[str]) -> float:
     if (out / "done").is_file():
         return float((out / "done").read_text())
-    cmd = [sys.executable, "-m", "bids_usb", str(bids), str(out), "participant", "-w", str(work), "--skull-stripped",
-           "--skip-bids-validation", "--nprocs", "1", "--omp-nthreads", "1", "--n-samples", "1", "--seed", "0", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bids_usb",
+        str(bids),
+        str(out),
+        "participant",
+        "-w",
+        str(work),
+        "--skull-stripped",
+        "--skip-bids-validation",
+        "--nprocs",
+        "1",
+        "--omp-nthreads",
+        "1",
+        "--n-samples",
+        "1",
+        "--seed",
+        "0",
+        *extra,
+    ]
     if model is not None:
         cmd += ["--model", str(model)]
     clock, clock_start = time.perf_counter(), time.time()
@@ -219,8 +241,12 @@ def inpainting_metrics(pred, truth, lesioned, lesion, brain) -> dict[str, float]
     box = bounding_box(lesion, 8)
     t = lambda a: torch.from_numpy(np.ascontiguousarray(np.asarray(a, dtype=np.float32)[box]))[None]  # noqa: E731
     voided = np.asarray(lesioned, dtype=np.float32)[(brain > 0) & ~(lesion > 0)]
-    m = generate_metrics(prediction=t(pred), target=t(truth), normalization_tensor=torch.from_numpy(voided),
-                         mask=torch.from_numpy(lesion[box] > 0)[None])
+    m = generate_metrics(
+        prediction=t(pred),
+        target=t(truth),
+        normalization_tensor=torch.from_numpy(voided),
+        mask=torch.from_numpy(lesion[box] > 0)[None],
+    )
     return {"ssim": float(m["ssim"]), "psnr": float(m["psnr"]), "mse": float(m["mse"])}
 
 
@@ -284,16 +310,30 @@ def main(argv=None) -> int:
     for method, extra in USB_METHODS.items():
         wall[method] = run_app(work / "bids", work / "out" / method, work / "work", args.model, extra)
         print(f"{method}: {wall[method]:.0f} s for {len(cases)} scans", flush=True)
-    wall["usb_detect"] = run_app(work / "bids_nomask", work / "out" / "usb_detect", work / "work_nomask", args.model, ["--heal-mode", "detect"])
+    wall["usb_detect"] = run_app(
+        work / "bids_nomask", work / "out" / "usb_detect", work / "work_nomask", args.model, ["--heal-mode", "detect"]
+    )
     print(f"usb_detect: {wall['usb_detect']:.0f} s", flush=True)
     sweep_runs = {}
     if not args.no_sweep:
         iso = [c["sub"] for c in cases if c["grid"] == "iso1" and c["class"]]
         for t_start, steps in SWEEP:
             name = f"sweep_t{t_start}_n{steps}"
-            extra = ["--heal-mode", "mask", "--t-start", str(t_start), "--steps", str(steps), "--participant-label", *iso]
-            sweep_runs[name] = {"t_start": t_start, "steps": steps,
-                                "seconds": run_app(work / "bids", work / "out" / name, work / "work", args.model, extra)}
+            extra = [
+                "--heal-mode",
+                "mask",
+                "--t-start",
+                str(t_start),
+                "--steps",
+                str(steps),
+                "--participant-label",
+                *iso,
+            ]
+            sweep_runs[name] = {
+                "t_start": t_start,
+                "steps": steps,
+                "seconds": run_app(work / "bids", work / "out" / name, work / "work", args.model, extra),
+            }
             print(f"{name}: {sweep_runs[name]['seconds']:.0f} s", flush=True)
 
     rows, control_rows, detect_rows, sweep_rows, figure_cases = [], [], [], [], {}
@@ -310,25 +350,51 @@ def main(argv=None) -> int:
             for method, out in (("usb_detect", work / "out" / "usb_detect"),):
                 healed = np.asanyarray(nib.load(str(app_output(out, sub))).dataobj).astype(np.float32)
                 det_path = app_output(out, sub, "detected", "mask")
-                detected = np.asanyarray(nib.load(str(det_path)).dataobj) > 0 if det_path.is_file() else np.zeros_like(brain)
-                control_rows.append({"sub": sub, "grid": case["grid"], "method": method,
-                                     "unchanged_fraction": float((healed[brain] == lesioned[brain]).mean()),
-                                     "detected_ml": float(detected.sum() * np.prod(zooms) / 1000)})
-                print(f"{sub}: unchanged {control_rows[-1]['unchanged_fraction']:.4f}, detected {control_rows[-1]['detected_ml']:.2f} ml", flush=True)
+                detected = (
+                    np.asanyarray(nib.load(str(det_path)).dataobj) > 0 if det_path.is_file() else np.zeros_like(brain)
+                )
+                control_rows.append(
+                    {
+                        "sub": sub,
+                        "grid": case["grid"],
+                        "method": method,
+                        "unchanged_fraction": float((healed[brain] == lesioned[brain]).mean()),
+                        "detected_ml": float(detected.sum() * np.prod(zooms) / 1000),
+                    }
+                )
+                print(
+                    f"{sub}: unchanged {control_rows[-1]['unchanged_fraction']:.4f}, detected {control_rows[-1]['detected_ml']:.2f} ml",
+                    flush=True,
+                )
             continue
-        preds = {"none": lesioned,
-                 "wm_fill": wm_fill(lesioned, lesion, brain=brain, rng=np.random.default_rng(case["index"])),
-                 "graft": template_graft(lesioned, lesion, registered_template(work / "out" / "usb_mask", sub, anat), brain=brain)}
+        preds = {
+            "none": lesioned,
+            "wm_fill": wm_fill(lesioned, lesion, brain=brain, rng=np.random.default_rng(case["index"])),
+            "graft": template_graft(
+                lesioned, lesion, registered_template(work / "out" / "usb_mask", sub, anat), brain=brain
+            ),
+        }
         for method in USB_METHODS:
-            preds[method] = np.asanyarray(nib.load(str(app_output(work / "out" / method, sub))).dataobj).astype(np.float32)
+            preds[method] = np.asanyarray(nib.load(str(app_output(work / "out" / method, sub))).dataobj).astype(
+                np.float32
+            )
         if case["grid"] == "iso1":
             out = work / "out" / "usb_detect"
             preds["usb_detect"] = np.asanyarray(nib.load(str(app_output(out, sub))).dataobj).astype(np.float32)
             det_path = app_output(out, sub, "detected", "mask")
-            detected = np.asanyarray(nib.load(str(det_path)).dataobj) > 0 if det_path.is_file() else np.zeros_like(lesion)
+            detected = (
+                np.asanyarray(nib.load(str(det_path)).dataobj) > 0 if det_path.is_file() else np.zeros_like(lesion)
+            )
             dice = float(2 * (detected & lesion).sum() / (detected.sum() + lesion.sum()))
-            detect_rows.append({"sub": sub, "class": case["class"], "lesion_ml": float(lesion.sum() * np.prod(zooms) / 1000),
-                                "dice": dice, "detected_ml": float(detected.sum() * np.prod(zooms) / 1000)})
+            detect_rows.append(
+                {
+                    "sub": sub,
+                    "class": case["class"],
+                    "lesion_ml": float(lesion.sum() * np.prod(zooms) / 1000),
+                    "dice": dice,
+                    "detected_ml": float(detected.sum() * np.prod(zooms) / 1000),
+                }
+            )
         box = lesion_box(lesion, zooms)
         t_c, l_c, b_c = crop([truth, lesion, brain], box)
         sub_affine = truth_img.affine.copy()
@@ -336,17 +402,33 @@ def main(argv=None) -> int:
         truth_seg = atropos(t_c, b_c, sub_affine)
         volume_ml = float(lesion.sum() * np.prod(zooms) / 1000)
         for method, pred in preds.items():
-            row = {"sub": sub, "grid": case["grid"], "class": case["class"], "lesion_ml": volume_ml, "method": method,
-                   **inpainting_metrics(pred, truth, lesioned, lesion, brain),
-                   **tissue_scores(crop([pred], box)[0], truth_seg, l_c, b_c, sub_affine, zooms)}
+            row = {
+                "sub": sub,
+                "grid": case["grid"],
+                "class": case["class"],
+                "lesion_ml": volume_ml,
+                "method": method,
+                **inpainting_metrics(pred, truth, lesioned, lesion, brain),
+                **tissue_scores(crop([pred], box)[0], truth_seg, l_c, b_c, sub_affine, zooms),
+            }
             rows.append(row)
-        print(f"{sub} ({volume_ml:.1f} ml): " + "  ".join(f"{r['method']} {r['psnr']:.1f}" for r in rows[-len(preds):]), flush=True)
+        print(
+            f"{sub} ({volume_ml:.1f} ml): " + "  ".join(f"{r['method']} {r['psnr']:.1f}" for r in rows[-len(preds) :]),
+            flush=True,
+        )
         if case["grid"] == "iso1" and case["class"] not in figure_cases:
             figure_cases[case["class"]] = (truth, preds, lesion)
         if sweep_runs and case["grid"] == "iso1":
             for name, spec in sweep_runs.items():
                 pred = np.asanyarray(nib.load(str(app_output(work / "out" / name, sub))).dataobj).astype(np.float32)
-                sweep_rows.append({"sub": sub, "class": case["class"], **spec, **inpainting_metrics(pred, truth, lesioned, lesion, brain)})
+                sweep_rows.append(
+                    {
+                        "sub": sub,
+                        "class": case["class"],
+                        **spec,
+                        **inpainting_metrics(pred, truth, lesioned, lesion, brain),
+                    }
+                )
 
     result = summarise(rows, control_rows, detect_rows, sweep_rows, wall, cases, args)
     write_text(RESULTS / "healing.json", json.dumps(result, indent=2) + "\n")
@@ -365,9 +447,15 @@ def summarise(rows, control_rows, detect_rows, sweep_rows, wall, cases, args) ->
     metrics = ("psnr", "ssim", "mse", "dice_csf", "dice_gm", "dice_wm", "gm_volume_error_ml", "wm_volume_error_ml")
     summary = {"all": {m: {k: mean([r[k] for r in rows if r["method"] == m]) for k in metrics} for m in methods}}
     for klass in CLASSES:
-        summary[klass] = {m: {k: mean([r[k] for r in rows if r["method"] == m and r["class"] == klass]) for k in metrics} for m in methods}
+        summary[klass] = {
+            m: {k: mean([r[k] for r in rows if r["method"] == m and r["class"] == klass]) for k in metrics}
+            for m in methods
+        }
     for grid in GRIDS:
-        summary[f"grid_{grid}"] = {m: {k: mean([r[k] for r in rows if r["method"] == m and r["grid"] == grid]) for k in ("psnr", "ssim")} for m in methods}
+        summary[f"grid_{grid}"] = {
+            m: {k: mean([r[k] for r in rows if r["method"] == m and r["grid"] == grid]) for k in ("psnr", "ssim")}
+            for m in methods
+        }
     n_scans = len(cases)
     node_times = {}
     for run_dir in sorted((args.work.absolute() / "out").iterdir()):
@@ -379,17 +467,32 @@ def summarise(rows, control_rows, detect_rows, sweep_rows, wall, cases, args) ->
     for t_start, steps in SWEEP:
         sel = [r for r in sweep_rows if r["t_start"] == t_start and r["steps"] == steps]
         if sel:
-            sweep[f"t{t_start}_n{steps}"] = {"t_start": t_start, "steps": steps, "psnr": mean([r["psnr"] for r in sel]),
-                                             "ssim": mean([r["ssim"] for r in sel]), "seconds_all_scans": sel[0]["seconds"],
-                                             "usb_node_seconds_per_scan": node_times.get(f"sweep_t{t_start}_n{steps}", {}).get("usb", float("nan"))}
+            sweep[f"t{t_start}_n{steps}"] = {
+                "t_start": t_start,
+                "steps": steps,
+                "psnr": mean([r["psnr"] for r in sel]),
+                "ssim": mean([r["ssim"] for r in sel]),
+                "seconds_all_scans": sel[0]["seconds"],
+                "usb_node_seconds_per_scan": node_times.get(f"sweep_t{t_start}_n{steps}", {}).get("usb", float("nan")),
+            }
     return {
-        "command": "python benchmarks/healing.py" + (f" --model {args.model}" if args.model else "") + f" --cases-per-class {args.cases_per_class}",
-        "date": time.strftime("%Y-%m-%d"), "model": str(args.model or "bundled demo"), "seed": SEED, "n_scans": n_scans,
-        "wall_seconds_per_run": wall, "wall_seconds_per_scan": {k: v / n_scans for k, v in wall.items()},
+        "command": "python benchmarks/healing.py"
+        + (f" --model {args.model}" if args.model else "")
+        + f" --cases-per-class {args.cases_per_class}",
+        "date": time.strftime("%Y-%m-%d"),
+        "model": str(args.model or "bundled demo"),
+        "seed": SEED,
+        "n_scans": n_scans,
+        "wall_seconds_per_run": wall,
+        "wall_seconds_per_scan": {k: v / n_scans for k, v in wall.items()},
         "mean_node_seconds_per_scan": node_times,
-        "summary": summary, "controls": control_rows, "detection": detect_rows,
+        "summary": summary,
+        "controls": control_rows,
+        "detection": detect_rows,
         "detection_dice_5ml_plus": mean([r["dice"] for r in detect_rows if r["lesion_ml"] >= 5]),
-        "sweep": sweep, "cases": rows, "sweep_cases": sweep_rows,
+        "sweep": sweep,
+        "cases": rows,
+        "sweep_cases": sweep_rows,
     }
 
 
@@ -402,7 +505,9 @@ def figure(figure_cases) -> None:
     if not figure_cases:
         return
     methods = ["truth", "none", "wm_fill", "graft", "usb_mask", "usb_acg", "usb_detect"]
-    fig, axes = plt.subplots(len(figure_cases), len(methods), figsize=(1.9 * len(methods), 2.1 * len(figure_cases)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(figure_cases), len(methods), figsize=(1.9 * len(methods), 2.1 * len(figure_cases)), squeeze=False
+    )
     for row, (klass, (truth, preds, lesion)) in enumerate(figure_cases.items()):
         z = int(np.argmax(lesion.sum(axis=(0, 1))))
         vmax = float(np.percentile(truth[truth > 0], 99.5))

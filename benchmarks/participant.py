@@ -76,7 +76,9 @@ def main() -> None:
     img = nib.load(str(anat))
     result = {
         "environment": {
-            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() and args.device != "cpu" else f"cpu ({platform.machine()})",
+            "device": torch.cuda.get_device_name(0)
+            if torch.cuda.is_available() and args.device != "cpu"
+            else f"cpu ({platform.machine()})",
             "threads": args.threads,
             "torch": torch.__version__,
             "date": time.strftime("%Y-%m-%d"),

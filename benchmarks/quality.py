@@ -66,8 +66,15 @@ def make_case(template, i: int):
         mask = random_lesion(brain.parenchyma, rng, size=size, voxel_size=template.voxel_size)
     bright = i % 2 == 1
     lesioned = encode_lesion(brain.image, mask, rng, "FLAIR" if bright else "T1w")
-    return {"healthy": brain.image, "lesioned": lesioned, "mask": mask, "brain": brain.brain_mask,
-            "wm": brain.wm, "size": size, "bright": bright}
+    return {
+        "healthy": brain.image,
+        "lesioned": lesioned,
+        "mask": mask,
+        "brain": brain.brain_mask,
+        "wm": brain.wm,
+        "size": size,
+        "bright": bright,
+    }
 
 
 def wm_fill(case, rng) -> np.ndarray:
@@ -112,45 +119,89 @@ def main() -> None:
             "none": case["lesioned"],
             "wm_fill": wm_fill(case, rng),
             "graft": graft(case, template),
-            "usb_noacg": usb.heal(case["lesioned"], case["mask"], mode="acg", seed=i, acg=False, stride=args.stride, composite=False).image.numpy(),
-            "usb": usb.heal(case["lesioned"], case["mask"], mode="acg", seed=i, stride=args.stride, composite=False).image.numpy(),
-            "usb_mask": usb.heal(case["lesioned"], case["mask"], seed=i, stride=args.stride, composite=False).image.numpy(),
+            "usb_noacg": usb.heal(
+                case["lesioned"], case["mask"], mode="acg", seed=i, acg=False, stride=args.stride, composite=False
+            ).image.numpy(),
+            "usb": usb.heal(
+                case["lesioned"], case["mask"], mode="acg", seed=i, stride=args.stride, composite=False
+            ).image.numpy(),
+            "usb_mask": usb.heal(
+                case["lesioned"], case["mask"], seed=i, stride=args.stride, composite=False
+            ).image.numpy(),
         }
         for method, pred in preds.items():
             pred = composite(case["lesioned"], pred, weight)
-            rows.append({"case": i, "size": case["size"], "bright": case["bright"], "method": method,
-                         "lesion_ml": float(case["mask"].sum() * np.prod(grid.voxel_size) / 1000), **scores(pred, case)})
+            rows.append(
+                {
+                    "case": i,
+                    "size": case["size"],
+                    "bright": case["bright"],
+                    "method": method,
+                    "lesion_ml": float(case["mask"].sum() * np.prod(grid.voxel_size) / 1000),
+                    **scores(pred, case),
+                }
+            )
             preds[method] = pred
         if example is None and case["size"] in ("large", "stroke"):
             example = (case, preds)
         emb = usb.embed(case["healthy"], case["mask"], seed=i, stride=args.stride).image.numpy()
         change = np.abs(emb - case["healthy"]) > 0.1
         outside = case["brain"] & ~case["mask"]
-        embed_rows.append({"case": i, "size": case["size"], "dice": dice(change & case["brain"], case["mask"]),
-                           "mean_abs_change_outside": float(np.abs(emb - case["healthy"])[outside].mean())})
-        print(f"case {i:3d} {case['size']:>7} {'bright' if case['bright'] else 'dark':>6}: " +
-              "  ".join(f"{r['method']} {r['psnr_lesion']:.1f}" for r in rows[-len(METHODS):]) +
-              f"   embed dice {embed_rows[-1]['dice']:.2f}", flush=True)
+        embed_rows.append(
+            {
+                "case": i,
+                "size": case["size"],
+                "dice": dice(change & case["brain"], case["mask"]),
+                "mean_abs_change_outside": float(np.abs(emb - case["healthy"])[outside].mean()),
+            }
+        )
+        print(
+            f"case {i:3d} {case['size']:>7} {'bright' if case['bright'] else 'dark':>6}: "
+            + "  ".join(f"{r['method']} {r['psnr_lesion']:.1f}" for r in rows[-len(METHODS) :])
+            + f"   embed dice {embed_rows[-1]['dice']:.2f}",
+            flush=True,
+        )
 
     def mean(method, key, subset=None):
         values = [r[key] for r in rows if r["method"] == method and (subset is None or subset(r))]
         finite = [v for v in values if np.isfinite(v)]
         return float(np.mean(finite)) if finite else float("nan")
 
-    summary = {m: {k: mean(m, k) for k in ("l1_brain", "psnr_brain", "ssim_brain", "l1_lesion", "psnr_lesion", "ssim_lesion")} for m in METHODS}
-    by_kind = {kind: {m: mean(m, "psnr_lesion", lambda r, b=bright: r["bright"] == b) for m in METHODS} for kind, bright in (("dark", False), ("bright", True))}
-    embed = {"dice_mean": float(np.mean([r["dice"] for r in embed_rows])),
-             "mean_abs_change_outside": float(np.mean([r["mean_abs_change_outside"] for r in embed_rows]))}
+    summary = {
+        m: {k: mean(m, k) for k in ("l1_brain", "psnr_brain", "ssim_brain", "l1_lesion", "psnr_lesion", "ssim_lesion")}
+        for m in METHODS
+    }
+    by_kind = {
+        kind: {m: mean(m, "psnr_lesion", lambda r, b=bright: r["bright"] == b) for m in METHODS}
+        for kind, bright in (("dark", False), ("bright", True))
+    }
+    embed = {
+        "dice_mean": float(np.mean([r["dice"] for r in embed_rows])),
+        "mean_abs_change_outside": float(np.mean([r["mean_abs_change_outside"] for r in embed_rows])),
+    }
     result = {
-        "model": str(args.model), "grid": list(grid.shape), "voxel_size": list(grid.voxel_size), "n_cases": args.n,
-        "test_seed": TEST_SEED, "seconds": time.time() - started, "summary": summary, "psnr_lesion_by_kind": by_kind,
-        "embed": embed, "cases": rows, "embed_cases": embed_rows,
+        "model": str(args.model),
+        "grid": list(grid.shape),
+        "voxel_size": list(grid.voxel_size),
+        "n_cases": args.n,
+        "test_seed": TEST_SEED,
+        "seconds": time.time() - started,
+        "summary": summary,
+        "psnr_lesion_by_kind": by_kind,
+        "embed": embed,
+        "cases": rows,
+        "embed_cases": embed_rows,
     }
     print("\nmethod      L1 brain  PSNR brain  SSIM brain   L1 lesion  PSNR lesion  SSIM lesion")
     for m in METHODS:
         s = summary[m]
-        print(f"{m:<10} {s['l1_brain']:9.4f} {s['psnr_brain']:11.2f} {s['ssim_brain']:11.3f} {s['l1_lesion']:11.4f} {s['psnr_lesion']:12.2f} {s['ssim_lesion']:12.3f}")
-    print(f"embedding: Dice {embed['dice_mean']:.3f}, mean |change| outside the mask {embed['mean_abs_change_outside']:.4f}")
+        print(
+            f"{m:<10} {s['l1_brain']:9.4f} {s['psnr_brain']:11.2f} {s['ssim_brain']:11.3f} "
+            f"{s['l1_lesion']:11.4f} {s['psnr_lesion']:12.2f} {s['ssim_lesion']:12.3f}"
+        )
+    print(
+        f"embedding: Dice {embed['dice_mean']:.3f}, mean |change| outside the mask {embed['mean_abs_change_outside']:.4f}"
+    )
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "quality.json"
     out.with_suffix(".json.tmp").write_text(json.dumps(result, indent=2) + "\n")

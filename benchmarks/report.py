@@ -1,6 +1,6 @@
 """Write docs/benchmarks.md from the JSON files under benchmarks/results/ (numbers are never typed in).
 
-    python benchmarks/report.py
+python benchmarks/report.py
 """
 
 from __future__ import annotations
@@ -33,21 +33,40 @@ def quality_section(q) -> list[str]:
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for m, v in q["summary"].items():
-        lines.append(f"| {m} | {v['l1_brain']:.4f} | {v['psnr_brain']:.2f} | {v['ssim_brain']:.3f} | {v['l1_lesion']:.4f} | {v['psnr_lesion']:.2f} | {v['ssim_lesion']:.3f} |")
-    lines += ["", "PSNR inside the lesion by lesion appearance (dark: as in training; bright: never seen in training):", "",
-              "| method | dark | bright |", "| --- | --- | --- |"]
+        lines.append(
+            f"| {m} | {v['l1_brain']:.4f} | {v['psnr_brain']:.2f} | {v['ssim_brain']:.3f} | "
+            f"{v['l1_lesion']:.4f} | {v['psnr_lesion']:.2f} | {v['ssim_lesion']:.3f} |"
+        )
+    lines += [
+        "",
+        "PSNR inside the lesion by lesion appearance (dark: as in training; bright: never seen in training):",
+        "",
+        "| method | dark | bright |",
+        "| --- | --- | --- |",
+    ]
     for m in q["summary"]:
-        lines.append(f"| {m} | {q['psnr_lesion_by_kind']['dark'][m]:.2f} | {q['psnr_lesion_by_kind']['bright'][m]:.2f} |")
+        lines.append(
+            f"| {m} | {q['psnr_lesion_by_kind']['dark'][m]:.2f} | {q['psnr_lesion_by_kind']['bright'][m]:.2f} |"
+        )
     e = q["embed"]
-    lines += ["", f"Embedding (same masks drawn into the healthy brains): Dice of the thresholded change map "
-              f"(|change| > 0.1) with the mask **{e['dice_mean']:.3f}** (target >= 0.7); mean |change| outside the mask {e['mean_abs_change_outside']:.4f}.",
-              "", "![quality](figures/quality.png)", ""]
+    lines += [
+        "",
+        f"Embedding (same masks drawn into the healthy brains): Dice of the thresholded change map "
+        f"(|change| > 0.1) with the mask **{e['dice_mean']:.3f}** (target >= 0.7); mean |change| outside the mask {e['mean_abs_change_outside']:.4f}.",
+        "",
+        "![quality](figures/quality.png)",
+        "",
+    ]
     s = q["summary"]
     checks = [
-        ("USB with ACG beats every baseline inside the lesion on PSNR",
-         all(s["usb"]["psnr_lesion"] > s[m]["psnr_lesion"] for m in s if m != "usb")),
-        ("USB with ACG beats every baseline inside the lesion on SSIM",
-         all(s["usb"]["ssim_lesion"] > s[m]["ssim_lesion"] for m in s if m != "usb")),
+        (
+            "USB with ACG beats every baseline inside the lesion on PSNR",
+            all(s["usb"]["psnr_lesion"] > s[m]["psnr_lesion"] for m in s if m != "usb"),
+        ),
+        (
+            "USB with ACG beats every baseline inside the lesion on SSIM",
+            all(s["usb"]["ssim_lesion"] > s[m]["ssim_lesion"] for m in s if m != "usb"),
+        ),
         ("ACG beats no ACG (lesion PSNR)", s["usb"]["psnr_lesion"] > s["usb_noacg"]["psnr_lesion"]),
         ("whole-brain PSNR >= 32 dB", s["usb"]["psnr_brain"] >= 32),
         ("embedding Dice >= 0.7", e["dice_mean"] >= 0.7),
@@ -58,73 +77,148 @@ def quality_section(q) -> list[str]:
     return lines
 
 
-CLASS_NAMES = {"wmh": "white-matter spots", "lacune": "lacunes", "infarct": "cortical-subcortical infarcts", "territorial": "territorial infarcts (>= 50 ml)"}
+CLASS_NAMES = {
+    "wmh": "white-matter spots",
+    "lacune": "lacunes",
+    "infarct": "cortical-subcortical infarcts",
+    "territorial": "territorial infarcts (>= 50 ml)",
+}
 
 
 def healing_section(h) -> list[str]:
     if not h:
         return ["Not measured yet: `python benchmarks/healing.py`.", ""]
     lines = [f"`{h['command']}` ({h['date']}, model: {h['model']}, seed {h['seed']}): {h['n_scans']} scans.", ""]
-    lines += ["Inside the lesion (BraTS 2023 inpainting metrics, `inpainting` 0.0.12) and tissue segmentation (Atropos, 3 classes) "
-              "inside the lesion grown by 3 mm; volume errors are against the truth's segmentation, in the box around the lesion.", "",
-              "| class | method | PSNR (dB) | SSIM | MSE | Dice CSF | Dice GM | Dice WM | GM vol. err. (ml) | WM vol. err. (ml) |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [
+        "Inside the lesion (BraTS 2023 inpainting metrics, `inpainting` 0.0.12) and tissue segmentation (Atropos, 3 classes) "
+        "inside the lesion grown by 3 mm; volume errors are against the truth's segmentation, in the box around the lesion.",
+        "",
+        "| class | method | PSNR (dB) | SSIM | MSE | Dice CSF | Dice GM | Dice WM | GM vol. err. (ml) | WM vol. err. (ml) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for klass in ("all", *CLASS_NAMES):
         for m, v in h["summary"].get(klass, {}).items():
-            lines.append(f"| {CLASS_NAMES.get(klass, 'all lesions')} | {m} | {v['psnr']:.2f} | {v['ssim']:.3f} | {v['mse']:.4f} | "
-                         f"{v['dice_csf']:.3f} | {v['dice_gm']:.3f} | {v['dice_wm']:.3f} | {v['gm_volume_error_ml']:+.2f} | {v['wm_volume_error_ml']:+.2f} |")
-    lines += ["", "Lesion PSNR by grid:", "", "| method | " + " | ".join(g for g in h["summary"] if g.startswith("grid_")) + " |",
-              "| --- |" + " --- |" * sum(1 for g in h["summary"] if g.startswith("grid_"))]
+            lines.append(
+                f"| {CLASS_NAMES.get(klass, 'all lesions')} | {m} | {v['psnr']:.2f} | {v['ssim']:.3f} | {v['mse']:.4f} | "
+                f"{v['dice_csf']:.3f} | {v['dice_gm']:.3f} | {v['dice_wm']:.3f} | {v['gm_volume_error_ml']:+.2f} | {v['wm_volume_error_ml']:+.2f} |"
+            )
+    lines += [
+        "",
+        "Lesion PSNR by grid:",
+        "",
+        "| method | " + " | ".join(g for g in h["summary"] if g.startswith("grid_")) + " |",
+        "| --- |" + " --- |" * sum(1 for g in h["summary"] if g.startswith("grid_")),
+    ]
     grids = [g for g in h["summary"] if g.startswith("grid_")]
     for m in h["summary"]["all"]:
-        lines.append(f"| {m} | " + " | ".join(f"{h['summary'][g][m]['psnr']:.2f}" for g in grids if m in h["summary"][g]) + " |")
-    lines += ["", "Without a mask (`--heal-mode detect`): healthy controls and detection on the 1 mm lesioned scans.", "",
-              "| scan | brain voxels unchanged | detected (ml) |", "| --- | --- | --- |"]
+        lines.append(
+            f"| {m} | " + " | ".join(f"{h['summary'][g][m]['psnr']:.2f}" for g in grids if m in h["summary"][g]) + " |"
+        )
+    lines += [
+        "",
+        "Without a mask (`--heal-mode detect`): healthy controls and detection on the 1 mm lesioned scans.",
+        "",
+        "| scan | brain voxels unchanged | detected (ml) |",
+        "| --- | --- | --- |",
+    ]
     lines += [f"| {c['sub']} | {c['unchanged_fraction']:.4%} | {c['detected_ml']:.2f} |" for c in h["controls"]]
     lines += ["", "| scan | class | lesion (ml) | detected (ml) | Dice |", "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {d['sub']} | {d['class']} | {d['lesion_ml']:.2f} | {d['detected_ml']:.2f} | {d['dice']:.3f} |" for d in h["detection"]]
+    lines += [
+        f"| {d['sub']} | {d['class']} | {d['lesion_ml']:.2f} | {d['detected_ml']:.2f} | {d['dice']:.3f} |"
+        for d in h["detection"]
+    ]
     if h.get("sweep"):
-        lines += ["", "Mask mode against the number of denoiser steps (1 mm lesioned scans). `usb_mask` above ran at t_start 200, "
-                  "67 steps (the default when it was measured); from this sweep the default became t_start 100 (34 steps at the "
-                  "bundled model's stride 3): better and about half the time of the USB node:", "", "| t_start | steps | PSNR (dB) | SSIM | USB node per scan (s) |", "| --- | --- | --- | --- | --- |"]
-        lines += [f"| {v['t_start']} | {v['steps']} | {v['psnr']:.2f} | {v['ssim']:.3f} | {v['usb_node_seconds_per_scan']:.1f} |" for v in h["sweep"].values()]
+        lines += [
+            "",
+            "Mask mode against the number of denoiser steps (1 mm lesioned scans). `usb_mask` above ran at t_start 200, "
+            "67 steps (the default when it was measured); from this sweep the default became t_start 100 (34 steps at the "
+            "bundled model's stride 3): better and about half the time of the USB node:",
+            "",
+            "| t_start | steps | PSNR (dB) | SSIM | USB node per scan (s) |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {v['t_start']} | {v['steps']} | {v['psnr']:.2f} | {v['ssim']:.3f} | {v['usb_node_seconds_per_scan']:.1f} |"
+            for v in h["sweep"].values()
+        ]
         classes = [c for c in CLASS_NAMES if any(r["class"] == c for r in h["sweep_cases"])]
-        lines += ["", "Lesion PSNR (dB) of the same runs by lesion class (t_start against lesion size):", "",
-                  "| t_start | steps | " + " | ".join(CLASS_NAMES[c] for c in classes) + " |", "| --- | --- |" + " --- |" * len(classes)]
+        lines += [
+            "",
+            "Lesion PSNR (dB) of the same runs by lesion class (t_start against lesion size):",
+            "",
+            "| t_start | steps | " + " | ".join(CLASS_NAMES[c] for c in classes) + " |",
+            "| --- | --- |" + " --- |" * len(classes),
+        ]
         for v in h["sweep"].values():
             cells = []
             for c in classes:
-                sel = [r["psnr"] for r in h["sweep_cases"] if r["class"] == c and r["t_start"] == v["t_start"] and r["steps"] == v["steps"]]
+                sel = [
+                    r["psnr"]
+                    for r in h["sweep_cases"]
+                    if r["class"] == c and r["t_start"] == v["t_start"] and r["steps"] == v["steps"]
+                ]
                 cells.append(f"{sum(sel) / len(sel):.2f}" if sel else "n/a")
             lines.append(f"| {v['t_start']} | {v['steps']} | " + " | ".join(cells) + " |")
-    lines += ["", "Wall time of each participant-level run over all its scans (seconds; the first run includes the preprocessing "
-              "that the others reuse from the work directory):", ""]
+    lines += [
+        "",
+        "Wall time of each participant-level run over all its scans (seconds; the first run includes the preprocessing "
+        "that the others reuse from the work directory):",
+        "",
+    ]
     lines += [f"- {k}: {v:.0f} s" for k, v in h["wall_seconds_per_run"].items()]
-    lines += ["", "Mean seconds per scan of the USB node and of the native composite, where the run measured them (one CPU thread):", ""]
-    lines += [f"- {k}: " + ", ".join(f"{node} {sec:.1f} s" for node, sec in v.items()) for k, v in h.get("mean_node_seconds_per_scan", {}).items()]
+    lines += [
+        "",
+        "Mean seconds per scan of the USB node and of the native composite, where the run measured them (one CPU thread):",
+        "",
+    ]
+    lines += [
+        f"- {k}: " + ", ".join(f"{node} {sec:.1f} s" for node, sec in v.items())
+        for k, v in h.get("mean_node_seconds_per_scan", {}).items()
+    ]
     lines += ["", "![healing](figures/healing.png)", ""]
     s = h["summary"]
     mask, fill, acg = "usb_mask", "wm_fill", "usb_acg"
     classes = [c for c in CLASS_NAMES if c in s]
     checks = [
-        ("USB with the mask beats the white-matter fill on lesion PSNR, all lesions", s["all"][mask]["psnr"] > s["all"][fill]["psnr"]),
+        (
+            "USB with the mask beats the white-matter fill on lesion PSNR, all lesions",
+            s["all"][mask]["psnr"] > s["all"][fill]["psnr"],
+        ),
         ("... and on lesion SSIM, all lesions", s["all"][mask]["ssim"] > s["all"][fill]["ssim"]),
     ]
     for c in classes:
         if c == "wmh":
             checks.append((f"{CLASS_NAMES[c]}: within 1 dB of the fill", s[c][mask]["psnr"] >= s[c][fill]["psnr"] - 1))
         else:
-            checks.append((f"{CLASS_NAMES[c]}: beats the fill on PSNR and SSIM", s[c][mask]["psnr"] > s[c][fill]["psnr"] and s[c][mask]["ssim"] > s[c][fill]["ssim"]))
+            checks.append(
+                (
+                    f"{CLASS_NAMES[c]}: beats the fill on PSNR and SSIM",
+                    s[c][mask]["psnr"] > s[c][fill]["psnr"] and s[c][mask]["ssim"] > s[c][fill]["ssim"],
+                )
+            )
     for c in ("infarct", "territorial"):
         if c in s:
-            checks.append((f"{CLASS_NAMES[c]}: beats the paper's mask-free healing by >= 3 dB", s[c][mask]["psnr"] >= s[c][acg]["psnr"] + 3))
+            checks.append(
+                (
+                    f"{CLASS_NAMES[c]}: beats the paper's mask-free healing by >= 3 dB",
+                    s[c][mask]["psnr"] >= s[c][acg]["psnr"] + 3,
+                )
+            )
     tissue = lambda m: (s["all"][m]["dice_gm"] + s["all"][m]["dice_wm"] + s["all"][m]["dice_csf"]) / 3  # noqa: E731
     checks.append(("tissue Dice near the lesion: USB >= fill > input", tissue(mask) >= tissue(fill) > tissue("none")))
-    checks += [(f"healthy control {c['sub']}: >= 99% of brain voxels bit-identical and no detection over 1 ml",
-                c["unchanged_fraction"] >= 0.99 and c["detected_ml"] <= 1) for c in h["controls"]]
+    checks += [
+        (
+            f"healthy control {c['sub']}: >= 99% of brain voxels bit-identical and no detection over 1 ml",
+            c["unchanged_fraction"] >= 0.99 and c["detected_ml"] <= 1,
+        )
+        for c in h["controls"]
+    ]
     checks.append(("detection Dice >= 0.5 on lesions of 5 ml or more", h["detection_dice_5ml_plus"] >= 0.5))
-    lines += [f"Targets (issue 10), as measured (mean tissue Dice: USB {tissue(mask):.3f}, fill {tissue(fill):.3f}, "
-              f"input {tissue('none'):.3f}; detection Dice on >= 5 ml lesions {h['detection_dice_5ml_plus']:.3f}):", ""]
+    lines += [
+        f"Targets (issue 10), as measured (mean tissue Dice: USB {tissue(mask):.3f}, fill {tissue(fill):.3f}, "
+        f"input {tissue('none'):.3f}; detection Dice on >= 5 ml lesions {h['detection_dice_5ml_plus']:.3f}):",
+        "",
+    ]
     lines += [f"- {'met' if ok else '**missed**'}: {what}" for what, ok in checks]
     lines.append("")
     return lines
@@ -134,36 +228,50 @@ def autoencoder_section(a) -> list[str]:
     if not a:
         return ["Not measured yet: `python benchmarks/autoencoder.py --model usb_model/resources/models/demo`.", ""]
     env, h, les = a["environment"], a["summary"]["healthy"], a["summary"]["lesioned"]
-    return [f"`python benchmarks/autoencoder.py --model {env['model']} --n {env['n']}` ({env['date']}): encode, decode, no diffusion; "
-            f"held-out synthetic brains (seed {env['test_seed']}), inside the brain.", "",
-            "| input | PSNR (dB) | SSIM | mean abs. error |", "| --- | --- | --- | --- |",
-            f"| healthy | {h['psnr_brain']:.2f} | {h['ssim_brain']:.3f} | {h['l1_brain']:.4f} |",
-            f"| lesioned | {les['psnr_brain']:.2f} | {les['ssim_brain']:.3f} | {les['l1_brain']:.4f} |", "",
-            f"Target >= 30 dB: {'met' if h['psnr_brain'] >= 30 else '**missed**'}.", ""]
+    return [
+        f"`python benchmarks/autoencoder.py --model {env['model']} --n {env['n']}` ({env['date']}): encode, decode, no diffusion; "
+        f"held-out synthetic brains (seed {env['test_seed']}), inside the brain.",
+        "",
+        "| input | PSNR (dB) | SSIM | mean abs. error |",
+        "| --- | --- | --- | --- |",
+        f"| healthy | {h['psnr_brain']:.2f} | {h['ssim_brain']:.3f} | {h['l1_brain']:.4f} |",
+        f"| lesioned | {les['psnr_brain']:.2f} | {les['ssim_brain']:.3f} | {les['l1_brain']:.4f} |",
+        "",
+        f"Target >= 30 dB: {'met' if h['psnr_brain'] >= 30 else '**missed**'}.",
+        "",
+    ]
 
 
 def autoencoder_shapes_section(a) -> list[str]:
     if not a:
         return []
-    lines = ["Autoencoder shapes for the same training budget (issue 10: what each choice buys per CPU-hour). "
-             f"{a['note'][0].upper() + a['note'][1:]}. Command: `{a['command']}`.", "",
-             "| shape | config | steps | CPU hours | PSNR brain (dB) | SSIM brain | mean abs. error |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "Autoencoder shapes for the same training budget (issue 10: what each choice buys per CPU-hour). "
+        f"{a['note'][0].upper() + a['note'][1:]}. Command: `{a['command']}`.",
+        "",
+        "| shape | config | steps | CPU hours | PSNR brain (dB) | SSIM brain | mean abs. error |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in a["results"]:
-        lines.append(f"| {r['shape']} | `{r['config']}` | {r['steps']} | {r['cpu_hours']:.2f} | {r['psnr_brain']:.2f} | {r['ssim_brain']:.3f} | "
-                     f"{r['l1_brain']:.4f} |")
+        lines.append(
+            f"| {r['shape']} | `{r['config']}` | {r['steps']} | {r['cpu_hours']:.2f} | {r['psnr_brain']:.2f} | {r['ssim_brain']:.3f} | "
+            f"{r['l1_brain']:.4f} |"
+        )
     return lines + [""]
 
 
 def calibration_section(c) -> list[str]:
     if not c:
         return []
-    return ["Detection threshold calibrated on healthy brains of the training distribution "
-            f"(`python benchmarks/detection_calibration.py --model {c['model']} --n {c['n']}`, {c['date']}): the free healing pass "
-            f"from t = {c['detect_t_start']} departs from healthy brains by up to {c['healthy_max_p99.99']:.3f} (highest 99.99th "
-            f"percentile of the anomaly map), so the bundled model detects above **{c['suggested_threshold']}**; "
-            f"{c['lesions_above_suggestion']} of {c['n']} lesions of the same brains stand out above it (median anomaly inside "
-            "the lesion: " + ", ".join(f"{r['lesion_median']:.3f}" for r in c["cases"]) + ").", ""]
+    return [
+        "Detection threshold calibrated on healthy brains of the training distribution "
+        f"(`python benchmarks/detection_calibration.py --model {c['model']} --n {c['n']}`, {c['date']}): the free healing pass "
+        f"from t = {c['detect_t_start']} departs from healthy brains by up to {c['healthy_max_p99.99']:.3f} (highest 99.99th "
+        f"percentile of the anomaly map), so the bundled model detects above **{c['suggested_threshold']}**; "
+        f"{c['lesions_above_suggestion']} of {c['n']} lesions of the same brains stand out above it (median anomaly inside "
+        "the lesion: " + ", ".join(f"{r['lesion_median']:.3f}" for r in c["cases"]) + ").",
+        "",
+    ]
 
 
 def main() -> None:
@@ -172,54 +280,92 @@ def main() -> None:
     participant = load("participant-cpu.json")
     training = load("training-cpu.json")
     quality = load("quality.json")
-    out = ["# Benchmarks", "",
-           "Every number below is read from `benchmarks/results/*.json`, written by the scripts named; "
-           "this page is regenerated with `python benchmarks/report.py`. The machine is the project's "
-           "2-core x86-64 CPU box (no GPU was lent to the sessions that measured these), often shared "
-           "with other jobs: treat the timings as upper bounds.", ""]
+    out = [
+        "# Benchmarks",
+        "",
+        "Every number below is read from `benchmarks/results/*.json`, written by the scripts named; "
+        "this page is regenerated with `python benchmarks/report.py`. The machine is the project's "
+        "2-core x86-64 CPU box (no GPU was lent to the sessions that measured these), often shared "
+        "with other jobs: treat the timings as upper bounds.",
+        "",
+    ]
     out += ["## Healing native scans end to end (what users run)", ""]
     out += healing_section(load("healing.json"))
     out += calibration_section(load("detection-calibration.json"))
     out += ["## Autoencoder reconstruction", ""]
     out += autoencoder_section(load("autoencoder.json"))
     out += autoencoder_shapes_section(load("autoencoder-shapes.json"))
-    out += ["## Healing on the model grid (the model's comfort zone)", "",
-            "Lesions drawn on the model grid and healed there; kept for comparison with earlier models: it flatters the model "
-            "(no resampling, no native resolution). The paper's mask-free ACG healing (`usb`) was the only mode when it was measured.", "",
-            "`python benchmarks/quality.py --model usb_model/resources/models/demo`", ""]
+    out += [
+        "## Healing on the model grid (the model's comfort zone)",
+        "",
+        "Lesions drawn on the model grid and healed there; kept for comparison with earlier models: it flatters the model "
+        "(no resampling, no native resolution). The paper's mask-free ACG healing (`usb`) was the only mode when it was measured.",
+        "",
+        "`python benchmarks/quality.py --model usb_model/resources/models/demo`",
+        "",
+    ]
     out += quality_section(quality)
-    out += ["## Sampling speed", "", "`python benchmarks/sampling.py` (random weights: speed does not depend on them)", ""]
+    out += [
+        "## Sampling speed",
+        "",
+        "`python benchmarks/sampling.py` (random weights: speed does not depend on them)",
+        "",
+    ]
     if sampling:
         env = sampling["environment"]
-        out += [f"Device: {env['device']}, {env['threads']} threads, torch {env['torch']}, {env['date']}.", "",
-                "| preset | what | seconds | peak memory (MB) |", "| --- | --- | --- | --- |"]
-        out += [f"| {r['preset']} | {r['what']} | {r['seconds']:.3f} | {r['peak_memory_mb']:.0f} |" for r in sampling["results"]]
+        out += [
+            f"Device: {env['device']}, {env['threads']} threads, torch {env['torch']}, {env['date']}.",
+            "",
+            "| preset | what | seconds | peak memory (MB) |",
+            "| --- | --- | --- | --- |",
+        ]
+        out += [
+            f"| {r['preset']} | {r['what']} | {r['seconds']:.3f} | {r['peak_memory_mb']:.0f} |"
+            for r in sampling["results"]
+        ]
         out.append("")
     out += ["## Per-participant wall time by stage", "", "`python benchmarks/participant.py --threads 2`", ""]
     if participant:
         env = participant["environment"]
-        out += [f"Input {env['input_shape']} at {env['input_voxel_mm']} mm; model grid {env['model_grid']}; "
-                f"{env['device']}, {env['threads']} threads, {env['date']}.", "", "| stage | seconds |", "| --- | --- |"]
+        out += [
+            f"Input {env['input_shape']} at {env['input_voxel_mm']} mm; model grid {env['model_grid']}; "
+            f"{env['device']}, {env['threads']} threads, {env['date']}.",
+            "",
+            "| stage | seconds |",
+            "| --- | --- |",
+        ]
         out += [f"| {k} | {v:.2f} |" for k, v in participant["stages_seconds"].items()]
-        out += [f"| **preprocessing** (target <= 60 s) | **{participant['preprocessing_seconds']:.1f}** |",
-                f"| **whole workflow** (target <= 180 s) | **{participant['workflow_seconds']:.1f}** |",
-                f"| peak memory (MB) | {participant['peak_memory_mb']:.0f} |", ""]
+        out += [
+            f"| **preprocessing** (target <= 60 s) | **{participant['preprocessing_seconds']:.1f}** |",
+            f"| **whole workflow** (target <= 180 s) | **{participant['workflow_seconds']:.1f}** |",
+            f"| peak memory (MB) | {participant['peak_memory_mb']:.0f} |",
+            "",
+        ]
     out += ["## Training-data synthesis", "", "`python benchmarks/synth.py`", ""]
     if synth:
-        out += [f"{synth['grid']} at {synth['voxel_size_mm']} mm, {synth['threads']} thread: "
-                f"**{synth['seconds_per_triplet_mean']:.3f} s** per triplet (mean of {synth['n_triplets']}; target <= 2 s).", ""]
+        out += [
+            f"{synth['grid']} at {synth['voxel_size_mm']} mm, {synth['threads']} thread: "
+            f"**{synth['seconds_per_triplet_mean']:.3f} s** per triplet (mean of {synth['n_triplets']}; target <= 2 s).",
+            "",
+        ]
     out += ["## Training speed (`paper` preset)", "", "`python benchmarks/training.py --preset paper`", ""]
     if training:
         out += ["| stage | status | seconds per step | peak memory (MB) |", "| --- | --- | --- | --- |"]
         for r in training["results"]:
-            out.append(f"| {r['stage']} | {r['status']} | {r.get('seconds_per_step', float('nan')):.1f} | {r.get('peak_memory_mb', float('nan')):.0f} |")
+            out.append(
+                f"| {r['stage']} | {r['status']} | {r.get('seconds_per_step', float('nan')):.1f} | {r.get('peak_memory_mb', float('nan')):.0f} |"
+            )
         out.append("")
-    out += ["## Not measured here", "",
-            "- GPU numbers (the `paper` heal in <= 3 s on an H100-class GPU, training iterations per second on a GPU): "
-            "no GPU was lent to the sessions so far. The scripts above measure them on the device they find.",
-            "- The authors' denoiser block at the paper's size (what `usb-import-upstream` checkpoints run): "
-            "`python benchmarks/sampling.py --presets paper --res-block scale_shift --tasks heal` on a GPU "
-            "(results/sampling-cuda-scale_shift.json); not run yet.", ""]
+    out += [
+        "## Not measured here",
+        "",
+        "- GPU numbers (the `paper` heal in <= 3 s on an H100-class GPU, training iterations per second on a GPU): "
+        "no GPU was lent to the sessions so far. The scripts above measure them on the device they find.",
+        "- The authors' denoiser block at the paper's size (what `usb-import-upstream` checkpoints run): "
+        "`python benchmarks/sampling.py --presets paper --res-block scale_shift --tasks heal` on a GPU "
+        "(results/sampling-cuda-scale_shift.json); not run yet.",
+        "",
+    ]
     write_text(ROOT / "docs" / "benchmarks.md", "\n".join(out))
     print(ROOT / "docs" / "benchmarks.md")
 

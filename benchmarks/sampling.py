@@ -66,8 +66,14 @@ def peak_memory_mb(device: torch.device) -> float:
 TASKS = ("heal", "embed", "generate_from_mask", "generate_pairs")
 
 
-def bench_preset(name: str, device: torch.device, repeats: int, cpu_steps: int, res_block: str | None = None,
-                 only: tuple[str, ...] = TASKS) -> list[dict]:
+def bench_preset(
+    name: str,
+    device: torch.device,
+    repeats: int,
+    cpu_steps: int,
+    res_block: str | None = None,
+    only: tuple[str, ...] = TASKS,
+) -> list[dict]:
     cfg = load_preset(name)
     if res_block:
         cfg = cfg.replace(denoiser={"res_block": res_block})
@@ -87,8 +93,15 @@ def bench_preset(name: str, device: torch.device, repeats: int, cpu_steps: int, 
 
     step()  # warm-up (cuDNN autotuning, allocator)
     times = timed(step, device, repeats)
-    rows.append({"preset": name, "res_block": cfg.denoiser.res_block, "what": "denoiser step, batch 1",
-                 "seconds": statistics.median(times), "repeats": repeats})
+    rows.append(
+        {
+            "preset": name,
+            "res_block": cfg.denoiser.res_block,
+            "what": "denoiser step, batch 1",
+            "seconds": statistics.median(times),
+            "repeats": repeats,
+        }
+    )
 
     image = torch.rand(cfg.grid.shape)
     mask = torch.zeros(cfg.grid.shape)
@@ -101,17 +114,39 @@ def bench_preset(name: str, device: torch.device, repeats: int, cpu_steps: int, 
     embed_stride = 1 if full else max(1, cfg.sampling.t_start_embed // cpu_steps)
     gen_steps = cfg.sampling.steps if full else cpu_steps
     tasks = {
-        "heal": (lambda: usb.heal(image, mask, seed=0, stride=heal_stride), len(usb.diffusion.edit_timesteps(cfg.sampling.t_start_heal, heal_stride))),
-        "embed": (lambda: usb.embed(image, mask, seed=0, stride=embed_stride), len(usb.diffusion.edit_timesteps(cfg.sampling.t_start_embed, embed_stride))),
-        "generate_from_mask": (lambda: usb.generate_from_mask(mask, 1, seed=0, steps=gen_steps), len(usb.diffusion.generation_timesteps(gen_steps))),
-        "generate_pairs": (lambda: usb.generate_pairs(1, seed=0, steps=gen_steps), len(usb.diffusion.generation_timesteps(gen_steps))),
+        "heal": (
+            lambda: usb.heal(image, mask, seed=0, stride=heal_stride),
+            len(usb.diffusion.edit_timesteps(cfg.sampling.t_start_heal, heal_stride)),
+        ),
+        "embed": (
+            lambda: usb.embed(image, mask, seed=0, stride=embed_stride),
+            len(usb.diffusion.edit_timesteps(cfg.sampling.t_start_embed, embed_stride)),
+        ),
+        "generate_from_mask": (
+            lambda: usb.generate_from_mask(mask, 1, seed=0, steps=gen_steps),
+            len(usb.diffusion.generation_timesteps(gen_steps)),
+        ),
+        "generate_pairs": (
+            lambda: usb.generate_pairs(1, seed=0, steps=gen_steps),
+            len(usb.diffusion.generation_timesteps(gen_steps)),
+        ),
     }
     task_repeats = repeats if name == "tiny" or device.type == "cuda" else 1
     for task, (fn, n_steps) in tasks.items():
         if task not in only:
             continue
         times = timed(fn, device, task_repeats)
-        rows.append({"preset": name, "res_block": cfg.denoiser.res_block, "what": f"{task} ({n_steps} denoiser steps, end to end)", "task": task, "steps": n_steps, "seconds": statistics.median(times), "repeats": task_repeats})
+        rows.append(
+            {
+                "preset": name,
+                "res_block": cfg.denoiser.res_block,
+                "what": f"{task} ({n_steps} denoiser steps, end to end)",
+                "task": task,
+                "steps": n_steps,
+                "seconds": statistics.median(times),
+                "repeats": task_repeats,
+            }
+        )
     for row in rows:
         row["peak_memory_mb"] = round(peak_memory_mb(device), 1)
     return rows
@@ -124,18 +159,30 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cpu-steps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--res-block", choices=["monai", "scale_shift"], default=None,
-                        help="denoiser residual block (default: the preset's)")
-    parser.add_argument("--tasks", nargs="+", choices=[*TASKS, "none"], default=list(TASKS),
-                        help="tasks to time after the denoiser step")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="results JSON (default: results/sampling-<device>[-<res-block>].json)")
+    parser.add_argument(
+        "--res-block",
+        choices=["monai", "scale_shift"],
+        default=None,
+        help="denoiser residual block (default: the preset's)",
+    )
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        choices=[*TASKS, "none"],
+        default=list(TASKS),
+        help="tasks to time after the denoiser step",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="results JSON (default: results/sampling-<device>[-<res-block>].json)"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     env = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})",
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu ({platform.processor() or platform.machine()})",
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "date": time.strftime("%Y-%m-%d"),
@@ -143,7 +190,9 @@ def main() -> None:
     rows = []
     for name in args.presets:
         for row in bench_preset(name, device, args.repeats, args.cpu_steps, args.res_block, tuple(args.tasks)):
-            print(f"{row['preset']:>6}  {row['what']:<52} {row['seconds']:9.3f} s   peak {row['peak_memory_mb']:9.1f} MB")
+            print(
+                f"{row['preset']:>6}  {row['what']:<52} {row['seconds']:9.3f} s   peak {row['peak_memory_mb']:9.1f} MB"
+            )
             rows.append(row)
     RESULTS.mkdir(exist_ok=True)
     out = args.out or RESULTS / f"sampling-{device.type}{'-' + args.res_block if args.res_block else ''}.json"

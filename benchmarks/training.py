@@ -50,7 +50,13 @@ def _load_items(path: str):
 
     data = np.load(path)
     n = data["healthy"].shape[0]
-    return [{k: torch.from_numpy(np.ascontiguousarray(data[k][i], dtype=np.float32))[None] for k in ("healthy", "lesioned", "mask")} for i in range(n)]
+    return [
+        {
+            k: torch.from_numpy(np.ascontiguousarray(data[k][i], dtype=np.float32))[None]
+            for k in ("healthy", "lesioned", "mask")
+        }
+        for i in range(n)
+    ]
 
 
 def _stage_worker(stage: str, args: dict, items_path: str, out_dir: str, queue) -> None:
@@ -72,8 +78,17 @@ def _stage_worker(stage: str, args: dict, items_path: str, out_dir: str, queue) 
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         items = _load_items(items_path)
-        trainer = Trainer(cfg, items, Path(out_dir) / stage, device=device, seed=0, log_every=1, save_every=10**9,
-                          latent_scale_samples=1, template=None)
+        trainer = Trainer(
+            cfg,
+            items,
+            Path(out_dir) / stage,
+            device=device,
+            seed=0,
+            log_every=1,
+            save_every=10**9,
+            latent_scale_samples=1,
+            template=None,
+        )
         started = time.perf_counter()
         try:
             trainer.run({stage: args["steps"]})
@@ -97,9 +112,13 @@ def _stage_worker(stage: str, args: dict, items_path: str, out_dir: str, queue) 
     except (MemoryError, RuntimeError) as exc:
         text = str(exc)
         oom = isinstance(exc, MemoryError) or "out of memory" in text.lower() or "can't allocate" in text.lower()
-        result.update(status="out of memory" if oom else "error", message=text.splitlines()[0][:300] if text else repr(exc))
+        result.update(
+            status="out of memory" if oom else "error", message=text.splitlines()[0][:300] if text else repr(exc)
+        )
         if args["device_type"] == "cpu":  # how far it got: the peak resident set before the failure
-            result["peak_memory_mb_before_failure"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+            result["peak_memory_mb_before_failure"] = round(
+                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
+            )
         if not oom:
             result["traceback"] = traceback.format_exc()[-2000:]
     except Exception as exc:  # noqa: BLE001 - report, do not stop the other stages
@@ -115,8 +134,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--max-memory-gb", type=float, default=None, help="CPU only: address-space cap of each stage's process")
-    parser.add_argument("--out", type=Path, default=None, help="the JSON to write (default: benchmarks/results/training-<device>.json)")
+    parser.add_argument(
+        "--max-memory-gb", type=float, default=None, help="CPU only: address-space cap of each stage's process"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="the JSON to write (default: benchmarks/results/training-<device>.json)"
+    )
     args = parser.parse_args()
 
     import numpy as np
@@ -131,32 +154,55 @@ def main() -> None:
     steps = args.steps or (20 if device.type == "cuda" else 2)
     cfg = load_config(args.preset)
     n_items = max(2, args.batch_size)
-    dataset = TripletDataset(cfg.grid, n_items, seed=0, healthy_fraction=cfg.training.healthy_fraction, contrast=cfg.grid.contrast)
+    dataset = TripletDataset(
+        cfg.grid, n_items, seed=0, healthy_fraction=cfg.training.healthy_fraction, contrast=cfg.grid.contrast
+    )
     load_template(cfg.grid)  # once per process, cached: not part of a triplet's cost
     started = time.perf_counter()
     items = [dataset[i] for i in range(n_items)]
     synth_seconds = (time.perf_counter() - started) / n_items
     workdir = Path(tempfile.mkdtemp(prefix="usb-train-bench-"))
     env = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})",
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu ({platform.processor() or platform.machine()})",
         "torch": torch.__version__,
         "threads": args.threads or torch.get_num_threads(),
         "cpu_count": mp.cpu_count(),
         "date": time.strftime("%Y-%m-%d"),
     }
-    setup = {"preset": cfg.name, "grid": list(cfg.grid.shape), "voxel_size": list(cfg.grid.voxel_size), "batch_size": args.batch_size,
-             "steps_per_stage": steps, "mixed_precision": bool(cfg.training.mixed_precision and device.type == "cuda"),
-             "max_memory_gb": args.max_memory_gb, "synthesis_seconds_per_triplet": round(synth_seconds, 3)}
-    print(f"{cfg.name} {'x'.join(map(str, cfg.grid.shape))}, batch {args.batch_size}, {steps} steps per stage on {env['device']} "
-          f"({env['threads']} threads); synthesis {synth_seconds:.2f} s per triplet", flush=True)
+    setup = {
+        "preset": cfg.name,
+        "grid": list(cfg.grid.shape),
+        "voxel_size": list(cfg.grid.voxel_size),
+        "batch_size": args.batch_size,
+        "steps_per_stage": steps,
+        "mixed_precision": bool(cfg.training.mixed_precision and device.type == "cuda"),
+        "max_memory_gb": args.max_memory_gb,
+        "synthesis_seconds_per_triplet": round(synth_seconds, 3),
+    }
+    print(
+        f"{cfg.name} {'x'.join(map(str, cfg.grid.shape))}, batch {args.batch_size}, {steps} steps per stage on {env['device']} "
+        f"({env['threads']} threads); synthesis {synth_seconds:.2f} s per triplet",
+        flush=True,
+    )
     results = []
     try:
         items_path = workdir / "items.npz"
-        np.savez(items_path, **{k: np.stack([it[k][0].numpy() for it in items]) for k in ("healthy", "lesioned", "mask")})
+        np.savez(
+            items_path, **{k: np.stack([it[k][0].numpy() for it in items]) for k in ("healthy", "lesioned", "mask")}
+        )
         del items
         ctx = mp.get_context("spawn")
-        worker_args = {"preset": args.preset, "device": str(device), "device_type": device.type, "steps": steps,
-                       "batch_size": args.batch_size, "threads": args.threads, "max_memory_gb": args.max_memory_gb}
+        worker_args = {
+            "preset": args.preset,
+            "device": str(device),
+            "device_type": device.type,
+            "steps": steps,
+            "batch_size": args.batch_size,
+            "threads": args.threads,
+            "max_memory_gb": args.max_memory_gb,
+        }
         for stage in args.stages:
             queue = ctx.Queue()
             proc = ctx.Process(target=_stage_worker, args=(stage, worker_args, str(items_path), str(workdir), queue))
@@ -169,13 +215,24 @@ def main() -> None:
                     continue
             proc.join()
             if result is None:
-                result = {"stage": stage, "status": "died", "message": f"the stage's process ended with exit code {proc.exitcode} (killed: out of memory?)"}
+                result = {
+                    "stage": stage,
+                    "status": "died",
+                    "message": f"the stage's process ended with exit code {proc.exitcode} (killed: out of memory?)",
+                }
             results.append(result)
             if result["status"] == "ok":
                 rate = result.get("iterations_per_second")
-                print(f"{stage:>12}: {result['steps']} steps, first {result['first_step_seconds']:.2f} s, "
-                      + (f"{rate:.4g} it/s ({result['seconds_per_step']:.2f} s/step)" if rate else "rate needs >= 2 steps")
-                      + f", peak {result['peak_memory_mb']:.0f} MB", flush=True)
+                print(
+                    f"{stage:>12}: {result['steps']} steps, first {result['first_step_seconds']:.2f} s, "
+                    + (
+                        f"{rate:.4g} it/s ({result['seconds_per_step']:.2f} s/step)"
+                        if rate
+                        else "rate needs >= 2 steps"
+                    )
+                    + f", peak {result['peak_memory_mb']:.0f} MB",
+                    flush=True,
+                )
             else:
                 print(f"{stage:>12}: {result['status']}: {result.get('message')}", flush=True)
     finally:

@@ -50,7 +50,7 @@ COUNT_LEVELS = 3
 # (tests/test_boutiques.py checks it).
 EXIT_CODES = {
     1: "Unspecified failure: a workflow node crashed (see the crash files in the work directory), "
-       "or bids-validator-deno is missing or crashed.",
+    "or bids-validator-deno is missing or crashed.",
     16: "BIDS validation of the input dataset failed (fix it, list files in .bidsignore, or pass --skip-bids-validation).",
     17: "Unknown analysis level (use participant or group).",
     18: "Entity filtering (--participant-label, --session-label, --bids-filter-file) selected no files.",
@@ -63,16 +63,36 @@ EXIT_CODES = {
 }
 
 OUTPUT_FILES = [
-    ("dataset_description", "Dataset description", "[OUTPUT_DIR]/dataset_description.json",
-     "The BIDS-Derivatives dataset description (GeneratedBy, SourceDatasets)."),
-    ("healed_images", "Healed images", "[OUTPUT_DIR]/sub-*/anat/*_desc-healed_*.nii.gz",
-     "heal: the input with its lesion replaced by healthy-looking tissue, on the input grid (and on the model grid with space-/res-)."),
-    ("lesioned_images", "Lesioned images", "[OUTPUT_DIR]/sub-*/anat/*_desc-lesioned_*.nii.gz",
-     "embed: the input with a lesion drawn in, on the input grid (and on the model grid with space-/res-)."),
-    ("edit_regions", "Edit regions", "[OUTPUT_DIR]/sub-*/anat/*_desc-editregion_mask.nii.gz",
-     "The voxels that may differ from the input."),
-    ("reports", "Participant reports", "[OUTPUT_DIR]/sub-*.html",
-     "One visual report per participant (figures under sub-<label>/figures/)."),
+    (
+        "dataset_description",
+        "Dataset description",
+        "[OUTPUT_DIR]/dataset_description.json",
+        "The BIDS-Derivatives dataset description (GeneratedBy, SourceDatasets).",
+    ),
+    (
+        "healed_images",
+        "Healed images",
+        "[OUTPUT_DIR]/sub-*/anat/*_desc-healed_*.nii.gz",
+        "heal: the input with its lesion replaced by healthy-looking tissue, on the input grid (and on the model grid with space-/res-).",
+    ),
+    (
+        "lesioned_images",
+        "Lesioned images",
+        "[OUTPUT_DIR]/sub-*/anat/*_desc-lesioned_*.nii.gz",
+        "embed: the input with a lesion drawn in, on the input grid (and on the model grid with space-/res-).",
+    ),
+    (
+        "edit_regions",
+        "Edit regions",
+        "[OUTPUT_DIR]/sub-*/anat/*_desc-editregion_mask.nii.gz",
+        "The voxels that may differ from the input.",
+    ),
+    (
+        "reports",
+        "Participant reports",
+        "[OUTPUT_DIR]/sub-*.html",
+        "One visual report per participant (figures under sub-<label>/figures/).",
+    ),
 ]
 
 
@@ -184,7 +204,9 @@ def describe_type(param: click.Parameter, spec: dict[str, Any]) -> None:
         if param.name in ARGUMENT_CHOICES:
             spec["value-choices"] = list(ARGUMENT_CHOICES[param.name])
     else:
-        raise TypeError(f"{param.name}: no Boutiques mapping for the click type {ptype!r}; extend bids_usb.boutiques.describe_type")
+        raise TypeError(
+            f"{param.name}: no Boutiques mapping for the click type {ptype!r}; extend bids_usb.boutiques.describe_type"
+        )
 
 
 def _name(param: click.Parameter) -> str:
@@ -255,8 +277,8 @@ def descriptor(command: click.Command) -> dict[str, Any]:
         "name": "bids_usb",
         "tool-version": __version__,
         "description": "USB (Unified Synthetic Brain) lesion healing and embedding for BIDS datasets, "
-                       "a BIDS App: heal lesions (pathology to healthy) or embed them (healthy to pathology) "
-                       "in T1w or FLAIR images with a paired latent diffusion model; writes a BIDS-Derivatives dataset.",
+        "a BIDS App: heal lesions (pathology to healthy) or embed them (healthy to pathology) "
+        "in T1w or FLAIR images with a paired latent diffusion model; writes a BIDS-Derivatives dataset.",
         "author": "bids_usb developers",
         "url": CODE_URL,
         "command-line": " ".join(["bids_usb", *(spec["value-key"] for spec in inputs)]),
@@ -264,8 +286,7 @@ def descriptor(command: click.Command) -> dict[str, Any]:
         "container-image": {"type": "docker", "image": f"bids_usb:{__version__}"},
         "inputs": inputs,
         "output-files": [
-            {"id": i, "name": n, "path-template": t, "description": d, "optional": True}
-            for i, n, t, d in OUTPUT_FILES
+            {"id": i, "name": n, "path-template": t, "description": d, "optional": True} for i, n, t, d in OUTPUT_FILES
         ],
         "error-codes": error_codes(),
         "tags": {"domain": ["neuroimaging", "mri", "bids-app", "lesion"]},

@@ -7,7 +7,6 @@ code from the BIDS Execution specification (see ``bids_usb.errors``).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -58,25 +57,92 @@ def _opt(*names, **kw):
 @click.argument("bids_dir", type=click.Path(path_type=Path))
 @click.argument("output_dir", type=click.Path(path_type=Path))
 @click.argument("analysis_level")
-@_opt("--participant-label", multiple=True, cls=_NargsPlus, help="Participants to process, with or without 'sub-' (e.g. --participant-label 01 02).")
+@_opt(
+    "--participant-label",
+    multiple=True,
+    cls=_NargsPlus,
+    help="Participants to process, with or without 'sub-' (e.g. --participant-label 01 02).",
+)
 @_opt("--session-label", multiple=True, cls=_NargsPlus, help="Sessions to process, with or without 'ses-'.")
-@_opt("--bids-filter-file", type=click.Path(path_type=Path, exists=True, dir_okay=False), help="JSON of pybids queries per image kind, as in fMRIPrep ({'t1w': {...}}).")
+@_opt(
+    "--bids-filter-file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="JSON of pybids queries per image kind, as in fMRIPrep ({'t1w': {...}}).",
+)
 @_opt("--skip-bids-validation", is_flag=True, help="Do not run bids-validator-deno on the input dataset.")
-@_opt("-w", "--work-dir", type=click.Path(path_type=Path), help="Where intermediate results are cached (resumable). Default: <output_dir>/../work/bids_usb")
+@_opt(
+    "-w",
+    "--work-dir",
+    type=click.Path(path_type=Path),
+    help="Where intermediate results are cached (resumable). Default: <output_dir>/../work/bids_usb",
+)
 @_opt("--nprocs", "--nthreads", type=int, default=None, help="Processes nipype may run at once (default: all cores).")
 @_opt("--omp-nthreads", type=int, default=None, help="Threads per process for ANTs and PyTorch.")
-@_opt("--mem", "--mem-mb", "mem", default=None, help="Memory nipype may plan with, in MB unless a unit is given (16000, 16GB), as fMRIPrep reads it.")
-@_opt("--task", type=click.Choice(["heal", "embed"]), default="heal", show_default=True, help="heal: lesion -> healthy; embed: draw a lesion into a healthy brain.")
-@_opt("--model", type=click.Path(path_type=Path), default=None,
-      help="USB checkpoint directory (default: the bundled demo model); the authors' weights after "
-           "usb-import-upstream (docs/upstream.md).")
-@_opt("--lesion-masks", type=click.Path(path_type=Path), default=None, help="A BIDS-Derivatives dataset holding lesion masks (Type: Lesion).")
-@_opt("--lesion-mask", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None, help="embed: one lesion mask in the template space (MNI152NLin2009aSym), any grid, drawn into every brain.")
-@_opt("--lesion-from", default=None, help="embed: draw the lesion of this participant (e.g. sub-01, from its lesion mask, mapped through its own registration) into every brain.")
-@_opt("--heal-mode", type=click.Choice(["auto", "mask", "detect", "acg"]), default=None, help="heal: 'mask' regenerates the given lesion; 'detect' finds lesions first (no mask); 'acg' is the paper's mask-free healing; 'auto' (default): mask when a lesion mask exists, else detect.")
-@_opt("--fill", type=click.Choice(["graft", "wm", "none"]), default=None, help="heal (mask, detect): what the lesion holds before USB refines it: a template graft (default), a white-matter fill, or the lesion itself.")
-@_opt("--detect-threshold", type=click.FloatRange(0, None), default=None, help="heal --heal-mode detect: anomaly (normalised intensity) above which a voxel is lesion (default: the model's).")
-@_opt("--detect-min-ml", type=click.FloatRange(0, None), default=None, help="heal --heal-mode detect: smallest detected lesion kept, in ml (default: the model's).")
+@_opt(
+    "--mem",
+    "--mem-mb",
+    "mem",
+    default=None,
+    help="Memory nipype may plan with, in MB unless a unit is given (16000, 16GB), as fMRIPrep reads it.",
+)
+@_opt(
+    "--task",
+    type=click.Choice(["heal", "embed"]),
+    default="heal",
+    show_default=True,
+    help="heal: lesion -> healthy; embed: draw a lesion into a healthy brain.",
+)
+@_opt(
+    "--model",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="USB checkpoint directory (default: the bundled demo model); the authors' weights after "
+    "usb-import-upstream (docs/upstream.md).",
+)
+@_opt(
+    "--lesion-masks",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A BIDS-Derivatives dataset holding lesion masks (Type: Lesion).",
+)
+@_opt(
+    "--lesion-mask",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="embed: one lesion mask in the template space (MNI152NLin2009aSym), any grid, drawn into every brain.",
+)
+@_opt(
+    "--lesion-from",
+    default=None,
+    help="embed: draw the lesion of this participant (e.g. sub-01, from its lesion mask, mapped through its own registration) into every brain.",
+)
+@_opt(
+    "--heal-mode",
+    type=click.Choice(["auto", "mask", "detect", "acg"]),
+    default=None,
+    help=(
+        "heal: 'mask' regenerates the given lesion; 'detect' finds lesions first (no mask); 'acg' is the "
+        "paper's mask-free healing; 'auto' (default): mask when a lesion mask exists, else detect."
+    ),
+)
+@_opt(
+    "--fill",
+    type=click.Choice(["graft", "wm", "none"]),
+    default=None,
+    help="heal (mask, detect): what the lesion holds before USB refines it: a template graft (default), a white-matter fill, or the lesion itself.",
+)
+@_opt(
+    "--detect-threshold",
+    type=click.FloatRange(0, None),
+    default=None,
+    help="heal --heal-mode detect: anomaly (normalised intensity) above which a voxel is lesion (default: the model's).",
+)
+@_opt(
+    "--detect-min-ml",
+    type=click.FloatRange(0, None),
+    default=None,
+    help="heal --heal-mode detect: smallest detected lesion kept, in ml (default: the model's).",
+)
 @_opt("--steps", type=int, default=None, help="Denoising steps of the edit (the stride is t_start // steps).")
 @_opt("--t-start", type=int, default=None, help="Noise level the edit starts from (paper: 300 heal, 500 embed).")
 @_opt("--alpha0", type=float, default=None, help="ACG strength alpha0 (paper: 20).")
@@ -84,24 +150,90 @@ def _opt(*names, **kw):
 @_opt("--eta", "lcg_eta", type=float, default=None, help="LCG eta for embed (paper: 1).")
 @_opt("--ddim-eta", type=float, default=None, help="DDIM stochasticity (0: deterministic).")
 @_opt("--no-acg", is_flag=True, help="Turn Anatomy Consistency Guidance off (an ablation).")
-@_opt("--n-samples", type=click.IntRange(1, None), default=1, show_default=True, help="Samples per image; > 1 also writes an uncertainty map.")
-@_opt("--seed", type=int, default=0, show_default=True, help="Seed of the sampler's noise and of ANTs' registration: the same seed gives the same output on the same device.")
-@_opt("--assume-orientation", type=click.Choice(["sform", "qform", "voxel"]), default=None, help="Images whose qform and sform codes are both 0 have no known orientation and are refused; this reads them from the sform matrix, the qform quaternion, or the voxel sizes alone (LAS) instead.")
+@_opt(
+    "--n-samples",
+    type=click.IntRange(1, None),
+    default=1,
+    show_default=True,
+    help="Samples per image; > 1 also writes an uncertainty map.",
+)
+@_opt(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of the sampler's noise and of ANTs' registration: the same seed gives the same output on the same device.",
+)
+@_opt(
+    "--assume-orientation",
+    type=click.Choice(["sform", "qform", "voxel"]),
+    default=None,
+    help=(
+        "Images whose qform and sform codes are both 0 have no known orientation and are refused; this reads "
+        "them from the sform matrix, the qform quaternion, or the voxel sizes alone (LAS) instead."
+    ),
+)
 @_opt("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @_opt("--skull-stripped", is_flag=True, help="The inputs are already skull-stripped: skip deepbet.")
 @_opt("--plugin", default=None, help="nipype execution plugin (MultiProc by default; Linear, SLURM, SGE, ...).")
-@_opt("--plugin-args", default=None, help="JSON object (or file) of plugin arguments, e.g. '{\"sbatch_args\": \"-p short\"}'.")
-@_opt("--group-task", type=click.Choice(["train", "metrics", "generate"]), default=None, help="group level: train a model on the dataset's brains, compute cohort metrics, or generate a synthetic cohort.")
+@_opt(
+    "--plugin-args",
+    default=None,
+    help='JSON object (or file) of plugin arguments, e.g. \'{"sbatch_args": "-p short"}\'.',
+)
+@_opt(
+    "--group-task",
+    type=click.Choice(["train", "metrics", "generate"]),
+    default=None,
+    help="group level: train a model on the dataset's brains, compute cohort metrics, or generate a synthetic cohort.",
+)
 @_opt("--preset", default=None, help="train: a preset name (tiny, demo, paper) or a config JSON (default: demo).")
 @_opt("--train-steps", default=None, help="train: steps per stage, e.g. 'autoencoder=2000,lesion=3000,brain=3000'.")
-@_opt("--batch-size", type=click.IntRange(1, None), default=None, help="train/generate: volumes per batch (default: the config's).")
-@_opt("--model-name", default="usb", show_default=True, help="train: the checkpoint is written to OUTPUT_DIR/models/<name>.")
-@click.option("--resume/--no-resume", default=True, show_default=True, help="train: continue from the training state in OUTPUT_DIR/models/<name>.")
+@_opt(
+    "--batch-size",
+    type=click.IntRange(1, None),
+    default=None,
+    help="train/generate: volumes per batch (default: the config's).",
+)
+@_opt(
+    "--model-name",
+    default="usb",
+    show_default=True,
+    help="train: the checkpoint is written to OUTPUT_DIR/models/<name>.",
+)
+@click.option(
+    "--resume/--no-resume",
+    default=True,
+    show_default=True,
+    help="train: continue from the training state in OUTPUT_DIR/models/<name>.",
+)
 @_opt("--overwrite", is_flag=True, help="train: replace a checkpoint directory that cannot be resumed.")
-@_opt("--ground-truth", type=click.Path(path_type=Path), default=None, help="metrics: a derivatives dataset with the healthy ground truth (e.g. from usb-synth-dataset).")
-@_opt("--n-generate", type=click.IntRange(1, None), default=None, help="generate: number of pairs (default: one per mask with --masks, else 8).")
-@_opt("--masks", type=click.Path(path_type=Path), default=None, help="generate: a folder or BIDS dataset of lesion masks; one brain is generated per mask.")
-@click.option("--bids-exec-spec", is_flag=True, is_eager=True, expose_value=False, callback=lambda ctx, _p, v: _print_exec_spec(ctx, v), help="Print the Boutiques descriptor of this command and exit.")
+@_opt(
+    "--ground-truth",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="metrics: a derivatives dataset with the healthy ground truth (e.g. from usb-synth-dataset).",
+)
+@_opt(
+    "--n-generate",
+    type=click.IntRange(1, None),
+    default=None,
+    help="generate: number of pairs (default: one per mask with --masks, else 8).",
+)
+@_opt(
+    "--masks",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="generate: a folder or BIDS dataset of lesion masks; one brain is generated per mask.",
+)
+@click.option(
+    "--bids-exec-spec",
+    is_flag=True,
+    is_eager=True,
+    expose_value=False,
+    callback=lambda ctx, _p, v: _print_exec_spec(ctx, v),
+    help="Print the Boutiques descriptor of this command and exit.",
+)
 @click.option("-v", "--verbose", count=True, help="More log output (repeat for more).")
 @click.version_option(__version__, "--version", prog_name="bids_usb")
 def cli(**opts):
@@ -160,8 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     except (Interrupted, click.exceptions.Abort) as exc:
         cause = exc if isinstance(exc, Interrupted) else exc.__cause__  # click wraps Ctrl-C in Abort
         if isinstance(cause, Interrupted):
-            click.echo(f"bids_usb: error: stopped by {cause}; finished steps are kept in the work directory, "
-                       "run the same command again to resume", err=True)
+            click.echo(
+                f"bids_usb: error: stopped by {cause}; finished steps are kept in the work directory, "
+                "run the same command again to resume",
+                err=True,
+            )
             return cause.exit_code
         click.echo("bids_usb: aborted", err=True)
         return 130

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from usb_model.config import EditParameters
 
@@ -83,13 +84,15 @@ def parse_labels(values: Iterable[str], prefix: str, option: str) -> tuple[str, 
     out = []
     for value in values:
         for item in value.replace(",", " ").split():
-            label = item[len(prefix):] if item.startswith(prefix) else item
+            label = item[len(prefix) :] if item.startswith(prefix) else item
             if not label:
                 raise UsageError(f"{option} {item!r} names no label; give e.g. {option} 01")
             out.append(label)
     if not out:
-        raise UsageError(f"{option} was given an empty value; name the labels (e.g. {option} 01 02), "
-                         "or leave the option out to process every one")
+        raise UsageError(
+            f"{option} was given an empty value; name the labels (e.g. {option} 01 02), "
+            "or leave the option out to process every one"
+        )
     return tuple(out)
 
 
@@ -187,21 +190,24 @@ class Nipype:
         """nipype's global settings for this run (crash files as text in the work directory,
         content hashes so that a copied dataset still hits the cache), and the thread counts
         that worker processes inherit (ANTs/ITK and PyTorch use --omp-nthreads threads)."""
-        from nipype import config, logging as nlogging
+        from nipype import config
+        from nipype import logging as nlogging
 
         threads = str(self.omp_nthreads)
         os.environ["OMP_NUM_THREADS"] = threads
         os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = threads
-        config.update_config({
-            "execution": {
-                "crashdump_dir": str(work_dir / "crashes"),
-                "crashfile_format": "txt",
-                "hash_method": "content",
-                "remove_unnecessary_outputs": False,
-                "stop_on_first_crash": False,
-            },
-            "monitoring": {"enabled": False},
-        })
+        config.update_config(
+            {
+                "execution": {
+                    "crashdump_dir": str(work_dir / "crashes"),
+                    "crashfile_format": "txt",
+                    "hash_method": "content",
+                    "remove_unnecessary_outputs": False,
+                    "stop_on_first_crash": False,
+                },
+                "monitoring": {"enabled": False},
+            }
+        )
         nlogging.update_logging(config)
         level = "INFO" if verbose else "WARNING"
         for name in ("nipype.workflow", "nipype.interface", "nipype.utils"):
@@ -254,7 +260,7 @@ class RunConfig:
         return f"group:{self.group.task}"
 
     @classmethod
-    def from_options(cls, opts: Mapping[str, Any], given: Iterable[str] = ()) -> "RunConfig":
+    def from_options(cls, opts: Mapping[str, Any], given: Iterable[str] = ()) -> RunConfig:
         """Typed sections from the parsed options; ``given`` names the options the user set
         (not defaults), which must apply to the level and task chosen."""
         level = opts["analysis_level"]
@@ -312,7 +318,9 @@ class RunConfig:
     def check(self, given: Iterable[str]) -> None:
         """Options against each other: each given option must apply to this level and task."""
         if self.execution.level == "group" and self.group.task is None:
-            raise UsageError("the group level needs a task: add --group-task train, --group-task metrics or --group-task generate")
+            raise UsageError(
+                "the group level needs a task: add --group-task train, --group-task metrics or --group-task generate"
+            )
         if self.workflow.lesion_mask is not None and self.workflow.lesion_from is not None:
             raise UsageError("--lesion-mask and --lesion-from both name the lesion to embed; give one")
         scope = self.scope
@@ -320,8 +328,9 @@ class RunConfig:
             allowed = SCOPES.get(name)
             if allowed is not None and scope not in allowed:
                 where = ", ".join(sorted(s.replace(":", " ") for s in allowed))
-                raise UsageError(f"{option_flag(name)} does not apply to the {scope.replace(':', ' ')} run; "
-                                 f"it is for: {where}")
+                raise UsageError(
+                    f"{option_flag(name)} does not apply to the {scope.replace(':', ' ')} run; it is for: {where}"
+                )
 
 
 def option_flag(name: str) -> str:
@@ -338,8 +347,12 @@ def sampling_from_options(opts: Mapping[str, Any], task: str) -> EditParameters:
     if task == "embed":
         values["lcg_eta"] = opts.get("lcg_eta")
     if task == "heal":
-        values.update(mode=opts.get("heal_mode"), fill=opts.get("fill"),
-                      detect_threshold=opts.get("detect_threshold"), detect_min_ml=opts.get("detect_min_ml"))
+        values.update(
+            mode=opts.get("heal_mode"),
+            fill=opts.get("fill"),
+            detect_threshold=opts.get("detect_threshold"),
+            detect_min_ml=opts.get("detect_min_ml"),
+        )
     if opts.get("no_acg"):
         values["acg"] = False
     return EditParameters(**{k: v for k, v in values.items() if v is not None})

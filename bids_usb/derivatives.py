@@ -65,7 +65,9 @@ def bids_name(entities: dict[str, Any], suffix: str, extension: str) -> str:
     return "_".join([*parts, suffix]) + extension
 
 
-def derivative_path(output_dir: Path, source: dict[str, Any], suffix: str, extension: str = ".nii.gz", **new: Any) -> Path:
+def derivative_path(
+    output_dir: Path, source: dict[str, Any], suffix: str, extension: str = ".nii.gz", **new: Any
+) -> Path:
     """The path of a derivative of ``source`` (the input's pybids entities), with new entities added."""
     names = short_names()
     keys = set(entity_order()) - DERIVATIVE_ENTITIES

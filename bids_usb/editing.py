@@ -71,7 +71,11 @@ def run_edit(
         return result, {**result.params, "task": task}
     else:
         if lesion is None or not lesion.any():
-            raise DataError("embedding needs a non-empty lesion mask on the model grid; the mask vanished after registration")
-        result = usb.embed(image, lesion.astype(np.float32), n_samples=n_samples, seed=seed, composite=False, spacing=spacing, **used)
+            raise DataError(
+                "embedding needs a non-empty lesion mask on the model grid; the mask vanished after registration"
+            )
+        result = usb.embed(
+            image, lesion.astype(np.float32), n_samples=n_samples, seed=seed, composite=False, spacing=spacing, **used
+        )
     band = tuple(bundle.config.sampling.band_mm)
     return result, {**used, "band_mm": band, "seed": seed, "n_samples": n_samples, "task": task}

@@ -48,7 +48,9 @@ def affine_problem(affine: np.ndarray) -> str | None:
     columns = linear / np.linalg.norm(linear, axis=0)
     cosines = np.abs(columns.T @ columns - np.eye(3))
     if cosines.max() > MAX_SHEAR_COS:
-        return f"has a sheared affine (voxel axes {np.degrees(np.arccos(1 - cosines.max())):.1f} degrees from orthogonal)"
+        return (
+            f"has a sheared affine (voxel axes {np.degrees(np.arccos(1 - cosines.max())):.1f} degrees from orthogonal)"
+        )
     return None
 
 
@@ -114,27 +116,40 @@ def load_image(path: str | Path, what: str = "image", orientation: str | None = 
         img = nib.load(str(path))
         data = np.asanyarray(img.dataobj)
     except (OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile, nib.filebasedimages.ImageFileError) as exc:
-        raise DataError(f"{path}: cannot read this {what} ({exc.__class__.__name__}: {exc}); the file is truncated or corrupt, convert it again") from exc
+        raise DataError(
+            f"{path}: cannot read this {what} ({exc.__class__.__name__}: {exc}); the file is truncated or corrupt, convert it again"
+        ) from exc
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
-        raise DataError(f"{path}: the {what} has shape {data.shape}; a 3D volume is needed, extract one volume first (e.g. fslroi or nibabel)")
+        raise DataError(
+            f"{path}: the {what} has shape {data.shape}; a 3D volume is needed, extract one volume first (e.g. fslroi or nibabel)"
+        )
     if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
         n_bad = int((~np.isfinite(data)).sum())
-        raise DataError(f"{path}: the {what} has {n_bad} NaN or Inf voxels; set them to 0 or fix the reconstruction, then run again")
+        raise DataError(
+            f"{path}: the {what} has {n_bad} NaN or Inf voxels; set them to 0 or fix the reconstruction, then run again"
+        )
     out = nib.Nifti1Image(data, img.affine, img.header)
     out.set_data_dtype(data.dtype)
     return check_orientation(out, path, what, orientation)
 
 
-def load_mask(path: str | Path, reference: nib.Nifti1Image | None = None, what: str = "lesion mask",
-              orientation: str | None = None) -> nib.Nifti1Image:
+def load_mask(
+    path: str | Path,
+    reference: nib.Nifti1Image | None = None,
+    what: str = "lesion mask",
+    orientation: str | None = None,
+) -> nib.Nifti1Image:
     """A binary uint8 mask; a non-binary one is thresholded at 0.5 with a warning."""
     img = load_image(path, what, orientation)
     data = np.asanyarray(img.dataobj).astype(np.float32)
     values = np.unique(data)
     if not np.all(np.isin(values, (0, 1))):
-        warnings.warn(f"{path}: the {what} is not binary (values {values.min():g}..{values.max():g}); thresholding at 0.5", stacklevel=2)
+        warnings.warn(
+            f"{path}: the {what} is not binary (values {values.min():g}..{values.max():g}); thresholding at 0.5",
+            stacklevel=2,
+        )
     binary = (data > 0.5).astype(np.uint8)
     out = nib.Nifti1Image(binary, img.affine, img.header)
     out.set_data_dtype(np.uint8)

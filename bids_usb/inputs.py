@@ -49,15 +49,18 @@ def head_mask(img: nib.Nifti1Image) -> np.ndarray:
     return data > 0.05 * float(np.percentile(positive, 99))
 
 
-def prepare_inputs(anat_path: str | Path, mask_path: str | Path | None, task: str,
-                   orientation: str | None = None) -> PreparedInputs:
+def prepare_inputs(
+    anat_path: str | Path, mask_path: str | Path | None, task: str, orientation: str | None = None
+) -> PreparedInputs:
     """The image and its mask, checked: readable, 3D, finite, oriented, a head, and a mask that
     lies in that head and leaves most of it untouched. ``orientation`` is ``--assume-orientation``."""
     anat = load_image(anat_path, "image", orientation)
     check_head(anat, Path(anat_path))
     if mask_path is None:
         if task == "embed":
-            raise DataError(f"{anat_path}: embedding needs a lesion mask; pass --lesion-mask FILE (a template-space mask) or give the image a lesion mask")
+            raise DataError(
+                f"{anat_path}: embedding needs a lesion mask; pass --lesion-mask FILE (a template-space mask) or give the image a lesion mask"
+            )
         return PreparedInputs(anat, None)
     if _space(mask_path) != _space(anat_path):
         raise DataError(
@@ -74,7 +77,9 @@ def prepare_inputs(anat_path: str | Path, mask_path: str | Path | None, task: st
         warnings.warn(
             f"{mask_path}: the lesion mask is empty, so this image is healed as if it had none: lesions are "
             "detected from the model's anomaly map (--heal-mode detect), and where nothing is detected the "
-            "image comes back unchanged", stacklevel=2)
+            "image comes back unchanged",
+            stacklevel=2,
+        )
         return PreparedInputs(anat, None)
     head = head_mask(anat)
     covered = float((lesion & head).sum()) / max(int(head.sum()), 1)
@@ -101,8 +106,13 @@ def _resample_mask(mask: nib.Nifti1Image, anat: nib.Nifti1Image, mask_path) -> n
                 f"{mask_path}: only {100 * in_head.mean():.0f}% of the lesion mask falls inside the head once placed "
                 "on the image; it is in another space. Give a mask on the image's own grid"
             )
-    warnings.warn(f"{mask_path}: the lesion mask is on another grid than its image; resampled with nearest neighbour", stacklevel=3)
-    out = resample_from_to(nib.Nifti1Image(data.astype(np.float32), mask.affine), (anat.shape[:3], anat.affine), order=0)
+    warnings.warn(
+        f"{mask_path}: the lesion mask is on another grid than its image; resampled with nearest neighbour",
+        stacklevel=3,
+    )
+    out = resample_from_to(
+        nib.Nifti1Image(data.astype(np.float32), mask.affine), (anat.shape[:3], anat.affine), order=0
+    )
     binary = (np.asanyarray(out.dataobj) > 0.5).astype(np.uint8)
     img = nib.Nifti1Image(binary, anat.affine)
     img.set_data_dtype(np.uint8)

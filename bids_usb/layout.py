@@ -25,9 +25,10 @@ import json
 import os
 import tempfile
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from .errors import CannotCreateOutput, DataError, NoInput, NothingSelected, UsageError, ValidationFailed
 
@@ -265,13 +266,10 @@ def dataset_check(bids_dir: str | os.PathLike) -> Path:
     try:
         content = json.loads(desc.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValidationFailed(
-            f"{desc} cannot be read as JSON ({exc}); fix it or pass --skip-bids-validation"
-        ) from exc
+        raise ValidationFailed(f"{desc} cannot be read as JSON ({exc}); fix it or pass --skip-bids-validation") from exc
     if not isinstance(content, dict):
         raise ValidationFailed(
-            f"{desc} holds a JSON {type(content).__name__}, not an object; "
-            "fix it or pass --skip-bids-validation"
+            f"{desc} holds a JSON {type(content).__name__}, not an object; fix it or pass --skip-bids-validation"
         )
     if not any(p.is_dir() and p.name.startswith("sub-") for p in root.iterdir()):
         raise NoInput(f"{root} has no sub-<label> folders: there is nothing to process")
@@ -336,8 +334,7 @@ def load_bids_filter(path: str | os.PathLike | None) -> dict[str, dict[str, Any]
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise UsageError(
-            f"--bids-filter-file {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: "
-            f"{exc.msg})"
+            f"--bids-filter-file {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
         ) from exc
     return _normalise_filter(data, f"--bids-filter-file {path}")
 
@@ -351,13 +348,11 @@ def _pybids_query(entities: Mapping[str, Any], known: Iterable[str], what: str) 
     for name, value in entities.items():
         if name in _FORBIDDEN_FILTER_ENTITIES:
             raise UsageError(
-                f"bids filter {what!r}: the entity {name!r} cannot be filtered on "
-                f"({_FORBIDDEN_FILTER_ENTITIES[name]})"
+                f"bids filter {what!r}: the entity {name!r} cannot be filtered on ({_FORBIDDEN_FILTER_ENTITIES[name]})"
             )
         if name not in known:
             raise UsageError(
-                f"bids filter {what!r}: {name!r} is not a BIDS entity pybids knows "
-                f"(known: {', '.join(sorted(known))})"
+                f"bids filter {what!r}: {name!r} is not a BIDS entity pybids knows (known: {', '.join(sorted(known))})"
             )
         if value is None or value == "<NONE>":
             query[name] = Query.NONE
@@ -384,7 +379,7 @@ def _strip(labels: Iterable[str] | str | None, prefix: str) -> list[str] | None:
     for label in labels:
         label = str(label).strip()
         if label.startswith(prefix):
-            label = label[len(prefix):]
+            label = label[len(prefix) :]
         if not label:
             raise UsageError(f"empty label given for {prefix.rstrip('-')}")
         if label not in out:
@@ -426,9 +421,7 @@ def _says_lesion(entities: Mapping[str, Any], metadata: Mapping[str, Any]) -> bo
     """A sidecar ``"Type"`` decides; without one, a label or desc mentioning lesion does."""
     kind = metadata.get("Type")
     if isinstance(kind, str) and kind.strip():
-        return kind.strip().lower() == "lesion" or (
-            kind.strip().lower() == "roi" and _named_lesion(entities)
-        )
+        return kind.strip().lower() == "lesion" or (kind.strip().lower() == "roi" and _named_lesion(entities))
     return _named_lesion(entities)
 
 
@@ -519,11 +512,7 @@ def _mask_score(image: Mapping[str, Any], mask: Mapping[str, Any]) -> int | None
 
 
 def _pick_mask(image: AnatInput, masks: list[_Mask]) -> _Mask | None:
-    scored = [
-        ((m.rank, s), m)
-        for m in masks
-        if (s := _mask_score(image.entities, m.entities)) is not None
-    ]
+    scored = [((m.rank, s), m) for m in masks if (s := _mask_score(image.entities, m.entities)) is not None]
     if not scored:
         return None
     best = max(k for k, _ in scored)
@@ -532,7 +521,7 @@ def _pick_mask(image: AnatInput, masks: list[_Mask]) -> _Mask | None:
         names = ", ".join(str(m.path) for m in winners)
         raise DataError(
             f"{image.path.name}: more than one lesion mask fits equally well ({names}); "
-            "keep one, or choose with a \"lesion\" entry in --bids-filter-file "
+            'keep one, or choose with a "lesion" entry in --bids-filter-file '
             '(e.g. {"lesion": {"desc": "T1lesion"}})'
         )
     return winners[0]
@@ -543,9 +532,7 @@ def _drop_duplicates(images: list) -> list:
     by_key: dict[tuple, list] = defaultdict(list)
     for f in images:
         ents = f.get_entities()
-        key = tuple(
-            sorted((k, str(v)) for k, v in ents.items() if k not in ("extension", "space"))
-        )
+        key = tuple(sorted((k, str(v)) for k, v in ents.items() if k not in ("extension", "space")))
         by_key[key].append(f)
     kept = []
     for group in by_key.values():

@@ -41,14 +41,18 @@ class ModelBundle:
     path: Path
 
     @classmethod
-    def open(cls, path: str | Path | None) -> "ModelBundle":
+    def open(cls, path: str | Path | None) -> ModelBundle:
         path = Path(path) if path is not None else default_model_dir()
         if (path / "checkpoint" / CONFIG_FILE).is_file():  # a training directory (usb-train, group train)
             path = path / "checkpoint"
         if not path.is_dir():
             if path == default_model_dir():
-                raise NoInput(f"no bundled model at {path}: this installation has no trained demo model yet; pass --model DIR with a USB checkpoint")
-            raise NoInput(f"--model {path}: no such directory; pass the directory that holds {CONFIG_FILE} and {WEIGHTS_FILE}")
+                raise NoInput(
+                    f"no bundled model at {path}: this installation has no trained demo model yet; pass --model DIR with a USB checkpoint"
+                )
+            raise NoInput(
+                f"--model {path}: no such directory; pass the directory that holds {CONFIG_FILE} and {WEIGHTS_FILE}"
+            )
         for name in (CONFIG_FILE, WEIGHTS_FILE):
             if not (path / name).is_file():
                 raise NoInput(f"--model {path}: {name} is missing; this is not a complete USB checkpoint")
@@ -56,7 +60,7 @@ class ModelBundle:
         try:
             bundle.config  # noqa: B018 - parse now, fail early
             check_weights(path)  # header and shapes only: nothing is loaded, nothing unpickled
-            bundle.template
+            bundle.template  # noqa: B018 - read now, fail early
         except CheckpointError as exc:
             raise DataError(f"--model {path}: {exc}") from exc
         return bundle

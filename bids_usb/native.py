@@ -47,7 +47,9 @@ def edit_region(lesion_native: np.ndarray | None, delta_native: np.ndarray, spac
     return np.abs(delta_native) > CHANGE_THRESHOLD
 
 
-def _native(array: np.ndarray, like: nib.Nifti1Image, original: nib.Nifti1Image, registration: prep.Registration) -> np.ndarray:
+def _native(
+    array: np.ndarray, like: nib.Nifti1Image, original: nib.Nifti1Image, registration: prep.Registration
+) -> np.ndarray:
     moved = prep.to_native(nib.Nifti1Image(np.asarray(array, dtype=np.float32), like.affine), original, registration)
     return np.asanyarray(moved.dataobj, dtype=np.float32)
 
@@ -74,7 +76,9 @@ def to_native_edit(
     if change_model is not None:
         delta_model = np.asanyarray(change_model.dataobj, dtype=np.float32)
     else:
-        delta_model = np.asanyarray(edited_model.dataobj, dtype=np.float32) - np.asanyarray(input_model.dataobj, dtype=np.float32)
+        delta_model = np.asanyarray(edited_model.dataobj, dtype=np.float32) - np.asanyarray(
+            input_model.dataobj, dtype=np.float32
+        )
     delta_native_norm = _native(delta_model, edited_model, original, registration)
     bias = np.asanyarray(from_ras(bias_ras, original).dataobj, dtype=np.float32)
     spacing = original.header.get_zooms()[:3]

@@ -28,14 +28,14 @@ from usb_model.intensity import brain_scale, normalisation_percentile, normalise
 from .errors import DataError
 
 
-def to_ants(img: nib.Nifti1Image) -> "ants.ANTsImage":
+def to_ants(img: nib.Nifti1Image) -> ants.ANTsImage:
     data = np.asanyarray(img.dataobj).astype(np.float32)
     float_img = nib.Nifti1Image(data, img.affine)
     float_img.header.set_xyzt_units("mm", "sec")  # ITK warns on every image without units
     return ants.from_nibabel_nifti(float_img)
 
 
-def from_ants(img: "ants.ANTsImage", dtype=np.float32) -> nib.Nifti1Image:
+def from_ants(img: ants.ANTsImage, dtype=np.float32) -> nib.Nifti1Image:
     out = ants.to_nibabel_nifti(img)
     data = np.asanyarray(out.dataobj).astype(dtype)
     return nib.Nifti1Image(data, out.affine)
@@ -161,15 +161,25 @@ def _register(brain, template, cost_mask, workdir: Path, seed: int) -> Registrat
     return Registration(transform=Path(result["fwdtransforms"][0]))
 
 
-def to_template(img: nib.Nifti1Image, template: nib.Nifti1Image, reg: Registration, interpolator: str = "linear") -> nib.Nifti1Image:
-    moved = ants.apply_transforms(fixed=to_ants(template), moving=to_ants(img), transformlist=[str(reg.transform)], interpolator=interpolator)
+def to_template(
+    img: nib.Nifti1Image, template: nib.Nifti1Image, reg: Registration, interpolator: str = "linear"
+) -> nib.Nifti1Image:
+    moved = ants.apply_transforms(
+        fixed=to_ants(template), moving=to_ants(img), transformlist=[str(reg.transform)], interpolator=interpolator
+    )
     return from_ants(moved)
 
 
-def to_native(img: nib.Nifti1Image, native: nib.Nifti1Image, reg: Registration, interpolator: str = "linear") -> nib.Nifti1Image:
+def to_native(
+    img: nib.Nifti1Image, native: nib.Nifti1Image, reg: Registration, interpolator: str = "linear"
+) -> nib.Nifti1Image:
     """Template-space image -> the exact native grid (inverse of the affine)."""
     moved = ants.apply_transforms(
-        fixed=to_ants(native), moving=to_ants(img), transformlist=[str(reg.transform)], whichtoinvert=[True], interpolator=interpolator
+        fixed=to_ants(native),
+        moving=to_ants(img),
+        transformlist=[str(reg.transform)],
+        whichtoinvert=[True],
+        interpolator=interpolator,
     )
     return from_ants(moved)
 
@@ -180,11 +190,14 @@ def intensity_scale(image: np.ndarray, brain: np.ndarray, method: str = "percent
     try:
         return brain_scale(image, brain, normalisation_percentile(method))
     except ValueError as exc:
-        raise DataError(f"cannot normalise intensities: {exc}; check the skull stripping and registration in the report") from exc
+        raise DataError(
+            f"cannot normalise intensities: {exc}; check the skull stripping and registration in the report"
+        ) from exc
 
 
-def normalise(image: np.ndarray, brain: np.ndarray, scale: float, contrast: str = "T1w",
-              method: str = "percentile") -> np.ndarray:
+def normalise(
+    image: np.ndarray, brain: np.ndarray, scale: float, contrast: str = "T1w", method: str = "percentile"
+) -> np.ndarray:
     return normalise_brain(image, brain, scale, contrast, method)
 
 

@@ -9,17 +9,15 @@ the others still run, and the exit code then tells the first kind of failure met
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any
 
 from .config import RunConfig
 from .dataset import collect, validate_dataset
-from .progress import NodeProgress, count_nodes
 from .errors import BidsUsbError, DataError, NoInput, NothingSelected, UsageError
+from .progress import NodeProgress, count_nodes
 
 log = logging.getLogger("bids_usb")
 
@@ -60,7 +58,11 @@ def _checked_jobs(bids_dir: Path, config: RunConfig, bundle, work_dir: Path):
     collected = collect(bids_dir, config, bundle.contrast)
     failures: list[BidsUsbError] = []
     for subject in collected.missing:
-        failures.append(NoInput(f"sub-{subject}: no {bundle.contrast} image found; this model needs {bundle.contrast} images (other participants still run)"))
+        failures.append(
+            NoInput(
+                f"sub-{subject}: no {bundle.contrast} image found; this model needs {bundle.contrast} images (other participants still run)"
+            )
+        )
 
     template_lesion = config.workflow.lesion_mask
     if task == "embed" and config.workflow.lesion_from:
@@ -75,18 +77,34 @@ def _checked_jobs(bids_dir: Path, config: RunConfig, bundle, work_dir: Path):
         except DataError as exc:
             failures.append(exc)
             continue
-        jobs.append(ImageJob(anat=item.path, entities=item.entities, suffix=item.suffix, lesion_mask=mask,
-                             template_lesion=template_lesion if task == "embed" else None, orientation=orientation))
+        jobs.append(
+            ImageJob(
+                anat=item.path,
+                entities=item.entities,
+                suffix=item.suffix,
+                lesion_mask=mask,
+                template_lesion=template_lesion if task == "embed" else None,
+                orientation=orientation,
+            )
+        )
     if task == "embed":
         for job in list(jobs):
             if job.lesion_mask is None and job.template_lesion is None:
-                failures.append(DataError(f"{job.anat}: embedding needs a lesion mask; pass --lesion-mask FILE (template space) or give this image a lesion mask"))
+                failures.append(
+                    DataError(
+                        f"{job.anat}: embedding needs a lesion mask; pass --lesion-mask FILE (template space) or give this image a lesion mask"
+                    )
+                )
                 jobs.remove(job)
     if task == "heal" and config.workflow.sampling.mode == "mask":
         for job in list(jobs):
             if job.lesion_mask is None:
-                failures.append(NoInput(f"{job.anat}: --heal-mode mask needs a lesion mask and this image has none; "
-                                        "add its mask (sub-*_label-lesion_roi.nii.gz or --lesion-masks) or use --heal-mode auto to detect lesions"))
+                failures.append(
+                    NoInput(
+                        f"{job.anat}: --heal-mode mask needs a lesion mask and this image has none; "
+                        "add its mask (sub-*_label-lesion_roi.nii.gz or --lesion-masks) or use --heal-mode auto to detect lesions"
+                    )
+                )
                 jobs.remove(job)
     for failure in failures:
         print(f"bids_usb: error: {failure}", file=sys.stderr, flush=True)
@@ -126,7 +144,9 @@ def _run_jobs(jobs, failures, bids_dir: Path, output_dir: Path, work_dir: Path, 
             for message in data_errors[1:]:
                 print(f"bids_usb: error: {message}", file=sys.stderr, flush=True)
             raise DataError(data_errors[0]) from exc
-        raise BidsUsbError(f"the workflow failed ({exc}); see the crash files in {work_dir} and rerun to resume") from exc
+        raise BidsUsbError(
+            f"the workflow failed ({exc}); see the crash files in {work_dir} and rerun to resume"
+        ) from exc
     log.info("workflow finished in %.1f s", time.time() - started)
 
     reports = _write_reports(graph, jobs, bundle, settings, output_dir)
@@ -147,7 +167,9 @@ def node_data_errors(crash_dir: Path, since: float, jobs) -> list[str]:
         if crash.stat().st_mtime < since - 1:
             continue
         text = crash.read_text(errors="replace")
-        error = [line.strip() for line in text.splitlines() if line.strip().startswith(f"{DataError.__module__}.DataError: ")]
+        error = [
+            line.strip() for line in text.splitlines() if line.strip().startswith(f"{DataError.__module__}.DataError: ")
+        ]
         if not error:
             return []  # a genuine crash among them: keep the crash-file message
         message = error[-1].split(": ", 1)[1]
@@ -167,31 +189,48 @@ def _donor_lesion(label: str, bids_dir: Path, bundle, config: RunConfig, work_di
     from .workflows.participant import init_preprocess_wf
 
     try:
-        donors = layout.collect_inputs(bids_dir, participant_labels=[label], contrast=bundle.contrast,
-                                       lesion_masks_dir=config.workflow.lesion_masks)
+        donors = layout.collect_inputs(
+            bids_dir,
+            participant_labels=[label],
+            contrast=bundle.contrast,
+            lesion_masks_dir=config.workflow.lesion_masks,
+        )
     except NothingSelected as exc:
         raise NothingSelected(f"--lesion-from sub-{label}: no such participant in {bids_dir}") from exc
     with_mask = [item for item in donors.inputs if item.lesion_mask is not None]
     if not with_mask:
-        raise NoInput(f"--lesion-from sub-{label}: this participant has no {bundle.contrast} image with a lesion mask; give one with a mask")
+        raise NoInput(
+            f"--lesion-from sub-{label}: this participant has no {bundle.contrast} image with a lesion mask; give one with a mask"
+        )
     donor = with_mask[0]
     work_dir.mkdir(parents=True, exist_ok=True)
     config.nipype.apply(work_dir, config.execution.verbose)
     wf = pe.Workflow(name="bids_usb_donor_wf", base_dir=str(work_dir))
     template = pe.Node(ModelTemplate(model_dir=str(bundle.path)), name="model_template")
     name = "donor_" + "".join(c if c.isalnum() else "_" for c in donor.path.name.split(".")[0])
-    preprocess = init_preprocess_wf(donor.path, lesion_mask=donor.lesion_mask, task="embed", contrast=bundle.contrast,
-                                    normalisation=bundle.config.grid.normalisation,
-                                    skull_stripped=config.workflow.skull_stripped, seed=config.execution.seed, name=name)
+    preprocess = init_preprocess_wf(
+        donor.path,
+        lesion_mask=donor.lesion_mask,
+        task="embed",
+        contrast=bundle.contrast,
+        normalisation=bundle.config.grid.normalisation,
+        skull_stripped=config.workflow.skull_stripped,
+        seed=config.execution.seed,
+        name=name,
+    )
     wf.connect(template, "template", preprocess, "inputnode.template")
     try:
         graph = wf.run(plugin="Linear")
     except RuntimeError as exc:
-        raise BidsUsbError(f"--lesion-from sub-{label}: preprocessing the donor failed ({exc}); see the crash files in {work_dir}") from exc
+        raise BidsUsbError(
+            f"--lesion-from sub-{label}: preprocessing the donor failed ({exc}); see the crash files in {work_dir}"
+        ) from exc
     node = next(n for n in graph.nodes() if n.fullname.endswith(f"{name}.to_model_grid"))
     lesion = node.result.outputs.lesion_mask
     if not lesion:
-        raise DataError(f"--lesion-from sub-{label}: the lesion vanished on the model grid; it is too small for this model")
+        raise DataError(
+            f"--lesion-from sub-{label}: the lesion vanished on the model grid; it is too small for this model"
+        )
     return Path(lesion)
 
 
@@ -210,7 +249,7 @@ def _write_reports(graph, jobs, bundle, settings, output_dir: Path) -> list[Path
         for fullname, node in nodes.items():
             if fullname.startswith(prefix):
                 runtime = getattr(node.result, "runtime", None)
-                timings[fullname[len(prefix):]] = float(getattr(runtime, "duration", 0.0) or 0.0)
+                timings[fullname[len(prefix) :]] = float(getattr(runtime, "duration", 0.0) or 0.0)
         sink = nodes[prefix + "derivatives"].result.outputs
         usb = nodes[prefix + "usb"].result.outputs
         prepared = nodes[prefix + "prepare"].result.outputs
@@ -226,4 +265,6 @@ def _write_reports(graph, jobs, bundle, settings, output_dir: Path) -> list[Path
             warnings=list(prepared.warnings or []),
         )
         by_subject.setdefault(job.entities["subject"], []).append(report)
-    return [write_participant_report(output_dir, subject, images, __version__) for subject, images in by_subject.items()]
+    return [
+        write_participant_report(output_dir, subject, images, __version__) for subject, images in by_subject.items()
+    ]

@@ -23,9 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from .errors import BidsUsbError, UsageError, ValidationFailed
 
@@ -203,9 +203,7 @@ def run_bids_validator(
 
     start = time.monotonic()
     try:
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, env=env, timeout=timeout, check=False
-        )
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as exc:
         raise ValidatorUnavailable(
             f"{VALIDATOR} did not finish on {root} within {timeout:g} s; "

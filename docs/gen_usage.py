@@ -117,7 +117,7 @@ def splice(text: str, block: str) -> str:
 
 def generated_part(text: str) -> str:
     start = text.index(BEGIN) + len(BEGIN)
-    return text[start:text.index(END)].lstrip("\n")
+    return text[start : text.index(END)].lstrip("\n")
 
 
 def main(argv: list[str] | None = None) -> int:

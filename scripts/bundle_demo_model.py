@@ -31,12 +31,25 @@ def stage_summary(log: Path) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     with open(log) as fh:
         for row in csv.DictReader(fh, delimiter="\t"):
-            out[row["stage"]] = {"steps": int(row["step"]), "seconds": float(row["seconds"]), "loss": float(row["loss"])}
+            out[row["stage"]] = {
+                "steps": int(row["step"]),
+                "seconds": float(row["seconds"]),
+                "loss": float(row["loss"]),
+            }
     return out
 
 
-def card(name: str, cfg: USBConfig, meta: dict, stages: dict, sha: str, size_mb: float, quality: dict | None,
-         healing: dict | None = None, autoencoder: dict | None = None) -> str:
+def card(
+    name: str,
+    cfg: USBConfig,
+    meta: dict,
+    stages: dict,
+    sha: str,
+    size_mb: float,
+    quality: dict | None,
+    healing: dict | None = None,
+    autoencoder: dict | None = None,
+) -> str:
     g, t = cfg.grid, cfg.training
     lines = [
         f"# USB model card: `{name}`",
@@ -92,7 +105,9 @@ def card(name: str, cfg: USBConfig, meta: dict, stages: dict, sha: str, size_mb:
             "| --- | --- | --- | --- | --- | --- |",
         ]
         for m, v in s.items():
-            lines.append(f"| {m} | {v['psnr_brain']:.2f} | {v['ssim_brain']:.3f} | {v['psnr_lesion']:.2f} | {v['ssim_lesion']:.3f} | {v['l1_lesion']:.4f} |")
+            lines.append(
+                f"| {m} | {v['psnr_brain']:.2f} | {v['ssim_brain']:.3f} | {v['psnr_lesion']:.2f} | {v['ssim_lesion']:.3f} | {v['l1_lesion']:.4f} |"
+            )
         e = quality["embed"]
         lines += [
             "",
@@ -122,8 +137,12 @@ def card(name: str, cfg: USBConfig, meta: dict, stages: dict, sha: str, size_mb:
         ]
         for m, v in a.items():
             lines.append(f"| {m} | {v['psnr']:.2f} | {v['ssim']:.3f} | {v['dice_gm']:.3f} | {v['dice_wm']:.3f} |")
-        lines += ["", "`usb_mask` ran at t_start 200 (67 steps); the default is now t_start 100 (34 steps), which scored higher in the",
-                  "benchmark's step sweep. Per lesion class, the sweep and the targets: docs/benchmarks.md.", ""]
+        lines += [
+            "",
+            "`usb_mask` ran at t_start 200 (67 steps); the default is now t_start 100 (34 steps), which scored higher in the",
+            "benchmark's step sweep. Per lesion class, the sweep and the targets: docs/benchmarks.md.",
+            "",
+        ]
     lines += [
         "## What it does and does not do",
         "- Heals a lesion whose mask is given (`--heal-mode mask`, the default with a mask): the lesion is grafted from the",
@@ -155,7 +174,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("training_dir", type=Path, nargs="?", help="a usb-train directory (omit with --card-only)")
     parser.add_argument("--name", default="demo")
-    parser.add_argument("--card-only", action="store_true", help="rewrite the bundled model's card from its own files and the results")
+    parser.add_argument(
+        "--card-only", action="store_true", help="rewrite the bundled model's card from its own files and the results"
+    )
     args = parser.parse_args()
     dest = ROOT / "usb_model" / "resources" / "models" / args.name
     if not args.card_only:
@@ -176,7 +197,17 @@ def main() -> None:
     autoencoder = _results("autoencoder")
     if autoencoder and Path(autoencoder["environment"]["model"]).resolve() != dest.resolve():
         autoencoder = None  # measured on another model
-    text = card(args.name, cfg, meta, stages, checkpoint_sha256(dest), size_mb, _results("quality"), _results("healing"), autoencoder)
+    text = card(
+        args.name,
+        cfg,
+        meta,
+        stages,
+        checkpoint_sha256(dest),
+        size_mb,
+        _results("quality"),
+        _results("healing"),
+        autoencoder,
+    )
     write_text(dest / "README.md", text)
     print(dest)
 

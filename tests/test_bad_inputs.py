@@ -15,9 +15,9 @@ import json
 import pickle
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import nibabel as nib
 import numpy as np
@@ -91,6 +91,7 @@ def _write(rel: str, data=None, **kw):
     def damage(bids: Path, tmp: Path) -> list[str]:
         _save(_head() if data is None else data(), bids / rel, **kw)
         return []
+
     return damage
 
 
@@ -99,6 +100,7 @@ def _bytes(rel: str, content: Callable[[bytes], bytes]):
         path = bids / rel
         path.write_bytes(content(path.read_bytes()))
         return []
+
     return damage
 
 
@@ -107,6 +109,7 @@ def _remove(rel: str):
         target = bids / rel
         shutil.rmtree(target) if target.is_dir() else target.unlink()
         return []
+
     return damage
 
 
@@ -118,11 +121,13 @@ def _nan():
 
 def _model(edit: Callable[[Path, Path], None]):
     """A copy of the tiny checkpoint, damaged by ``edit(model_dir, tmp)``, passed as --model."""
+
     def damage(bids: Path, tmp: Path) -> list[str]:
         model = tmp / "model"
         shutil.copytree(_TINY[0], model)
         edit(model, tmp)
         return ["--model", str(model)]
+
     return damage
 
 
@@ -153,8 +158,16 @@ def _wrong_shape(model: Path, tmp: Path) -> None:
 def _other_tools_output(bids: Path, tmp: Path) -> list[str]:
     other = tmp / "other"
     other.mkdir()
-    (other / "dataset_description.json").write_text(json.dumps(
-        {"Name": "masks", "BIDSVersion": "1.10.0", "DatasetType": "derivative", "GeneratedBy": [{"Name": "usb-synth"}]}))
+    (other / "dataset_description.json").write_text(
+        json.dumps(
+            {
+                "Name": "masks",
+                "BIDSVersion": "1.10.0",
+                "DatasetType": "derivative",
+                "GeneratedBy": [{"Name": "usb-synth"}],
+            }
+        )
+    )
     return []
 
 
@@ -169,6 +182,7 @@ def _file_as(rel: str):
     def damage(bids: Path, tmp: Path) -> list[str]:
         (tmp / rel).write_text("a file where a folder should be\n")
         return []
+
     return damage
 
 
@@ -198,91 +212,215 @@ _TINY: list[Path] = []
 CASES = [
     Case("bids-missing", "BIDS_DIR does not exist", 64, "nowhere", args=("{tmp}/nowhere",)),
     Case("bids-is-file", "BIDS_DIR is a file", 64, "README", args=("{bids}/README",)),
-    Case("no-description", "no dataset_description.json", 16, "dataset_description.json",
-         _remove("dataset_description.json"), validate=True),
-    Case("corrupt-description", "dataset_description.json is not JSON", 16, "dataset_description.json",
-         _bytes("dataset_description.json", lambda b: b[:10]), validate=True),
+    Case(
+        "no-description",
+        "no dataset_description.json",
+        16,
+        "dataset_description.json",
+        _remove("dataset_description.json"),
+        validate=True,
+    ),
+    Case(
+        "corrupt-description",
+        "dataset_description.json is not JSON",
+        16,
+        "dataset_description.json",
+        _bytes("dataset_description.json", lambda b: b[:10]),
+        validate=True,
+    ),
     Case("no-subjects", "no sub-<label> folder", 66, "sub-", _remove("sub-01"), validate=True),
     Case("output-is-input", "OUTPUT_DIR is BIDS_DIR", 64, "output_dir", output="{bids}"),
-    Case("output-inside-input", "OUTPUT_DIR inside the dataset, not under derivatives/", 64, "output_dir",
-         output="{bids}/out"),
+    Case(
+        "output-inside-input",
+        "OUTPUT_DIR inside the dataset, not under derivatives/",
+        64,
+        "output_dir",
+        output="{bids}/out",
+    ),
     Case("work-inside-input", "work directory inside the dataset", 64, "work_dir", args=("-w", "{bids}/work")),
     Case("unknown-level", "unknown analysis level", 17, "subject", args=("--level", "subject")),
     Case("unknown-participant", "--participant-label names nobody", 18, "07", args=("--participant-label", "07")),
-    Case("empty-participant", "--participant-label \"\" (an unset variable)", 64, "--participant-label",
-         args=("--participant-label", "")),
-    Case("blank-participant", "--participant-label \" \"", 64, "--participant-label", args=("--participant-label", " ")),
-    Case("bare-sub-prefix", "--participant-label sub-", 64, "--participant-label", args=("--participant-label", "sub-")),
-    Case("empty-session", "--session-label \"\"", 64, "--session-label", args=("--session-label", "")),
+    Case(
+        "empty-participant",
+        '--participant-label "" (an unset variable)',
+        64,
+        "--participant-label",
+        args=("--participant-label", ""),
+    ),
+    Case("blank-participant", '--participant-label " "', 64, "--participant-label", args=("--participant-label", " ")),
+    Case(
+        "bare-sub-prefix", "--participant-label sub-", 64, "--participant-label", args=("--participant-label", "sub-")
+    ),
+    Case("empty-session", '--session-label ""', 64, "--session-label", args=("--session-label", "")),
     Case("bad-mem", "--mem is not an amount", 64, "--mem", args=("--mem", "lots")),
-    Case("option-of-another-level", "a group option at the participant level (--preset)", 64, "--preset",
-         args=("--preset", "demo")),
-    Case("option-of-another-task", "an embed option when healing (--lesion-from)", 64, "--lesion-from",
-         args=("--lesion-from", "sub-01")),
-    Case("heal-option-when-embedding", "a heal option when embedding (--heal-mode)", 64, "--heal-mode",
-         args=("--task", "embed", "--heal-mode", "mask")),
+    Case(
+        "option-of-another-level",
+        "a group option at the participant level (--preset)",
+        64,
+        "--preset",
+        args=("--preset", "demo"),
+    ),
+    Case(
+        "option-of-another-task",
+        "an embed option when healing (--lesion-from)",
+        64,
+        "--lesion-from",
+        args=("--lesion-from", "sub-01"),
+    ),
+    Case(
+        "heal-option-when-embedding",
+        "a heal option when embedding (--heal-mode)",
+        64,
+        "--heal-mode",
+        args=("--task", "embed", "--heal-mode", "mask"),
+    ),
     Case("group-without-task", "the group level without --group-task", 64, "--group-task", args=("--level", "group")),
     Case("bad-plugin-args", "--plugin-args is not JSON", 64, "--plugin-args", args=("--plugin-args", "not json")),
-    Case("bad-filter", "--bids-filter-file is not JSON", 64, "filter.json",
-         lambda b, t: (t / "filter.json").write_text("{") and ["--bids-filter-file", str(t / "filter.json")]),
+    Case(
+        "bad-filter",
+        "--bids-filter-file is not JSON",
+        64,
+        "filter.json",
+        lambda b, t: (t / "filter.json").write_text("{") and ["--bids-filter-file", str(t / "filter.json")],
+    ),
     Case("device-typo", "--device gpu0", 64, "--device", args=("--device", "gpu0")),
     Case("device-missing", "--device cuda:7 (no such GPU)", 64, "--device", args=("--device", "cuda:7")),
-    Case("mask-and-donor", "--lesion-mask and --lesion-from together", 64, "--lesion-from",
-         lambda b, t: ["--task", "embed", "--lesion-mask", str(b / MASK), "--lesion-from", "sub-01"]),
-    Case("other-tools-output", "OUTPUT_DIR holds another tool's dataset", 64, "dataset_description.json",
-         _other_tools_output, output="other"),
-    Case("corrupt-output-description", "OUTPUT_DIR's dataset_description.json is corrupt", 64,
-         "dataset_description.json", _corrupt_output_description),
+    Case(
+        "mask-and-donor",
+        "--lesion-mask and --lesion-from together",
+        64,
+        "--lesion-from",
+        lambda b, t: ["--task", "embed", "--lesion-mask", str(b / MASK), "--lesion-from", "sub-01"],
+    ),
+    Case(
+        "other-tools-output",
+        "OUTPUT_DIR holds another tool's dataset",
+        64,
+        "dataset_description.json",
+        _other_tools_output,
+        output="other",
+    ),
+    Case(
+        "corrupt-output-description",
+        "OUTPUT_DIR's dataset_description.json is corrupt",
+        64,
+        "dataset_description.json",
+        _corrupt_output_description,
+    ),
     Case("output-is-file", "OUTPUT_DIR is a file", 73, "out", _file_as("out")),
-    Case("output-under-file", "OUTPUT_DIR lies under a file", 73, "blocker", _file_as("blocker"),
-         output="blocker/out"),
+    Case("output-under-file", "OUTPUT_DIR lies under a file", 73, "blocker", _file_as("blocker"), output="blocker/out"),
     Case("output-under-proc", "OUTPUT_DIR cannot be created (/proc)", 73, "/proc", output="/proc/bids_usb_out"),
     Case("work-is-file", "the work directory is a file", 73, "work", _work_is_file),
     Case("model-missing", "--model folder does not exist", 66, "nope", args=("--model", "{tmp}/nope")),
-    Case("model-config-corrupt", "the model's config.json is not JSON", 65, "config.json",
-         _model(lambda m, t: (m / "config.json").write_text("{"))),
-    Case("model-weights-missing", "the model has no model.safetensors", 66, "model.safetensors",
-         _model(lambda m, t: (m / "model.safetensors").unlink())),
-    Case("model-truncated", "model.safetensors is truncated", 65, "model.safetensors",
-         _model(lambda m, t: (m / "model.safetensors").write_bytes((m / "model.safetensors").read_bytes()[:-64]))),
-    Case("model-is-pickle", "model.safetensors is a pickle (never unpickled)", 65, "model.safetensors",
-         _model(_pickled_weights)),
-    Case("model-wrong-shape", "a tensor of model.safetensors has the wrong shape", 65, "model.safetensors",
-         _model(_wrong_shape)),
+    Case(
+        "model-config-corrupt",
+        "the model's config.json is not JSON",
+        65,
+        "config.json",
+        _model(lambda m, t: (m / "config.json").write_text("{")),
+    ),
+    Case(
+        "model-weights-missing",
+        "the model has no model.safetensors",
+        66,
+        "model.safetensors",
+        _model(lambda m, t: (m / "model.safetensors").unlink()),
+    ),
+    Case(
+        "model-truncated",
+        "model.safetensors is truncated",
+        65,
+        "model.safetensors",
+        _model(lambda m, t: (m / "model.safetensors").write_bytes((m / "model.safetensors").read_bytes()[:-64])),
+    ),
+    Case(
+        "model-is-pickle",
+        "model.safetensors is a pickle (never unpickled)",
+        65,
+        "model.safetensors",
+        _model(_pickled_weights),
+    ),
+    Case(
+        "model-wrong-shape",
+        "a tensor of model.safetensors has the wrong shape",
+        65,
+        "model.safetensors",
+        _model(_wrong_shape),
+    ),
     Case("t1w-garbage", "the T1w is not a NIfTI", 65, T1W, _bytes(T1W, lambda b: b"not an image\n" * 10)),
     Case("t1w-truncated", "the T1w is truncated", 65, T1W, _bytes(T1W, lambda b: b[: len(b) // 2])),
     Case("t1w-4d", "the T1w is 4D", 65, T1W, _write(T1W, lambda: np.stack([_head()] * 3, -1))),
     Case("t1w-2d", "the T1w is 2D", 65, T1W, _write(T1W, lambda: _head()[:, :, 10])),
-    Case("t1w-single-slice", "the T1w is a single slice (2D mask too)", 65, T1W,
-         lambda b, t: _write(T1W, lambda: _head()[:, :, 10:11])(b, t) or _write(MASK, lambda: _lesion()[:, :, 10:11])(b, t)),
-    Case("t1w-single-slice-3d-mask", "a single-slice T1w with a 3D mask is blamed on the T1w", 65, T1W,
-         _write(T1W, lambda: _head()[:, :, 10:11])),
+    Case(
+        "t1w-single-slice",
+        "the T1w is a single slice (2D mask too)",
+        65,
+        T1W,
+        lambda b, t: (
+            _write(T1W, lambda: _head()[:, :, 10:11])(b, t) or _write(MASK, lambda: _lesion()[:, :, 10:11])(b, t)
+        ),
+    ),
+    Case(
+        "t1w-single-slice-3d-mask",
+        "a single-slice T1w with a 3D mask is blamed on the T1w",
+        65,
+        T1W,
+        _write(T1W, lambda: _head()[:, :, 10:11]),
+    ),
     Case("t1w-nan", "the T1w has NaN voxels", 65, T1W, _write(T1W, _nan)),
     Case("t1w-empty", "the T1w is all zeros", 65, T1W, _write(T1W, lambda: np.zeros(SHAPE, np.int16))),
-    Case("t1w-tiny", "the T1w is 8 x 8 x 8 voxels", 65, T1W,
-         lambda b, t: _write(T1W, lambda: np.full((8, 8, 8), 300, np.int16), affine=np.eye(4))(b, t)
-         or _remove(MASK)(b, t)),
-    Case("t1w-voxel-size", "the T1w has 0.01 mm voxels", 65, T1W,
-         _write(T1W, affine=np.diag([0.01, 0.01, 0.01, 1.0]))),
+    Case(
+        "t1w-tiny",
+        "the T1w is 8 x 8 x 8 voxels",
+        65,
+        T1W,
+        lambda b, t: (
+            _write(T1W, lambda: np.full((8, 8, 8), 300, np.int16), affine=np.eye(4))(b, t) or _remove(MASK)(b, t)
+        ),
+    ),
+    Case("t1w-voxel-size", "the T1w has 0.01 mm voxels", 65, T1W, _write(T1W, affine=np.diag([0.01, 0.01, 0.01, 1.0]))),
     Case("t1w-no-orientation", "the T1w's qform and sform codes are 0", 65, T1W, _write(T1W, codes=(0, 0))),
     Case("t1w-singular", "the T1w's affine is singular", 65, T1W, _singular),
     Case("t1w-sheared", "the T1w's affine is sheared", 65, T1W, _write(T1W, affine=_shear())),
-    Case("mask-other-space", "the lesion mask lies outside the head (another space)", 65, MASK,
-         _write(MASK, _lesion, affine=_far_away())),
+    Case(
+        "mask-other-space",
+        "the lesion mask lies outside the head (another space)",
+        65,
+        MASK,
+        _write(MASK, _lesion, affine=_far_away()),
+    ),
     Case("mask-whole-head", "the lesion mask covers the whole head", 65, MASK, _write(MASK, _whole_head)),
     Case("mask-nan", "the lesion mask has NaN voxels", 65, MASK, _write(MASK, _nan)),
-    Case("mask-no-orientation", "the lesion mask's qform and sform codes are 0", 65, MASK,
-         _write(MASK, _lesion, codes=(0, 0))),
-    Case("embed-without-mask", "embed without any lesion mask", 65, T1W,
-         lambda b, t: _remove(MASK)(b, t) or ["--task", "embed"]),
-    Case("heal-mode-mask-without-mask", "--heal-mode mask on an image without a mask", 66, T1W,
-         lambda b, t: _remove(MASK)(b, t) or ["--heal-mode", "mask"]),
+    Case(
+        "mask-no-orientation",
+        "the lesion mask's qform and sform codes are 0",
+        65,
+        MASK,
+        _write(MASK, _lesion, codes=(0, 0)),
+    ),
+    Case(
+        "embed-without-mask",
+        "embed without any lesion mask",
+        65,
+        T1W,
+        lambda b, t: _remove(MASK)(b, t) or ["--task", "embed"],
+    ),
+    Case(
+        "heal-mode-mask-without-mask",
+        "--heal-mode mask on an image without a mask",
+        66,
+        T1W,
+        lambda b, t: _remove(MASK)(b, t) or ["--heal-mode", "mask"],
+    ),
 ]
 
 
 def _checksums(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -298,7 +436,7 @@ def _argv(case: Case, bids: Path, tmp: Path, extra: list[str], model: Path) -> l
     if "--level" in args:
         i = args.index("--level")
         level = args[i + 1]
-        del args[i:i + 2]
+        del args[i : i + 2]
     positional = str(bids)
     if args and not args[0].startswith("-"):
         positional = args.pop(0)
@@ -390,7 +528,7 @@ def doc_table() -> str:
 def test_troubleshooting_lists_the_table():
     text = DOC.read_text()
     assert BEGIN in text and END in text, f"{DOC} lacks the generated table; run python tests/test_bad_inputs.py"
-    current = text[text.index(BEGIN):text.index(END) + len(END)]
+    current = text[text.index(BEGIN) : text.index(END) + len(END)]
     assert current == doc_table(), f"{DOC}'s table is stale; run python tests/test_bad_inputs.py"
 
 
@@ -398,9 +536,11 @@ if __name__ == "__main__":  # regenerate the table in docs/troubleshooting.md
     text = DOC.read_text()
     table = doc_table()
     if BEGIN in text:
-        text = text[:text.index(BEGIN)] + table + text[text.index(END) + len(END):]
+        text = text[: text.index(BEGIN)] + table + text[text.index(END) + len(END) :]
     else:
-        text = text.rstrip("\n") + "\n\n## Checked cases\n\nEach row is a case of `tests/test_bad_inputs.py`, " \
+        text = (
+            text.rstrip("\n") + "\n\n## Checked cases\n\nEach row is a case of `tests/test_bad_inputs.py`, "
             "run in CI: the exit code, and what the last line of stderr names.\n\n" + table + "\n"
+        )
     DOC.write_text(text)
     sys.exit(0)

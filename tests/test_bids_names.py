@@ -8,10 +8,20 @@ import pytest
 
 from bids_usb.derivatives import DERIVATIVE_ENTITIES, bids_name, derivative_path, entity_order, short_names
 
-BASE = {"subject": "01", "session": "a", "acquisition": "mprage", "run": 1, "suffix": "T1w",
-        "extension": ".nii.gz", "datatype": "anat"}
-SOURCE = sorted(k for k, short in short_names().items()
-                if short in entity_order() and short not in DERIVATIVE_ENTITIES and k != "subject")
+BASE = {
+    "subject": "01",
+    "session": "a",
+    "acquisition": "mprage",
+    "run": 1,
+    "suffix": "T1w",
+    "extension": ".nii.gz",
+    "datatype": "anat",
+}
+SOURCE = sorted(
+    k
+    for k, short in short_names().items()
+    if short in entity_order() and short not in DERIVATIVE_ENTITIES and k != "subject"
+)
 
 
 @pytest.mark.parametrize("entity", SOURCE)
@@ -24,11 +34,17 @@ def test_inputs_differing_in_one_entity_never_share_an_output(entity):
 
 def test_the_schema_order_and_the_transform_entities():
     entities = {"subject": "01", "session": "a", "task": "rest", "acquisition": "mp", "run": 2, "inv": 2, "chunk": 1}
-    assert bids_name({**entities, "desc": "healed"}, "T1w", ".nii.gz") == \
-        "sub-01_ses-a_task-rest_acq-mp_run-2_inv-2_chunk-1_desc-healed_T1w.nii.gz"
-    xfm = derivative_path(Path("/o"), {"subject": "01", "run": 1}, "xfm", ".mat", **{"from": "T1w", "to": "MNI", "mode": "image"})
+    assert (
+        bids_name({**entities, "desc": "healed"}, "T1w", ".nii.gz")
+        == "sub-01_ses-a_task-rest_acq-mp_run-2_inv-2_chunk-1_desc-healed_T1w.nii.gz"
+    )
+    xfm = derivative_path(
+        Path("/o"), {"subject": "01", "run": 1}, "xfm", ".mat", **{"from": "T1w", "to": "MNI", "mode": "image"}
+    )
     assert xfm.name == "sub-01_run-1_from-T1w_to-MNI_mode-image_xfm.mat"
-    space = derivative_path(Path("/o"), {"subject": "01", "space": "orig"}, "mask", space="MNI", resolution="6mm", desc="brain")
+    space = derivative_path(
+        Path("/o"), {"subject": "01", "space": "orig"}, "mask", space="MNI", resolution="6mm", desc="brain"
+    )
     assert space.name == "sub-01_space-MNI_res-6mm_desc-brain_mask.nii.gz"
 
 

@@ -113,7 +113,9 @@ def test_arguments(desc):
 def test_error_codes_cover_every_error_class(desc):
     described = {e["code"] for e in desc["error-codes"]}
     for cls in boutiques.all_error_classes():
-        assert cls.exit_code in described, f"{cls.__name__} exits with {cls.exit_code}, which the descriptor does not describe"
+        assert cls.exit_code in described, (
+            f"{cls.__name__} exits with {cls.exit_code}, which the descriptor does not describe"
+        )
     assert {16, 17, 18, 64, 65, 66} <= described
 
 
@@ -133,7 +135,9 @@ def test_bids_exec_spec_prints_it(capsys):
 
 def test_bids_exec_spec_from_the_shell():
     """The real entry point, in a fresh interpreter (no arguments needed, exit 0)."""
-    proc = subprocess.run([sys.executable, "-m", "bids_usb", "--bids-exec-spec"], capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bids_usb", "--bids-exec-spec"], capture_output=True, text=True, timeout=120, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == COMMITTED.read_text()
 
@@ -155,9 +159,17 @@ def test_invocation_round_trip(desc, tmp_path):
     path = tmp_path / "descriptor.json"
     path.write_text(json.dumps(desc))
     invocation = {
-        "bids_dir": "/data/bids", "output_dir": "/data/out", "analysis_level": "participant",
-        "participant_label": ["01", "sub-02"], "skip_bids_validation": True, "work_dir": "/scratch/work",
-        "task": "embed", "n_samples": 4, "alpha0": 20.5, "no_resume": True, "verbose": "-vv",
+        "bids_dir": "/data/bids",
+        "output_dir": "/data/out",
+        "analysis_level": "participant",
+        "participant_label": ["01", "sub-02"],
+        "skip_bids_validation": True,
+        "work_dir": "/scratch/work",
+        "task": "embed",
+        "n_samples": 4,
+        "alpha0": 20.5,
+        "no_resume": True,
+        "verbose": "-vv",
     }
     inv = tmp_path / "invocation.json"
     inv.write_text(json.dumps(invocation))
@@ -189,9 +201,17 @@ def test_generated_from_the_command_not_a_list():
     spec = boutiques.descriptor(extended)
     (new,) = [i for i in spec["inputs"] if i["id"] == "new_thing"]
     assert new == {
-        "id": "new_thing", "name": "New thing", "value-key": "[NEW_THING]", "optional": True, "type": "Number",
-        "integer": False, "minimum": 0, "maximum": 1, "description": "Something new.",
-        "command-line-flag": "--new-thing", "default-value": 0.5,
+        "id": "new_thing",
+        "name": "New thing",
+        "value-key": "[NEW_THING]",
+        "optional": True,
+        "type": "Number",
+        "integer": False,
+        "minimum": 0,
+        "maximum": 1,
+        "description": "Something new.",
+        "command-line-flag": "--new-thing",
+        "default-value": 0.5,
     }
 
     @click.command()

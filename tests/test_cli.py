@@ -32,7 +32,15 @@ def test_version_and_help(capsys):
     assert "bids_usb" in capsys.readouterr().out
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for option in ("--participant-label", "--task", "--t-start", "--alpha0", "--plugin", "--n-samples", "--skull-stripped"):
+    for option in (
+        "--participant-label",
+        "--task",
+        "--t-start",
+        "--alpha0",
+        "--plugin",
+        "--n-samples",
+        "--skull-stripped",
+    ):
         assert option in out
 
 
@@ -49,13 +57,37 @@ def test_missing_dataset_description_is_16_unless_skipped(tmp_path, capsys, tiny
     assert main([str(bids), str(tmp_path / "out"), "participant", "--model", str(tiny_checkpoint)]) == 16
     assert "dataset_description.json" in _err(capsys)[-1]
     # Skipped: validation does not run, and the run gets as far as the participant selection.
-    code = main([str(bids), str(tmp_path / "out"), "participant", "--skip-bids-validation", "--model", str(tiny_checkpoint), "--participant-label", "99"])
+    code = main(
+        [
+            str(bids),
+            str(tmp_path / "out"),
+            "participant",
+            "--skip-bids-validation",
+            "--model",
+            str(tiny_checkpoint),
+            "--participant-label",
+            "99",
+        ]
+    )
     assert code == 18
 
 
 def test_participant_label_matching_nobody_is_18(tmp_path, capsys, tiny_checkpoint):
     bids = _dataset(tmp_path / "bids", subjects=("01", "02"))
-    assert main([str(bids), str(tmp_path / "out"), "participant", "--model", str(tiny_checkpoint), "--participant-label", "sub-07"]) == 18
+    assert (
+        main(
+            [
+                str(bids),
+                str(tmp_path / "out"),
+                "participant",
+                "--model",
+                str(tiny_checkpoint),
+                "--participant-label",
+                "sub-07",
+            ]
+        )
+        == 18
+    )
     assert "07" in _err(capsys)[-1]
 
 
@@ -95,27 +127,53 @@ def test_bad_images_are_65_and_nothing_else_runs(tmp_path, capsys, tiny_checkpoi
     bids = _dataset(tmp_path / "bids")
     path = bids / "sub-01" / "anat" / "sub-01_T1w.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 8, 3), np.int16), np.eye(4)), str(path))
-    assert main([str(bids), str(tmp_path / "out"), "participant", "--model", str(tiny_checkpoint)]) == 16  # the validator sees it
+    assert (
+        main([str(bids), str(tmp_path / "out"), "participant", "--model", str(tiny_checkpoint)]) == 16
+    )  # the validator sees it
     assert "TOO_MANY_DIMENSIONS" in _err(capsys)[-1]
-    assert main([str(bids), str(tmp_path / "out"), "participant", "--model", str(tiny_checkpoint), "--skip-bids-validation"]) == 65
+    assert (
+        main(
+            [str(bids), str(tmp_path / "out"), "participant", "--model", str(tiny_checkpoint), "--skip-bids-validation"]
+        )
+        == 65
+    )
     assert "3D volume" in _err(capsys)[-1]
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.int16), np.eye(4)), str(path))
     whole = path.read_bytes()
     path.write_bytes(whole[: len(whole) // 2])
-    assert main([str(bids), str(tmp_path / "out"), "participant", "--model", str(tiny_checkpoint), "--skip-bids-validation"]) == 65
+    assert (
+        main(
+            [str(bids), str(tmp_path / "out"), "participant", "--model", str(tiny_checkpoint), "--skip-bids-validation"]
+        )
+        == 65
+    )
     assert "truncated or corrupt" in _err(capsys)[-1]
 
 
 def test_embed_without_any_mask_is_65(tmp_path, capsys, tiny_checkpoint):
     bids = _dataset(tmp_path / "bids")
-    assert main([str(bids), str(tmp_path / "out"), "participant", "--model", str(tiny_checkpoint), "--task", "embed"]) == 65
+    assert (
+        main([str(bids), str(tmp_path / "out"), "participant", "--model", str(tiny_checkpoint), "--task", "embed"])
+        == 65
+    )
     assert "--lesion-mask" in _err(capsys)[-1]
 
 
 def test_participant_labels_take_several_values_like_fmriprep(tmp_path, capsys, tiny_checkpoint):
     bids = _dataset(tmp_path / "bids", subjects=("01", "02"))
     # Several labels after one flag, with and without 'sub-': none matches, so 18 names them all.
-    code = main([str(bids), str(tmp_path / "out"), "participant", "--participant-label", "07", "sub-08", "--model", str(tiny_checkpoint)])
+    code = main(
+        [
+            str(bids),
+            str(tmp_path / "out"),
+            "participant",
+            "--participant-label",
+            "07",
+            "sub-08",
+            "--model",
+            str(tiny_checkpoint),
+        ]
+    )
     assert code == 18
     message = _err(capsys)[-1]
     assert "07" in message and "08" in message

@@ -1,4 +1,3 @@
-
 import pytest
 
 from usb_model.config import USBConfig, list_presets, load_config, load_preset

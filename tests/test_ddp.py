@@ -54,7 +54,9 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     from usb_model.config import load_preset
 
     cfg = load_preset("tiny")
-    trainer = T.Trainer(cfg, _toy_triplets(), Path(out_dir) / "run", device="cpu", log_every=1, save_every=1, latent_scale_samples=8)
+    trainer = T.Trainer(
+        cfg, _toy_triplets(), Path(out_dir) / "run", device="cpu", log_every=1, save_every=1, latent_scale_samples=8
+    )
     assert trainer.ctx.world_size == WORLD and trainer.ctx.rank == rank
     assert torch.distributed.get_backend() == "gloo"
     try:

@@ -74,15 +74,22 @@ def test_ddim_step_is_monais_where_monai_applies(steps, eta):
 
     cfg = ScheduleConfig()
     diffusion = Diffusion(cfg)
-    monai = DDIMScheduler(num_train_timesteps=cfg.num_train_timesteps, schedule=cfg.schedule,
-                          beta_start=cfg.beta_start, beta_end=cfg.beta_end, clip_sample=False)
+    monai = DDIMScheduler(
+        num_train_timesteps=cfg.num_train_timesteps,
+        schedule=cfg.schedule,
+        beta_start=cfg.beta_start,
+        beta_end=cfg.beta_end,
+        clip_sample=False,
+    )
     monai.set_timesteps(steps)
     stride = cfg.num_train_timesteps // steps
     torch.manual_seed(0)
     z = torch.randn(2, 3, 5, 5, 5)
     eps = torch.randn_like(z)
     for t in (int(monai.timesteps[0]), int(monai.timesteps[len(monai.timesteps) // 2]), int(monai.timesteps[-1])):
-        ours, ours_x0 = diffusion.ddim_step(z, eps, t, t - stride, ddim_eta=eta, generator=torch.Generator().manual_seed(3))
+        ours, ours_x0 = diffusion.ddim_step(
+            z, eps, t, t - stride, ddim_eta=eta, generator=torch.Generator().manual_seed(3)
+        )
         theirs, theirs_x0 = monai.step(eps, t, z, eta=eta, generator=torch.Generator().manual_seed(3))
         torch.testing.assert_close(ours_x0, theirs_x0.float(), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(ours, theirs.float(), rtol=1e-5, atol=1e-5)

@@ -15,8 +15,19 @@ from bids_usb.cli import cli
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # Options of other programs that these pages quote (docker, apptainer, sbatch, torchrun, ...).
-OTHER_TOOLS = {"--entrypoint", "--env", "--gpus", "--gres", "--nv", "--rm", "--dashed-names", "--underscored",
-               "--participant", "--nproc-per-node", "--standalone"}
+OTHER_TOOLS = {
+    "--entrypoint",
+    "--env",
+    "--gpus",
+    "--gres",
+    "--nv",
+    "--rm",
+    "--dashed-names",
+    "--underscored",
+    "--participant",
+    "--nproc-per-node",
+    "--standalone",
+}
 
 
 def _options() -> set[str]:

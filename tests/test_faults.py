@@ -34,15 +34,34 @@ def dataset(tmp_path_factory):
 
 
 def _cmd(bids: Path, out: Path, work: Path, model: Path, label: str) -> list[str]:
-    return [sys.executable, "-m", "bids_usb", str(bids), str(out), "participant", "--model", str(model),
-            "-w", str(work), "--participant-label", label, "--steps", "2", "--nprocs", "2",
-            "--omp-nthreads", "1", "--skip-bids-validation"]
+    return [
+        sys.executable,
+        "-m",
+        "bids_usb",
+        str(bids),
+        str(out),
+        "participant",
+        "--model",
+        str(model),
+        "-w",
+        str(work),
+        "--participant-label",
+        label,
+        "--steps",
+        "2",
+        "--nprocs",
+        "2",
+        "--omp-nthreads",
+        "1",
+        "--skip-bids-validation",
+    ]
 
 
 def _start(cmd: list[str]) -> subprocess.Popen:
     # A session of its own, as a batch job has: signals can go to its whole process group.
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
-                            start_new_session=True)
+    return subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, start_new_session=True
+    )
 
 
 def _wait_for(path_glob: tuple[Path, str], proc: subprocess.Popen, timeout: float = 600) -> None:

@@ -27,8 +27,24 @@ STEPS = "autoencoder=2,lesion=2,brain=2"
 
 
 def _train_args(bids: Path, out: Path, work: Path, *extra: str) -> list[str]:
-    return [str(bids), str(out), "group", "--group-task", "train", "--preset", "tiny", "-w", str(work),
-            "--skull-stripped", "--skip-bids-validation", "--plugin", "Linear", "--omp-nthreads", "1", *extra]
+    return [
+        str(bids),
+        str(out),
+        "group",
+        "--group-task",
+        "train",
+        "--preset",
+        "tiny",
+        "-w",
+        str(work),
+        "--skull-stripped",
+        "--skip-bids-validation",
+        "--plugin",
+        "Linear",
+        "--omp-nthreads",
+        "1",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +82,20 @@ def test_participant_workflow_keeps_its_node_names(tiny_checkpoint, tmp_path):
     mask = tmp_path / "sub-01_label-lesion_roi.nii.gz"
     nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.uint8), np.eye(4)), mask)
     job = ImageJob(anat=anat, entities={"subject": "01"}, lesion_mask=mask)
-    wf = init_participant_wf([job], ModelBundle.open(tiny_checkpoint), RunSettings(), tmp_path, tmp_path / "out", tmp_path / "work")
+    wf = init_participant_wf(
+        [job], ModelBundle.open(tiny_checkpoint), RunSettings(), tmp_path, tmp_path / "out", tmp_path / "work"
+    )
     names = {n.fullname for n in wf._create_flat_graph().nodes()}
-    for node in ("prepare", "bias_correct", "skull_strip", "register", "to_model_grid", "usb", "to_native", "derivatives"):
+    for node in (
+        "prepare",
+        "bias_correct",
+        "skull_strip",
+        "register",
+        "to_model_grid",
+        "usb",
+        "to_native",
+        "derivatives",
+    ):
         assert f"bids_usb_wf.image_sub_01_T1w_wf.{node}" in names
     pre = init_preprocess_wf(anat, lesion_mask=mask)
     assert {"prepare", "bias_correct", "skull_strip", "register", "to_model_grid"} <= set(pre.list_node_names())
@@ -111,7 +138,9 @@ def test_train_resumes_with_more_steps(trained, cohort, caplog, capsys):
     assert len(cached) == 3
     stamps = [p.stat().st_mtime_ns for p in cached]
     weights_before = (trained / "checkpoint" / "model.safetensors").read_bytes()
-    code = main(_train_args(cohort["bids"], cohort["out"], cohort["work"], "--train-steps", "autoencoder=2,lesion=2,brain=4"))
+    code = main(
+        _train_args(cohort["bids"], cohort["out"], cohort["work"], "--train-steps", "autoencoder=2,lesion=2,brain=4")
+    )
     assert code == 0
     assert "(resuming)" in caplog.text  # progress goes to the log (stderr), not stdout
     assert [p.stat().st_mtime_ns for p in cached] == stamps  # preprocessing came from the cache
@@ -137,12 +166,16 @@ def test_existing_model_dir_that_cannot_be_resumed_is_73_unless_overwrite(traine
     assert "not a bids_usb training directory" in capsys.readouterr().err
     assert (junk / "notes.txt").is_file()
     # A training state of another architecture (the demo grid) cannot be resumed either.
-    assert main(_train_args(bids, out, work, "--train-steps", "autoencoder=1", "--preset", "demo")) == 73  # the last --preset wins
+    assert (
+        main(_train_args(bids, out, work, "--train-steps", "autoencoder=1", "--preset", "demo")) == 73
+    )  # the last --preset wins
     assert "another grid" in capsys.readouterr().err
     # --no-resume on a state: 73 too.
     assert main(_train_args(bids, out, work, "--no-resume", "--train-steps", STEPS)) == 73
     # --overwrite replaces the junk directory with a fresh training directory.
-    assert main(_train_args(bids, out, work, "--model-name", "junk", "--train-steps", "autoencoder=1", "--overwrite")) == 0
+    assert (
+        main(_train_args(bids, out, work, "--model-name", "junk", "--train-steps", "autoencoder=1", "--overwrite")) == 0
+    )
     assert not (junk / "notes.txt").exists() and (junk / "state" / "trainer.json").is_file()
 
 
@@ -161,14 +194,46 @@ def test_group_needs_a_task_and_a_valid_preset(tmp_path, capsys):
     assert main([str(bids), str(tmp_path / "out"), "group"]) == 64
     assert "--group-task" in capsys.readouterr().err
     assert main([str(bids), str(tmp_path / "out"), "group", "--group-task", "train", "--preset", "nope"]) == 64
-    assert main([str(bids), str(tmp_path / "out"), "group", "--group-task", "train", "--preset", "tiny", "--train-steps", "vae=3"]) == 64
+    assert (
+        main(
+            [
+                str(bids),
+                str(tmp_path / "out"),
+                "group",
+                "--group-task",
+                "train",
+                "--preset",
+                "tiny",
+                "--train-steps",
+                "vae=3",
+            ]
+        )
+        == 64
+    )
 
 
 @pytest.mark.slow
 def test_train_under_torchrun_uses_two_processes(trained, cohort):
     """Two gloo processes: rank 0 finds the preprocessing cached; both train (DDP), rank 0 writes."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "bids_usb",
-           *_train_args(cohort["bids"], cohort["out"], cohort["work"], "--model-name", "ddp", "--train-steps", "autoencoder=1,lesion=1,brain=1")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "bids_usb",
+        *_train_args(
+            cohort["bids"],
+            cohort["out"],
+            cohort["work"],
+            "--model-name",
+            "ddp",
+            "--train-steps",
+            "autoencoder=1,lesion=1,brain=1",
+        ),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo")}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=400, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -230,10 +295,29 @@ def participant_outputs(cohort):
     roi = np.asanyarray(nib.load(bids / "sub-03" / "anat" / "sub-03_label-lesion_roi.nii.gz").dataobj) > 0
     lesioned = data + 0.5 * (data[data > 0].max() - data[data > 0].min()) * roi
     target = out / "sub-03" / "anat"
-    _put(target / "sub-03_desc-lesioned_T1w.nii.gz", lesioned.astype(np.float32), raw, {"Sources": ["bids:raw:sub-03/anat/sub-03_T1w.nii.gz"]})
+    _put(
+        target / "sub-03_desc-lesioned_T1w.nii.gz",
+        lesioned.astype(np.float32),
+        raw,
+        {"Sources": ["bids:raw:sub-03/anat/sub-03_T1w.nii.gz"]},
+    )
     _put(target / "sub-03_desc-lesion_mask.nii.gz", roi.astype(np.uint8), raw, {"Type": "Lesion"})
-    (out / "dataset_description.json").write_text(json.dumps({"Name": "fake", "BIDSVersion": "1.10.0", "DatasetType": "derivative", "GeneratedBy": [{"Name": "bids_usb"}]}))
-    return {"out": out, "gt": gt, "expected": expected, "roi_ml": float(roi.sum()) * float(np.prod(raw.header.get_zooms()[:3])) / 1000}
+    (out / "dataset_description.json").write_text(
+        json.dumps(
+            {
+                "Name": "fake",
+                "BIDSVersion": "1.10.0",
+                "DatasetType": "derivative",
+                "GeneratedBy": [{"Name": "bids_usb"}],
+            }
+        )
+    )
+    return {
+        "out": out,
+        "gt": gt,
+        "expected": expected,
+        "roi_ml": float(roi.sum()) * float(np.prod(raw.header.get_zooms()[:3])) / 1000,
+    }
 
 
 def _read_tsv(path: Path) -> list[dict[str, str]]:
@@ -244,7 +328,17 @@ def _read_tsv(path: Path) -> list[dict[str, str]]:
 
 def test_metrics_known_answers_and_missing_ground_truth(cohort, participant_outputs, capsys, caplog):
     out = participant_outputs["out"]
-    code = main([str(cohort["bids"]), str(out), "group", "--group-task", "metrics", "--ground-truth", str(participant_outputs["gt"])])
+    code = main(
+        [
+            str(cohort["bids"]),
+            str(out),
+            "group",
+            "--group-task",
+            "metrics",
+            "--ground-truth",
+            str(participant_outputs["gt"]),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert [line.rsplit("/", 1)[-1] for line in printed.split()] == ["group_usb.tsv", "group_usb.json", "group.html"]
@@ -258,7 +352,9 @@ def test_metrics_known_answers_and_missing_ground_truth(cohort, participant_outp
     noisy = rows[("sub-02", "heal")]
     assert float(noisy["psnr_brain"]) == pytest.approx(participant_outputs["expected"]["02"], abs=0.2)
     assert float(noisy["psnr_lesion"]) == pytest.approx(participant_outputs["expected"]["02"], abs=1.5)
-    assert float(noisy["l1_brain"]) == pytest.approx(0.05 * math.sqrt(2 / math.pi), rel=0.05)  # E|N(0, s)| = s sqrt(2/pi)
+    assert float(noisy["l1_brain"]) == pytest.approx(
+        0.05 * math.sqrt(2 / math.pi), rel=0.05
+    )  # E|N(0, s)| = s sqrt(2/pi)
     assert 0 < float(noisy["ssim_brain"]) < 1 and noisy["lesion_mask_from"] == "output"
     embedded = rows[("sub-03", "embed")]
     assert float(embedded["dice"]) == pytest.approx(1.0)
@@ -277,10 +373,25 @@ def test_metrics_known_answers_and_missing_ground_truth(cohort, participant_outp
 
 def test_metrics_without_any_ground_truth_is_66(cohort, tmp_path, capsys):
     raw = nib.load(cohort["bids"] / "sub-01" / "anat" / "sub-01_T1w.nii.gz")
-    _put(tmp_path / "out" / "sub-01" / "anat" / "sub-01_desc-healed_T1w.nii.gz", np.asanyarray(raw.dataobj).astype(np.float32), raw, {})
+    _put(
+        tmp_path / "out" / "sub-01" / "anat" / "sub-01_desc-healed_T1w.nii.gz",
+        np.asanyarray(raw.dataobj).astype(np.float32),
+        raw,
+        {},
+    )
     empty_truth = tmp_path / "truth"
     empty_truth.mkdir()
-    code = main([str(cohort["bids"]), str(tmp_path / "out"), "group", "--group-task", "metrics", "--ground-truth", str(empty_truth)])
+    code = main(
+        [
+            str(cohort["bids"]),
+            str(tmp_path / "out"),
+            "group",
+            "--group-task",
+            "metrics",
+            "--ground-truth",
+            str(empty_truth),
+        ]
+    )
     assert code == 66
     assert "sub-01_desc-healed_T1w.nii.gz" in capsys.readouterr().err
 
@@ -294,7 +405,21 @@ def test_metrics_without_any_ground_truth_is_66(cohort, tmp_path, capsys):
 def test_generate_pairs_writes_a_valid_reproducible_dataset(trained, cohort, tmp_path):
     from bids_usb.validation import assert_valid_bids
 
-    args = ["group", "--group-task", "generate", "--model", str(trained / "checkpoint"), "--n-generate", "3", "--batch-size", "2", "--seed", "5", "--omp-nthreads", "1"]
+    args = [
+        "group",
+        "--group-task",
+        "generate",
+        "--model",
+        str(trained / "checkpoint"),
+        "--n-generate",
+        "3",
+        "--batch-size",
+        "2",
+        "--seed",
+        "5",
+        "--omp-nthreads",
+        "1",
+    ]
     first, second = tmp_path / "gen1", tmp_path / "gen2"
     assert main([str(tmp_path), str(first), *args]) == 0
     assert assert_valid_bids(first, recursive=True) == []
@@ -305,13 +430,18 @@ def test_generate_pairs_writes_a_valid_reproducible_dataset(trained, cohort, tmp
     assert img.shape == (32, 32, 32) and np.allclose(img.affine, template)
     sidecar = json.loads((first / "sub-g001" / "anat" / "sub-g001_T1w.json").read_text())
     assert len(sidecar["USB"]["Model"]["SHA256"]) == 64 and sidecar["USB"]["CohortSeed"] == 5
-    mask_meta = json.loads((first / "derivatives" / "usb-generate" / "sub-g003" / "anat" / "sub-g003_desc-lesion_mask.json").read_text())
+    mask_meta = json.loads(
+        (first / "derivatives" / "usb-generate" / "sub-g003" / "anat" / "sub-g003_desc-lesion_mask.json").read_text()
+    )
     assert mask_meta["Type"] == "Lesion"
     description = json.loads((first / "dataset_description.json").read_text())
     assert "seed 5" in description["GeneratedBy"][0]["Description"]
     assert sidecar["USB"]["Model"]["Name"] == "usb"  # models/<name>/checkpoint
     # Same seed and batch size: the same cohort (the training directory is accepted for --model too).
-    assert main([str(tmp_path), str(second), *[str(trained) if a == str(trained / "checkpoint") else a for a in args]]) == 0
+    assert (
+        main([str(tmp_path), str(second), *[str(trained) if a == str(trained / "checkpoint") else a for a in args]])
+        == 0
+    )
     for sub in subjects:
         a = np.asanyarray(nib.load(first / sub / "anat" / f"{sub}_T1w.nii.gz").dataobj)
         b = np.asanyarray(nib.load(second / sub / "anat" / f"{sub}_T1w.nii.gz").dataobj)
@@ -323,7 +453,9 @@ def test_generate_pairs_writes_a_valid_reproducible_dataset(trained, cohort, tmp
     assert main([str(tmp_path), str(first), *args, "--overwrite"]) == 0
     # metrics on a generated cohort: MMD and KID against the reference brains (the ground truth).
     truth = cohort["bids"] / "derivatives" / "usb-synth"
-    assert main([str(cohort["bids"]), str(first), "group", "--group-task", "metrics", "--ground-truth", str(truth)]) == 0
+    assert (
+        main([str(cohort["bids"]), str(first), "group", "--group-task", "metrics", "--ground-truth", str(truth)]) == 0
+    )
     distances = json.loads((first / "group_usb.json").read_text())["cohort"]["generated vs reference"]
     assert distances["n_a"] == 3 and distances["n_b"] == 3 and "mmd_rbf" in distances and "kid_mean" in distances
 
@@ -340,8 +472,28 @@ def test_generate_from_template_space_masks(trained, tmp_path):
     ball = (np.linalg.norm(world - np.array([25.0, -10.0, 15.0]), axis=-1) < 15).astype(np.uint8)
     nib.save(nib.Nifti1Image(ball, affine), masks / "ball.nii.gz")
     out = tmp_path / "gen"
-    assert main([str(masks), str(out), "group", "--group-task", "generate", "--model", str(trained / "checkpoint"),
-                 "--masks", str(masks), "--n-generate", "2", "--seed", "1", "--omp-nthreads", "1"]) == 0
+    assert (
+        main(
+            [
+                str(masks),
+                str(out),
+                "group",
+                "--group-task",
+                "generate",
+                "--model",
+                str(trained / "checkpoint"),
+                "--masks",
+                str(masks),
+                "--n-generate",
+                "2",
+                "--seed",
+                "1",
+                "--omp-nthreads",
+                "1",
+            ]
+        )
+        == 0
+    )
     for sub in ("sub-g001", "sub-g002"):
         mask = nib.load(out / "derivatives" / "usb-generate" / sub / "anat" / f"{sub}_desc-lesion_mask.nii.gz")
         data = np.asanyarray(mask.dataobj) > 0

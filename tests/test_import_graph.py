@@ -71,8 +71,11 @@ def test_no_import_cycles():
     # A package's __init__ importing its own submodules is how packages expose names; the
     # cycles that matter are between sibling modules.
     for module in graph:
-        graph[module] = {t for t in graph[module] if not (module.startswith(t + ".") and graph.get(t) is not None
-                                                           and _modules()[t].name == "__init__.py")}
+        graph[module] = {
+            t
+            for t in graph[module]
+            if not (module.startswith(t + ".") and graph.get(t) is not None and _modules()[t].name == "__init__.py")
+        }
     state: dict[str, int] = {}
     stack: list[str] = []
 
@@ -81,7 +84,7 @@ def test_no_import_cycles():
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                cycle = stack[stack.index(nxt):] + [nxt]
+                cycle = stack[stack.index(nxt) :] + [nxt]
                 raise AssertionError("import cycle: " + " -> ".join(cycle))
             if nxt not in state:
                 visit(nxt)
@@ -95,12 +98,20 @@ def test_no_import_cycles():
 
 def test_usb_model_does_not_import_the_app():
     graph = _graph()
-    offenders = sorted(m for m, targets in graph.items() if m.startswith("usb_model") and any(t.startswith("bids_usb") for t in targets))
+    offenders = sorted(
+        m
+        for m, targets in graph.items()
+        if m.startswith("usb_model") and any(t.startswith("bids_usb") for t in targets)
+    )
     assert offenders == []
 
 
 def test_no_private_name_is_imported_across_modules():
     modules = _modules()
-    private = sorted(f"{importer} imports {target}.{n}" for importer, target, names in _imports(modules)
-                     for n in names if n.startswith("_") and not n.startswith("__") and target != importer)
+    private = sorted(
+        f"{importer} imports {target}.{n}"
+        for importer, target, names in _imports(modules)
+        for n in names
+        if n.startswith("_") and not n.startswith("__") and target != importer
+    )
     assert private == []

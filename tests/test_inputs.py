@@ -18,7 +18,9 @@ def _head(shape=(30, 34, 30)):
 
 
 def _save(tmp_path, name, data, affine=None, dtype=None):
-    img = nib.Nifti1Image(data if dtype is None else data.astype(dtype), np.diag([2.0, 2.0, 2.0, 1.0]) if affine is None else affine)
+    img = nib.Nifti1Image(
+        data if dtype is None else data.astype(dtype), np.diag([2.0, 2.0, 2.0, 1.0]) if affine is None else affine
+    )
     path = tmp_path / name
     nib.save(img, str(path))
     return path

@@ -191,9 +191,7 @@ def test_bids_filter(ds):
     assert [i.path.name for i in result.inputs] == ["sub-02_acq-mprage_T1w.nii.gz"]
     assert "01" in result.missing
     # Short keys, null for "absent", and the flair entry ignored for T1w.
-    result = collect_inputs(
-        ds, ["01"], bids_filter={"t1w": {"ses": "pre", "run": 2}, "flair": {"acq": "x"}}
-    )
+    result = collect_inputs(ds, ["01"], bids_filter={"t1w": {"ses": "pre", "run": 2}, "flair": {"acq": "x"}})
     assert [i.path.name for i in result.inputs] == ["sub-01_ses-pre_run-02_T1w.nii.gz"]
     result = collect_inputs(ds, ["02", "04"], bids_filter={"t1w": {"acq": None}})
     assert result.subjects == ["04"] and result.missing == ["02"]

@@ -13,7 +13,10 @@ def volume():
     rng = np.random.default_rng(0)
     zz, yy, xx = np.meshgrid(*[np.linspace(-1, 1, 24)] * 3, indexing="ij")
     brain = (zz**2 + yy**2 + xx**2) < 0.8
-    image = np.where(brain, 0.5 + 0.3 * np.sin(4 * xx) * np.cos(3 * yy), 0.0) + 0.01 * rng.standard_normal(brain.shape) * brain
+    image = (
+        np.where(brain, 0.5 + 0.3 * np.sin(4 * xx) * np.cos(3 * yy), 0.0)
+        + 0.01 * rng.standard_normal(brain.shape) * brain
+    )
     lesion = ((zz - 0.2) ** 2 + (yy + 0.1) ** 2 + xx**2) < 0.06
     return image, brain, lesion & brain
 
@@ -35,7 +38,9 @@ def test_psnr_is_infinite_for_identical_images_and_matches_a_known_noise(volume)
     expected = 10 * math.log10(1.0 / sigma**2)  # 26.02 dB
     assert M.masked_psnr(noisy, image, brain, data_range=1.0) == pytest.approx(expected, abs=0.15)
     # The data range scales PSNR by 20 log10(range ratio).
-    assert M.masked_psnr(noisy, image, brain, data_range=2.0) == pytest.approx(expected + 20 * math.log10(2.0), abs=0.15)
+    assert M.masked_psnr(noisy, image, brain, data_range=2.0) == pytest.approx(
+        expected + 20 * math.log10(2.0), abs=0.15
+    )
     # A constant offset of d gives exactly 20 log10(range / d).
     assert M.masked_psnr(image + 0.1, image, brain, data_range=1.0) == pytest.approx(20.0, abs=1e-6)
     with pytest.raises(ValueError):

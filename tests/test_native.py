@@ -25,8 +25,18 @@ def test_heal_composite_on_the_native_grid(tmp_path):
     healed = nib.Nifti1Image(np.full(shape, 0.8, np.float32), affine)  # the fill, normalised
     change = nib.Nifti1Image(np.full(shape, 0.02, np.float32), affine)  # decode(healed) - decode(input)
     model_input = nib.Nifti1Image(np.zeros(shape, np.float32), affine)  # not used when healing
-    edit = to_native_edit(original, healed, model_input, reg, scale, bias, lesion,
-                          healed_model=healed, change_model=change, band_mm=(0.0, 6.0))
+    edit = to_native_edit(
+        original,
+        healed,
+        model_input,
+        reg,
+        scale,
+        bias,
+        lesion,
+        healed_model=healed,
+        change_model=change,
+        band_mm=(0.0, 6.0),
+    )
     out = np.asanyarray(edit.image.dataobj)
     region = np.asanyarray(edit.region.dataobj) > 0
     assert out.dtype == np.int16 and out.shape == shape

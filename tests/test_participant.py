@@ -48,8 +48,26 @@ def run(dataset, tiny_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("out") / "usb"
     work = out.parent / "work"
     before = _snapshot(dataset)
-    cmd = [sys.executable, "-m", "bids_usb", str(dataset), str(out), "participant", "--model", str(tiny_checkpoint),
-           "-w", str(work), "--steps", "3", "--n-samples", "2", "--nprocs", "2", "--omp-nthreads", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bids_usb",
+        str(dataset),
+        str(out),
+        "participant",
+        "--model",
+        str(tiny_checkpoint),
+        "-w",
+        str(work),
+        "--steps",
+        "3",
+        "--n-samples",
+        "2",
+        "--nprocs",
+        "2",
+        "--omp-nthreads",
+        "1",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     return {"proc": proc, "out": out, "work": work, "cmd": cmd, "env": env, "before": before}
@@ -85,7 +103,12 @@ def test_outputs_lie_on_the_input_grid_and_keep_the_outside(run, dataset):
         sidecar = json.loads((anat / f"sub-{sub}_desc-healed_T1w.json").read_text())
         assert sidecar["SkullStripped"] is False
         assert sidecar["Sources"][0] == f"bids:raw:sub-{sub}/anat/sub-{sub}_T1w.nii.gz"
-        assert sidecar["USB"]["TStart"] == 100 and sidecar["USB"]["Mode"] == "mask" and sidecar["USB"]["Seed"] == 0 and len(sidecar["USB"]["Model"]["SHA256"]) == 64
+        assert (
+            sidecar["USB"]["TStart"] == 100
+            and sidecar["USB"]["Mode"] == "mask"
+            and sidecar["USB"]["Seed"] == 0
+            and len(sidecar["USB"]["Model"]["SHA256"]) == 64
+        )
     zooms = nib.load(dataset / "sub-03" / "anat" / "sub-03_T1w.nii.gz").header.get_zooms()
     assert sorted(round(float(z), 3) for z in zooms) == [1.0, 1.0, 5.0]
 
@@ -108,7 +131,9 @@ def test_rerun_resumes_from_the_work_directory(run):
     stamps = [p.stat().st_mtime_ns for p in results]
     healed = run["out"] / "sub-01" / "anat" / "sub-01_desc-healed_T1w.nii.gz"
     first = np.asanyarray(nib.load(healed).dataobj).copy()
-    proc = subprocess.run(run["cmd"] + ["--participant-label", "01"], capture_output=True, text=True, env=run["env"], timeout=600)
+    proc = subprocess.run(
+        run["cmd"] + ["--participant-label", "01"], capture_output=True, text=True, env=run["env"], timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [p.stat().st_mtime_ns for p in results] == stamps  # cached nodes were not run again
     assert np.array_equal(np.asanyarray(nib.load(healed).dataobj), first)
@@ -121,8 +146,26 @@ def test_embed_a_participants_lesion_into_the_others(tmp_path, tiny_checkpoint):
     write_dataset(bids, participants=2, seed=5, n_healthy=1, voxel_size=(3.0, 3.0, 3.0), variety=False)
     donor = next(p.parent.parent.name for p in bids.glob("sub-*/anat/*_label-lesion_roi.nii.gz"))
     out = tmp_path / "out"
-    code = main([str(bids), str(out), "participant", "--task", "embed", "--lesion-from", donor, "--model", str(tiny_checkpoint),
-                 "-w", str(tmp_path / "work"), "--steps", "3", "--skull-stripped", "--nprocs", "1"])
+    code = main(
+        [
+            str(bids),
+            str(out),
+            "participant",
+            "--task",
+            "embed",
+            "--lesion-from",
+            donor,
+            "--model",
+            str(tiny_checkpoint),
+            "-w",
+            str(tmp_path / "work"),
+            "--steps",
+            "3",
+            "--skull-stripped",
+            "--nprocs",
+            "1",
+        ]
+    )
     assert code == 0
     for sub in ("01", "02"):
         anat = out / f"sub-{sub}" / "anat"
@@ -132,8 +175,24 @@ def test_embed_a_participants_lesion_into_the_others(tmp_path, tiny_checkpoint):
         lesion = np.asanyarray(nib.load(anat / f"sub-{sub}_desc-lesion_mask.nii.gz").dataobj) > 0
         assert lesioned.shape == source.shape and lesion.any() and region.any()
         assert np.array_equal(np.asanyarray(lesioned.dataobj)[~region], np.asanyarray(source.dataobj)[~region])
-    assert main([str(bids), str(tmp_path / "out2"), "participant", "--task", "embed", "--lesion-from", "sub-99",
-                 "--model", str(tiny_checkpoint), "-w", str(tmp_path / "work")]) == 18
+    assert (
+        main(
+            [
+                str(bids),
+                str(tmp_path / "out2"),
+                "participant",
+                "--task",
+                "embed",
+                "--lesion-from",
+                "sub-99",
+                "--model",
+                str(tiny_checkpoint),
+                "-w",
+                str(tmp_path / "work"),
+            ]
+        )
+        == 18
+    )
 
 
 def test_heal_without_a_mask_detects_and_leaves_a_healthy_brain_alone(tmp_path, tiny_checkpoint):
@@ -144,7 +203,17 @@ def test_heal_without_a_mask_detects_and_leaves_a_healthy_brain_alone(tmp_path, 
     write_dataset(bids, participants=1, seed=9, n_healthy=1, voxel_size=(3.0, 3.0, 3.0), variety=False)
     source = nib.load(next(bids.glob("sub-*/anat/*_T1w.nii.gz")))
     sub = source.get_filename().split("/")[-1].split("_")[0]
-    common = ["participant", "--model", str(tiny_checkpoint), "--steps", "2", "--skull-stripped", "--nprocs", "1", "--skip-bids-validation"]
+    common = [
+        "participant",
+        "--model",
+        str(tiny_checkpoint),
+        "--steps",
+        "2",
+        "--skull-stripped",
+        "--nprocs",
+        "1",
+        "--skip-bids-validation",
+    ]
     out = tmp_path / "quiet"
     assert main([str(bids), str(out), *common, "-w", str(tmp_path / "w1"), "--detect-threshold", "1e6"]) == 0
     anat = out / sub / "anat"
@@ -156,7 +225,22 @@ def test_heal_without_a_mask_detects_and_leaves_a_healthy_brain_alone(tmp_path, 
     assert sidecar["USB"]["Mode"] == "detect" and sidecar["USB"]["DetectThreshold"] == 1e6
 
     out = tmp_path / "loud"
-    assert main([str(bids), str(out), *common, "-w", str(tmp_path / "w2"), "--detect-threshold", "0", "--detect-min-ml", "0"]) == 0
+    assert (
+        main(
+            [
+                str(bids),
+                str(out),
+                *common,
+                "-w",
+                str(tmp_path / "w2"),
+                "--detect-threshold",
+                "0",
+                "--detect-min-ml",
+                "0",
+            ]
+        )
+        == 0
+    )
     anat = out / sub / "anat"
     detected = nib.load(anat / f"{sub}_desc-detected_mask.nii.gz")
     assert detected.shape == source.shape and np.asanyarray(detected.dataobj).any()
@@ -169,8 +253,21 @@ def test_heal_without_a_mask_detects_and_leaves_a_healthy_brain_alone(tmp_path, 
 def test_heal_mode_mask_skips_an_image_without_a_mask_with_one_line(tmp_path, tiny_checkpoint, capsys):
     bids = tmp_path / "bids"
     write_dataset(bids, participants=1, seed=9, n_healthy=1, voxel_size=(3.0, 3.0, 3.0), variety=False)
-    code = main([str(bids), str(tmp_path / "out"), "participant", "--model", str(tiny_checkpoint), "--heal-mode", "mask",
-                 "-w", str(tmp_path / "w"), "--skull-stripped", "--skip-bids-validation"])
+    code = main(
+        [
+            str(bids),
+            str(tmp_path / "out"),
+            "participant",
+            "--model",
+            str(tiny_checkpoint),
+            "--heal-mode",
+            "mask",
+            "-w",
+            str(tmp_path / "w"),
+            "--skull-stripped",
+            "--skip-bids-validation",
+        ]
+    )
     assert code == 66
     captured = capsys.readouterr()
     assert "--heal-mode mask needs a lesion mask" in captured.err.strip().splitlines()[-1]

@@ -13,8 +13,26 @@ from bids_usb.reports import ImageReport, write_participant_report
 from bids_usb.reports import figures as F
 from bids_usb.reports import participant as P
 
-PARAMS = {"t_start": 300, "stride": 2, "alpha0": 20.0, "k": 0.5, "ddim_eta": 0.0, "acg": True, "seed": 7, "n_samples": 3}
-TIMINGS = {"prepare": 1.5, "bias_correct": 12.25, "skull_strip": 4.0, "register": 9.0, "to_model_grid": 0.5, "usb": 95.0, "to_native": 2.0, "derivatives": 0.75}
+PARAMS = {
+    "t_start": 300,
+    "stride": 2,
+    "alpha0": 20.0,
+    "k": 0.5,
+    "ddim_eta": 0.0,
+    "acg": True,
+    "seed": 7,
+    "n_samples": 3,
+}
+TIMINGS = {
+    "prepare": 1.5,
+    "bias_correct": 12.25,
+    "skull_strip": 4.0,
+    "register": 9.0,
+    "to_model_grid": 0.5,
+    "usb": 95.0,
+    "to_native": 2.0,
+    "derivatives": 0.75,
+}
 MODEL = {"Name": "demo", "SHA256": "0123456789abcdef" * 4, "Contrast": "T1w"}
 
 # A native grid stored S-L-P with 5 mm slices: canonical RAS is (40, 48, 12) at 1 x 1 x 5 mm.
@@ -41,7 +59,9 @@ def _to_file_order(ras: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(ras[::-1, ::-1, :].transpose(2, 0, 1))
 
 
-def _image(tmp: Path, name: str, *, aniso: bool, lesion: bool, uncertainty: bool, task: str = "heal", n_samples: int = 3) -> ImageReport:
+def _image(
+    tmp: Path, name: str, *, aniso: bool, lesion: bool, uncertainty: bool, task: str = "heal", n_samples: int = 3
+) -> ImageReport:
     tmp.mkdir(parents=True, exist_ok=True)
     if aniso:
         shape, zooms = (40, 48, 12), (1.0, 1.0, 5.0)
@@ -74,7 +94,9 @@ def _image(tmp: Path, name: str, *, aniso: bool, lesion: bool, uncertainty: bool
     m_aff[:3, 3] = [-31, -39, -31]
     template, _ = _brain(m_shape, (2.0, 2.0, 2.0))
     moved, _ = _brain(m_shape, (2.0, 2.0, 2.0), centre=[16.5, 19.0, 15.5])
-    files["preproc_model"] = _save(moved / 800.0, m_aff, tmp / f"{name.replace('_T1w', '')}_space-USBdemo_res-2_desc-preproc_T1w.nii.gz")
+    files["preproc_model"] = _save(
+        moved / 800.0, m_aff, tmp / f"{name.replace('_T1w', '')}_space-USBdemo_res-2_desc-preproc_T1w.nii.gz"
+    )
     files["edited_model"] = _save(moved / 800.0, m_aff, tmp / "edited_model.nii.gz")
     if lesion:
         files["lesion_model"] = _save(np.zeros(m_shape), m_aff, tmp / "lesion_model.nii.gz", np.uint8)
@@ -83,8 +105,14 @@ def _image(tmp: Path, name: str, *, aniso: bool, lesion: bool, uncertainty: bool
     tpl = Path(_save(template / 800.0, m_aff, tmp / "template.nii.gz"))
     anat_path = Path(files.pop("anat"))
     return ImageReport(
-        name=name, anat=anat_path, written=files, template=tpl, task=task,
-        parameters={**PARAMS, "n_samples": n_samples}, timings=dict(TIMINGS), model=dict(MODEL),
+        name=name,
+        anat=anat_path,
+        written=files,
+        template=tpl,
+        task=task,
+        parameters={**PARAMS, "n_samples": n_samples},
+        timings=dict(TIMINGS),
+        model=dict(MODEL),
         warnings=["N4 did not converge <fully>"] if lesion else [],
     )
 
@@ -126,19 +154,27 @@ def test_figures_exist_and_are_bids_like(report):
         assert fig.is_file() and fig.stat().st_size > 1000
         assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         names.add(fig.name)
-    assert {"sub-01_ses-1_desc-edit_T1w.png", "sub-01_ses-1_desc-uncertainty_T1w.png", "sub-01_ses-2_desc-edit_T1w.png",
-            "sub-01_ses-1_space-USBdemo_desc-registration_T1w.png", "sub-01_ses-2_space-USBdemo_desc-registration_T1w.png"} == names
+    assert {
+        "sub-01_ses-1_desc-edit_T1w.png",
+        "sub-01_ses-1_desc-uncertainty_T1w.png",
+        "sub-01_ses-2_desc-edit_T1w.png",
+        "sub-01_ses-1_space-USBdemo_desc-registration_T1w.png",
+        "sub-01_ses-2_space-USBdemo_desc-registration_T1w.png",
+    } == names
 
 
 def test_parameters_timings_model_and_warnings(report):
     path, _, _ = report
     html = path.read_text(encoding="utf-8")
-    for key, value in PARAMS.items():
+    for key, _value in PARAMS.items():
         assert f"<code>{key}</code>" in html
     assert "<td>300</td>" in html and "<td>20</td>" in html
     assert "1 min 35 s" in html  # usb: 95 s
     total = sum(TIMINGS.values())  # 125 s
-    assert P._duration(total) == "2 min 05 s" and '<tr class="total"><td>total</td><td></td><td class="num">2 min 05 s</td>' in html
+    assert (
+        P._duration(total) == "2 min 05 s"
+        and '<tr class="total"><td>total</td><td></td><td class="num">2 min 05 s</td>' in html
+    )
     assert "0123456789ab…" in html and "demo" in html
     assert "N4 did not converge &lt;fully&gt;" in html  # escaped
     assert "No warnings." not in html.split('id="sub-01_ses-1_T1w-warnings"')[1].split("</section>")[0]
@@ -150,18 +186,53 @@ def test_methods_paragraph(report):
     path, _, _ = report
     html = path.read_text(encoding="utf-8")
     methods = html.split('id="methods"')[1].split('id="about"')[0]
-    for needle in ("bids_usb 0.1.0", "healed", "diffusion step 300", "151 steps", "stride 2", "α₀ = 20", "k = 0.5", "η = 0",
-                   "random seed 7", "3 samples", "&quot;demo&quot;", "not be used for clinical", "Wang &amp; Liu",
-                   "Tustison et al., 2010", "Fisch et al., 2024", "Gorgolewski et al., 2011", "Avants et al., 2011"):
+    for needle in (
+        "bids_usb 0.1.0",
+        "healed",
+        "diffusion step 300",
+        "151 steps",
+        "stride 2",
+        "α₀ = 20",
+        "k = 0.5",
+        "η = 0",
+        "random seed 7",
+        "3 samples",
+        "&quot;demo&quot;",
+        "not be used for clinical",
+        "Wang &amp; Liu",
+        "Tustison et al., 2010",
+        "Fisch et al., 2024",
+        "Gorgolewski et al., 2011",
+        "Avants et al., 2011",
+    ):
         assert needle in methods, needle
     # the two images differ (lesion / samples), so each gets its own paragraph, labelled
     assert methods.count('<p class="methods">') == 2 and "sub-01_ses-2_T1w:" in methods
 
 
 def test_methods_embed_and_versions():
-    image = ImageReport("sub-02_T1w", Path("sub-02_T1w.nii.gz"), {"lesion": "x"}, Path("t.nii.gz"), "embed",
-                        {"t_start": 500, "stride": 1, "alpha0": 10.0, "k": 1.0, "ddim_eta": 0.5, "acg": True, "lcg": True, "lcg_eta": 2.0, "seed": 3, "n_samples": 1},
-                        {}, {"Name": "usb-brats", "SHA256": "f" * 64}, [])
+    image = ImageReport(
+        "sub-02_T1w",
+        Path("sub-02_T1w.nii.gz"),
+        {"lesion": "x"},
+        Path("t.nii.gz"),
+        "embed",
+        {
+            "t_start": 500,
+            "stride": 1,
+            "alpha0": 10.0,
+            "k": 1.0,
+            "ddim_eta": 0.5,
+            "acg": True,
+            "lcg": True,
+            "lcg_eta": 2.0,
+            "seed": 3,
+            "n_samples": 1,
+        },
+        {},
+        {"Name": "usb-brats", "SHA256": "f" * 64},
+        [],
+    )
     versions = {"nipype": "1.0", "ANTsPy": "0.6", "deepbet": "1.0.2", "PyTorch": "2.13.0", "MONAI": None}
     text = P.methods_paragraph(image, "9.9", versions)
     assert "embedded" in text and "Lesion Consistency Guidance (LCG; η = 2)" in text and "diffusion step 500" in text

@@ -22,33 +22,42 @@ def test_labels_are_typed_once():
             parse_labels(bad, "sub-", "--participant-label")
 
 
-@pytest.mark.parametrize("text,gb", [("16000", 16000 / 1024), ("16000MB", 16000 / 1024), ("16G", 16.0),
-                                     ("16GB", 16.0), ("1T", 1024.0), (None, None)])
+@pytest.mark.parametrize(
+    "text,gb",
+    [("16000", 16000 / 1024), ("16000MB", 16000 / 1024), ("16G", 16.0), ("16GB", 16.0), ("1T", 1024.0), (None, None)],
+)
 def test_mem_is_megabytes_unless_a_unit_is_given(text, gb):
     """As fMRIPrep users write it: --mem 16000 is 16000 MB."""
     assert parse_mem_gb(text) == pytest.approx(gb) if gb else parse_mem_gb(text) is None
 
 
 def test_sampling_options_become_one_edit_parameters_object():
-    config = RunConfig.from_options(_opts(task="heal", heal_mode="mask", steps=20, alpha0=5.0, no_acg=True, lcg_eta=3.0),
-                                    given=["task", "heal_mode", "steps", "alpha0", "no_acg"])
+    config = RunConfig.from_options(
+        _opts(task="heal", heal_mode="mask", steps=20, alpha0=5.0, no_acg=True, lcg_eta=3.0),
+        given=["task", "heal_mode", "steps", "alpha0", "no_acg"],
+    )
     assert config.workflow.sampling == EditParameters(mode="mask", steps=20, alpha0=5.0, acg=False)
     assert config.workflow.sampling.overrides() == {"mode": "mask", "steps": 20, "alpha0": 5.0, "acg": False}
 
 
-@pytest.mark.parametrize("level,extra,given,flag", [
-    ("participant", {"ground_truth": "/gt"}, ["ground_truth"], "--ground-truth"),
-    ("participant", {"task": "heal", "lcg_eta": 1.0}, ["lcg_eta"], "--eta"),
-    ("group", {"group_task": "metrics", "t_start": 100}, ["group_task", "t_start"], "--t-start"),
-    ("group", {"group_task": "generate", "heal_mode": "mask"}, ["group_task", "heal_mode"], "--heal-mode"),
-    ("group", {"group_task": "train", "n_generate": 3}, ["group_task", "n_generate"], "--n-generate"),
-])
+@pytest.mark.parametrize(
+    "level,extra,given,flag",
+    [
+        ("participant", {"ground_truth": "/gt"}, ["ground_truth"], "--ground-truth"),
+        ("participant", {"task": "heal", "lcg_eta": 1.0}, ["lcg_eta"], "--eta"),
+        ("group", {"group_task": "metrics", "t_start": 100}, ["group_task", "t_start"], "--t-start"),
+        ("group", {"group_task": "generate", "heal_mode": "mask"}, ["group_task", "heal_mode"], "--heal-mode"),
+        ("group", {"group_task": "train", "n_generate": 3}, ["group_task", "n_generate"], "--n-generate"),
+    ],
+)
 def test_an_option_that_does_not_apply_is_a_usage_error(level, extra, given, flag):
     with pytest.raises(UsageError, match=flag):
         RunConfig.from_options(_opts(analysis_level=level, **extra), given=given)
 
 
 def test_options_that_apply_are_accepted():
-    config = RunConfig.from_options(_opts(analysis_level="group", group_task="train", preset="tiny", train_steps="autoencoder=2"),
-                                    given=["group_task", "preset", "train_steps"])
+    config = RunConfig.from_options(
+        _opts(analysis_level="group", group_task="train", preset="tiny", train_steps="autoencoder=2"),
+        given=["group_task", "preset", "train_steps"],
+    )
     assert config.scope == "group:train" and config.group.preset == "tiny"

@@ -161,8 +161,22 @@ def test_flair_and_options(tmp_path):
     runner = CliRunner()
     result = runner.invoke(
         main,
-        [str(out), "--participants", "2", "--n-healthy", "0", "--voxel-size", "6,6,7", "--contrast", "FLAIR",
-         "--no-variety", "--lesion-size", "5,20", "--grid", "30,36,30"],
+        [
+            str(out),
+            "--participants",
+            "2",
+            "--n-healthy",
+            "0",
+            "--voxel-size",
+            "6,6,7",
+            "--contrast",
+            "FLAIR",
+            "--no-variety",
+            "--lesion-size",
+            "5,20",
+            "--grid",
+            "30,36,30",
+        ],
     )
     assert result.exit_code == 0, result.output
     img = nib.load(out / "sub-02" / "anat" / "sub-02_FLAIR.nii.gz")

@@ -13,11 +13,11 @@ from safetensors.torch import load_file
 from torch.utils.data import IterableDataset
 
 from usb_model import train as T
-from usb_model.train import losses as train_losses
 from usb_model.checkpoint import load_state
 from usb_model.config import load_preset
 from usb_model.diffusion import Diffusion, sample_timesteps
 from usb_model.networks import USBNetworks
+from usb_model.train import losses as train_losses
 
 REAL_BUILD_PERCEPTUAL = T.build_perceptual
 
@@ -107,7 +107,9 @@ def _brain_eval(trainer, ev) -> float:
     healthy = torch.zeros(x0.shape[0], dtype=torch.bool)
     empty = trainer.networks.empty_condition(1)
     with torch.no_grad():
-        y_t, cond = T.brain_inputs(trainer.ema["lesion"].module, trainer.diffusion, x0, y0, t, eps_x, eps_y, healthy, empty)
+        y_t, cond = T.brain_inputs(
+            trainer.ema["lesion"].module, trainer.diffusion, x0, y0, t, eps_x, eps_y, healthy, empty
+        )
         return T.brain_loss(trainer.networks.brain, y_t, cond, t, eps_y).item()
 
 
@@ -248,7 +250,7 @@ def test_brain_inputs_use_empty_condition_for_healthy_samples(cfg):
     torch.manual_seed(0)
     nets = USBNetworks(cfg).eval()
     diffusion = Diffusion(cfg.schedule)
-    n, shape = 4, (4, *cfg.latent_shape)
+    _n, shape = 4, (4, *cfg.latent_shape)
     x0, y0, eps_x, eps_y = (torch.randn(shape) for _ in range(4))
     t = torch.tensor([10, 500, 900, 1013])
     empty = nets.empty_condition(1)
@@ -275,7 +277,9 @@ def test_training_feeds_empty_condition_at_the_healthy_fraction(cfg, data, tmp_p
     torch.manual_seed(0)
     nets = USBNetworks(cfg)
     seen = []
-    nets.brain.register_forward_pre_hook(lambda module, args: seen.append(args[0][:, cfg.latent_shape[0] :].detach().clone()))
+    nets.brain.register_forward_pre_hook(
+        lambda module, args: seen.append(args[0][:, cfg.latent_shape[0] :].detach().clone())
+    )
     T.train_all(cfg, data, tmp_path, {"autoencoder": 1, "brain": 3}, networks=nets, latent_scale_samples=4)
     assert len(seen) == 3
     empty = nets.empty_condition(cfg.training.batch_size)
@@ -308,7 +312,9 @@ def test_resume_refuses_another_architecture(cfg, data, tmp_path):
 
 
 def test_perceptual_loss_off_without_offline_weights(cfg, monkeypatch):
-    monkeypatch.setattr(train_losses, "perceptual_weights_available", lambda network_type="alex": (False, "not on disk"))
+    monkeypatch.setattr(
+        train_losses, "perceptual_weights_available", lambda network_type="alex": (False, "not on disk")
+    )
     with pytest.warns(UserWarning, match="perceptual loss is off because its weights are not available offline"):
         assert REAL_BUILD_PERCEPTUAL(cfg, torch.device("cpu")) is None
     with warnings.catch_warnings():

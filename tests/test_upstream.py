@@ -41,8 +41,9 @@ from usb_model.upstream.pickles import (
 )
 
 # Next to the repository (../shared/upstream-usb from its root), or wherever the variable says.
-REFERENCE = Path(os.environ.get("USB_UPSTREAM_REFERENCE",
-                                Path(__file__).resolve().parents[2] / "shared" / "upstream-usb"))
+REFERENCE = Path(
+    os.environ.get("USB_UPSTREAM_REFERENCE", Path(__file__).resolve().parents[2] / "shared" / "upstream-usb")
+)
 needs_reference = pytest.mark.skipif(
     not (REFERENCE / "ldm_tiny.pth").is_file(),
     reason=f"the authors' reference files are not at {REFERENCE} (set USB_UPSTREAM_REFERENCE)",
@@ -150,7 +151,7 @@ def test_every_paper_key_is_mapped_or_deliberately_dropped():
         "denoiser": convert_state(networks["denoiser"], den_state, "denoiser", den_name),
         "autoencoder": convert_state(networks["autoencoder"], vae_state, "autoencoder", vae_name),
     }
-    for kind, state in (("denoiser", den_state), ("autoencoder", vae_state)):
+    for kind, _state in (("denoiser", den_state), ("autoencoder", vae_state)):
         assert set(used[kind]) == set(networks[kind].state_dict())
     dropped = sorted(k for k in den_state if dropped_reason("denoiser", k))
     # What is dropped, said plainly: the unused condition projections of the 11 residual blocks
@@ -217,8 +218,9 @@ def test_unknown_classes_are_never_imported(tmp_path):
         members = {n: zf.read(n) for n in zf.namelist()}
     name = next(n for n in members if n.endswith("data.pkl"))
     # a GLOBAL of a module that does not exist, called with REDUCE: normal unpickling would import it
-    payload = (b"\x80\x02}q\x00(X\x0a\x00\x00\x00state_dictq\x01}q\x02"
-               b"X\x01\x00\x00\x00hcno_such_pkg_xyz\nThing\n)Rq\x03u.")
+    payload = (
+        b"\x80\x02}q\x00(X\x0a\x00\x00\x00state_dictq\x01}q\x02X\x01\x00\x00\x00hcno_such_pkg_xyz\nThing\n)Rq\x03u."
+    )
     members[name] = payload
     with zipfile.ZipFile(path, "w") as zf:
         for n, data in members.items():
@@ -242,8 +244,15 @@ def test_a_tampered_denoiser_fails_with_one_line_naming_file_and_tensor(tmp_path
     from usb_model.upstream import import_upstream
 
     with pytest.raises(UpstreamError) as info:
-        import_upstream(bad, REFERENCE / "ldm_tiny.pth", REFERENCE / "vae_tiny.ckpt", tmp_path / "out",
-                        grid_shape=(32,) * 3, voxel_mm=5.0, with_template=False)
+        import_upstream(
+            bad,
+            REFERENCE / "ldm_tiny.pth",
+            REFERENCE / "vae_tiny.ckpt",
+            tmp_path / "out",
+            grid_shape=(32,) * 3,
+            voxel_mm=5.0,
+            with_template=False,
+        )
     text = one_line(info.value)
     assert str(bad) in text and "down_blocks.1.resnets.0.conv1.weight" in text
     assert not (tmp_path / "out").exists()
@@ -287,8 +296,14 @@ def converted(tmp_path_factory):
     from usb_model.upstream import import_upstream
 
     out = tmp_path_factory.mktemp("upstream") / "usb-upstream"
-    return import_upstream(REFERENCE / "ldm_tiny.pth", REFERENCE / "ldm_tiny.pth", REFERENCE / "vae_tiny.ckpt", out,
-                           grid_shape=(32,) * 3, voxel_mm=5.0)
+    return import_upstream(
+        REFERENCE / "ldm_tiny.pth",
+        REFERENCE / "ldm_tiny.pth",
+        REFERENCE / "vae_tiny.ckpt",
+        out,
+        grid_shape=(32,) * 3,
+        voxel_mm=5.0,
+    )
 
 
 def test_the_converted_checkpoint_records_the_authors_conventions(converted):
@@ -334,9 +349,22 @@ def test_the_command_exits_65_with_one_line_for_bad_data(tmp_path):
     marker = tmp_path / "ran"
     evil = tmp_path / "usb_lesion.pth"
     torch.save([_RunsCode(marker)], evil)
-    cmd = [sys.executable, "-m", "usb_model.upstream.cli", "--lesion", str(evil),
-           "--brain", str(REFERENCE / "ldm_tiny.pth"), "--vae", str(REFERENCE / "vae_tiny.ckpt"),
-           "--grid", "32", "--voxel-size", "5", str(tmp_path / "out")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "usb_model.upstream.cli",
+        "--lesion",
+        str(evil),
+        "--brain",
+        str(REFERENCE / "ldm_tiny.pth"),
+        "--vae",
+        str(REFERENCE / "vae_tiny.ckpt"),
+        "--grid",
+        "32",
+        "--voxel-size",
+        "5",
+        str(tmp_path / "out"),
+    ]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 65, proc.stderr

@@ -119,9 +119,7 @@ def test_derivative_dataset_uses_derivative_rules(tmp_path):
     assert assert_valid_bids(root) == []
     # SkullStripped is REQUIRED for derivative images.
     (root / "sub-01" / "anat" / "sub-01_desc-healed_T1w.json").write_text("{}")
-    assert assert_valid_bids(root) == [
-        "SIDECAR_KEY_REQUIRED[SkullStripped] /sub-01/anat/sub-01_desc-healed_T1w.nii.gz"
-    ]
+    assert assert_valid_bids(root) == ["SIDECAR_KEY_REQUIRED[SkullStripped] /sub-01/anat/sub-01_desc-healed_T1w.nii.gz"]
     # Without DatasetType, GeneratedBy alone is enough for the derivative rules ...
     desc = json.loads((root / "dataset_description.json").read_text())
     del desc["DatasetType"]

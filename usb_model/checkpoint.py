@@ -133,7 +133,9 @@ def check_weights(directory: str | Path) -> None:
 def _compare(expected: dict[str, tuple], found: dict[str, tuple], source: str | Path) -> None:
     missing = sorted(set(expected) - set(found))
     if missing:
-        raise CheckpointError(f"{source} lacks tensor {missing[0]!r} ({len(missing)} missing); the file does not match its config")
+        raise CheckpointError(
+            f"{source} lacks tensor {missing[0]!r} ({len(missing)} missing); the file does not match its config"
+        )
     unexpected = sorted(set(found) - set(expected))
     if unexpected:
         raise CheckpointError(f"{source} has unexpected tensor {unexpected[0]!r}; the file does not match its config")
@@ -158,7 +160,9 @@ def load_template_arrays(directory: str | Path) -> dict[str, Any]:
     directory = Path(directory)
     meta = read_meta(directory)
     if not (directory / TEMPLATE_FILE).is_file() or "grid_affine" not in meta:
-        raise CheckpointError(f"checkpoint {directory} carries no template ({TEMPLATE_FILE} and grid_affine); save it with template=...")
+        raise CheckpointError(
+            f"checkpoint {directory} carries no template ({TEMPLATE_FILE} and grid_affine); save it with template=..."
+        )
     try:
         arrays = load_file(str(directory / TEMPLATE_FILE))
     except (SafetensorError, OSError, ValueError) as exc:

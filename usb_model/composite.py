@@ -42,7 +42,9 @@ def composite(original: np.ndarray, edited: np.ndarray, weight: np.ndarray) -> n
     return out
 
 
-def heal_composite(original: np.ndarray, healed: np.ndarray, change: np.ndarray, lesion: np.ndarray, weight: np.ndarray) -> np.ndarray:
+def heal_composite(
+    original: np.ndarray, healed: np.ndarray, change: np.ndarray, lesion: np.ndarray, weight: np.ndarray
+) -> np.ndarray:
     """A healed lesion put back into its input.
 
     Inside ``lesion`` the healed image itself (the fill); around it, within the blend band,
@@ -55,7 +57,11 @@ def heal_composite(original: np.ndarray, healed: np.ndarray, change: np.ndarray,
     lesion = np.asarray(lesion) > 0
     edited[lesion] = np.asarray(healed, dtype=np.float64)[lesion]
     full = np.where(lesion, 1.0, weight).astype(np.float32)
-    return composite(original, edited, full) if not np.issubdtype(original.dtype, np.floating) else _float_composite(original, edited, full)
+    return (
+        composite(original, edited, full)
+        if not np.issubdtype(original.dtype, np.floating)
+        else _float_composite(original, edited, full)
+    )
 
 
 def _float_composite(original: np.ndarray, edited: np.ndarray, weight: np.ndarray) -> np.ndarray:

@@ -102,8 +102,13 @@ class SamplingConfig:
     # "auto" is "mask" with a mask and "detect" without.
     heal_mode: str = "auto"
     heal_fill: str = "graft"  # what the lesion is filled with before encoding (usb_model.fill)
-    t_start_mask: int = 100  # start of mask-aware healing (t_start_heal is the paper's ACG healing's); benchmarks/healing.py sweep
-    band_mm: tuple[float, float] = (1.0, 4.0)  # blend band around the lesion: weight 1 inside the first, 0 beyond the second
+    t_start_mask: int = (
+        100  # start of mask-aware healing (t_start_heal is the paper's ACG healing's); benchmarks/healing.py sweep
+    )
+    band_mm: tuple[float, float] = (
+        1.0,
+        4.0,
+    )  # blend band around the lesion: weight 1 inside the first, 0 beyond the second
     detect_t_start: int = 400  # noise level of the healing pass whose departure from the input is the anomaly map
     detect_threshold: float = 0.1  # anomaly (decoded, [0, 1] intensity) above which a voxel is lesion
     detect_min_ml: float = 1.0  # smaller connected components are not lesions
@@ -139,7 +144,7 @@ class EditParameters:
         return {name: getattr(self, name) for name in self.names() if getattr(self, name) is not None}
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "EditParameters":
+    def from_dict(cls, values: dict[str, Any]) -> EditParameters:
         unknown = sorted(set(values) - set(cls.names()))
         if unknown:
             raise ValueError(f"unknown sampling parameter(s): {', '.join(unknown)}")
@@ -205,7 +210,7 @@ class USBConfig:
         return text
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "USBConfig":
+    def from_dict(cls, data: dict[str, Any]) -> USBConfig:
         sections = {f.name: f.type for f in dataclasses.fields(cls)}
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
@@ -218,13 +223,13 @@ class USBConfig:
         return cls(**kwargs)
 
     @classmethod
-    def from_json(cls, path_or_text: str | Path) -> "USBConfig":
+    def from_json(cls, path_or_text: str | Path) -> USBConfig:
         text = str(path_or_text)
         if not text.lstrip().startswith("{"):
             text = Path(path_or_text).read_text()
         return cls.from_dict(json.loads(text))
 
-    def replace(self, **sections: Any) -> "USBConfig":
+    def replace(self, **sections: Any) -> USBConfig:
         """A copy with some fields of some sections changed: ``cfg.replace(sampling={"k": 1})``."""
         data = self.to_dict()
         for name, updates in sections.items():

@@ -10,13 +10,15 @@ healthy brain comes back unchanged.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage
 
 
-def anomaly_map(healed: np.ndarray, reconstruction: np.ndarray, brain: np.ndarray, sigma_vox: float = 0.7) -> np.ndarray:
+def anomaly_map(
+    healed: np.ndarray, reconstruction: np.ndarray, brain: np.ndarray, sigma_vox: float = 0.7
+) -> np.ndarray:
     """Mean over samples of |healed - reconstruction|, smoothed, zero outside the brain.
 
     ``healed``: (n, *grid) or (*grid) decoded healed samples; ``reconstruction``: the decoded

@@ -61,7 +61,9 @@ class Diffusion:
         a = self.abar(t, z_t)
         return (z_t - (1 - a).sqrt() * eps) / a.sqrt()
 
-    def brain_condition(self, x_t: torch.Tensor, eps_x: torch.Tensor, t: torch.Tensor | int, clip: float = 0.0) -> torch.Tensor:
+    def brain_condition(
+        self, x_t: torch.Tensor, eps_x: torch.Tensor, t: torch.Tensor | int, clip: float = 0.0
+    ) -> torch.Tensor:
         """The brain net's condition in the paired process: the lesion net's one-step clean
         estimate x0_hat, clamped to +-``clip`` when set (``TrainingConfig.condition_clip``).
         Training (``train.losses.brain_inputs``) and sampling (``tasks.USB._reverse``) both call
@@ -109,7 +111,9 @@ class Diffusion:
         return list(range(0, self.T, stride))[::-1]
 
 
-def sample_timesteps(batch: int, T: int, generator: torch.Generator | None = None, antithetic: bool = True) -> torch.Tensor:
+def sample_timesteps(
+    batch: int, T: int, generator: torch.Generator | None = None, antithetic: bool = True
+) -> torch.Tensor:
     """Training timesteps; antithetic pairs (t, T - 1 - t) halve the variance of the loss estimate."""
     if not antithetic:
         return torch.randint(0, T, (batch,), generator=generator)

@@ -39,7 +39,9 @@ def white_matter(image: np.ndarray, brain: np.ndarray, exclude: np.ndarray | Non
     return keep & (image >= WM_FRACTION * np.percentile(image[keep], 99))
 
 
-def wm_fill(image, mask, *, brain=None, wm=None, rng: np.random.Generator | None = None, noise: bool = True) -> np.ndarray:
+def wm_fill(
+    image, mask, *, brain=None, wm=None, rng: np.random.Generator | None = None, noise: bool = True
+) -> np.ndarray:
     """The lesion's voxels replaced by white-matter intensities (FSL ``lesion_filling`` style).
 
     ``wm`` is a white-matter mask (a tissue map > 0.5); without it, the bright part of the brain

@@ -44,8 +44,9 @@ def brain_scale(image: np.ndarray, brain: np.ndarray, percentile: float = NORMAL
     return scale
 
 
-def normalise_brain(image: np.ndarray, brain: np.ndarray, scale: float | None = None, contrast: str = "T1w",
-                    method: str = "percentile") -> np.ndarray:
+def normalise_brain(
+    image: np.ndarray, brain: np.ndarray, scale: float | None = None, contrast: str = "T1w", method: str = "percentile"
+) -> np.ndarray:
     """``image / scale * top`` inside the brain, clipped to [0, 1]; 0 outside (``method``: see
     ``NORMALISATIONS``; ``scale`` defaults to that rule's percentile of the brain)."""
     scale = brain_scale(image, brain, normalisation_percentile(method)) if scale is None else scale

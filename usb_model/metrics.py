@@ -47,7 +47,9 @@ def _pair(pred, target) -> tuple[np.ndarray, np.ndarray]:
     a = np.asarray(pred, dtype=np.float64)
     b = np.asarray(target, dtype=np.float64)
     if a.shape != b.shape:
-        raise ValueError(f"prediction of shape {a.shape} and target of shape {b.shape} differ; resample one onto the other's grid")
+        raise ValueError(
+            f"prediction of shape {a.shape} and target of shape {b.shape} differ; resample one onto the other's grid"
+        )
     return a, b
 
 
@@ -179,7 +181,17 @@ def mmd_rbf(x, y, bandwidth: float | None = None) -> float:
     return float(term_x + term_y - 2.0 * kxy.mean())
 
 
-def kid(x, y, *, subsets: int = 100, subset_size: int = 1000, degree: int = 3, gamma: float | None = None, coef: float = 1.0, seed: int = 0) -> tuple[float, float]:
+def kid(
+    x,
+    y,
+    *,
+    subsets: int = 100,
+    subset_size: int = 1000,
+    degree: int = 3,
+    gamma: float | None = None,
+    coef: float = 1.0,
+    seed: int = 0,
+) -> tuple[float, float]:
     """Kernel Inception Distance between reference features ``x`` and generated features ``y``.
 
     torchmetrics' ``KernelInceptionDistance`` with an identity feature extractor: the
@@ -193,7 +205,9 @@ def kid(x, y, *, subsets: int = 100, subset_size: int = 1000, degree: int = 3, g
     size = min(int(subset_size), len(a), len(b))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "saves all features in memory": intended here
-        metric = KernelInceptionDistance(feature=torch.nn.Identity(), subsets=int(subsets), subset_size=size, degree=degree, gamma=gamma, coef=coef)
+        metric = KernelInceptionDistance(
+            feature=torch.nn.Identity(), subsets=int(subsets), subset_size=size, degree=degree, gamma=gamma, coef=coef
+        )
         metric.update(a, real=True)
         metric.update(b, real=False)
         with torch.random.fork_rng(devices=[]):

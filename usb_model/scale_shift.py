@@ -29,7 +29,7 @@ class ScaleShiftResnetBlock(DiffusionUNetResnetBlock):
         self.time_emb_proj = nn.Linear(self.emb_channels, 2 * self.out_channels)
 
     @classmethod
-    def like(cls, block: DiffusionUNetResnetBlock) -> "ScaleShiftResnetBlock":
+    def like(cls, block: DiffusionUNetResnetBlock) -> ScaleShiftResnetBlock:
         """A scale-shift block with the same shape as MONAI's ``block`` (fresh weights)."""
         return cls(
             spatial_dims=block.spatial_dims,

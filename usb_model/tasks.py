@@ -21,8 +21,8 @@ from .checkpoint import CheckpointError, load_checkpoint, load_template_arrays
 from .composite import blend_weight, heal_composite
 from .composite import composite as blend
 from .config import USBConfig
-from .device import autocast, make_generator, pick_device
 from .detection import anomaly_map, detect_lesions
+from .device import autocast, make_generator, pick_device
 from .diffusion import Diffusion
 from .fill import brain_region, intensity_line, prefill
 from .guidance import acg_weight, apply_guidance, lcg_weight, soft_lesion_map
@@ -85,7 +85,9 @@ HEAL_MODES = ("mask", "detect", "acg")
 class USB:
     """A trained USB model ready to sample: networks, diffusion schedule and device."""
 
-    def __init__(self, networks: USBNetworks, device: str | torch.device | None = None, template_t1w: np.ndarray | None = None):
+    def __init__(
+        self, networks: USBNetworks, device: str | torch.device | None = None, template_t1w: np.ndarray | None = None
+    ):
         self.device = pick_device(device)
         self.networks = networks.to(self.device).eval()
         self.cfg: USBConfig = networks.cfg
@@ -95,7 +97,7 @@ class USB:
         self.template_t1w = template_t1w
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None) -> "USB":
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None) -> USB:
         try:
             template = load_template_arrays(path)["t1w"]
         except CheckpointError:
@@ -105,7 +107,9 @@ class USB:
     # --- the four tasks -----------------------------------------------------------------------
 
     @torch.no_grad()
-    def generate_pairs(self, n: int = 1, *, seed: int = 0, steps: int | None = None, ddim_eta: float | None = None) -> GenerationResult:
+    def generate_pairs(
+        self, n: int = 1, *, seed: int = 0, steps: int | None = None, ddim_eta: float | None = None
+    ) -> GenerationResult:
         """Joint reverse process: at every step the lesion net sees (x_t, y_t) and its clean
         estimate x0_hat conditions the brain net."""
         gen = make_generator(seed, self.device)
@@ -117,7 +121,9 @@ class USB:
         return GenerationResult(images=self._decode(y0)[:, 0].cpu(), masks=masks.float().cpu())
 
     @torch.no_grad()
-    def generate_from_mask(self, mask, n: int = 1, *, seed: int = 0, steps: int | None = None, ddim_eta: float | None = None) -> GenerationResult:
+    def generate_from_mask(
+        self, mask, n: int = 1, *, seed: int = 0, steps: int | None = None, ddim_eta: float | None = None
+    ) -> GenerationResult:
         """The brain net alone from noise, conditioned on the encoded mask."""
         mask_t = self._volume(mask, "mask").gt(0.5).float()
         gen = make_generator(seed, self.device)
@@ -212,9 +218,17 @@ class USB:
             if mask_t is None:  # nothing found: the input comes back untouched
                 unchanged = image_t[0, 0].cpu()
                 zero = torch.zeros_like(unchanged)
-                return EditResult(image=unchanged, std=None, samples=unchanged[None].expand(n_samples, *unchanged.shape),
-                                  region=zero if composite else None, healed=unchanged, change=zero,
-                                  lesion=zero, anomaly=anomaly, params=params)
+                return EditResult(
+                    image=unchanged,
+                    std=None,
+                    samples=unchanged[None].expand(n_samples, *unchanged.shape),
+                    region=zero if composite else None,
+                    healed=unchanged,
+                    change=zero,
+                    lesion=zero,
+                    anomaly=anomaly,
+                    params=params,
+                )
         if mode == "acg":
             samples = self._heal_samples(y_input, None, params)
         else:
@@ -228,18 +242,31 @@ class USB:
         change = change_samples.mean(dim=0)
         std = healed_samples.std(dim=0, unbiased=True) if n_samples > 1 else None
         lesion = torch.from_numpy(lesion_np.astype(np.float32)) if lesion_np is not None else None
-        result = EditResult(image=healed, std=std, samples=healed_samples, region=None, healed=healed,
-                            change=change, lesion=lesion, anomaly=anomaly, params=params)
+        result = EditResult(
+            image=healed,
+            std=std,
+            samples=healed_samples,
+            region=None,
+            healed=healed,
+            change=change,
+            lesion=lesion,
+            anomaly=anomaly,
+            params=params,
+        )
         if composite:
             seed_region = lesion_np if lesion_np is not None else (change.abs().numpy() > s.detect_threshold)
             if seed_region.any():
                 inner, outer = params["band_mm"]
                 weight = blend_weight(seed_region, spacing, inner_mm=inner, outer_mm=outer)
                 lesion_core = lesion_np if lesion_np is not None else np.zeros_like(seed_region)
-                comp = [torch.from_numpy(heal_composite(image_np, h.numpy(), c.numpy(), lesion_core, weight))
-                        for h, c in zip(healed_samples, change_samples)]
+                comp = [
+                    torch.from_numpy(heal_composite(image_np, h.numpy(), c.numpy(), lesion_core, weight))
+                    for h, c in zip(healed_samples, change_samples)
+                ]
                 result.samples = torch.stack(comp)
-                result.image = torch.from_numpy(heal_composite(image_np, healed.numpy(), change.numpy(), lesion_core, weight))
+                result.image = torch.from_numpy(
+                    heal_composite(image_np, healed.numpy(), change.numpy(), lesion_core, weight)
+                )
                 result.region = torch.from_numpy(weight)
                 result.std = std * result.region if std is not None else None
             else:
@@ -249,7 +276,15 @@ class USB:
                 result.std = None
         return result
 
-    def _heal_samples(self, y_start: torch.Tensor, mask_t: torch.Tensor | None, params: dict, *, t_start: int | None = None, acg: bool | None = None) -> torch.Tensor:
+    def _heal_samples(
+        self,
+        y_start: torch.Tensor,
+        mask_t: torch.Tensor | None,
+        params: dict,
+        *,
+        t_start: int | None = None,
+        acg: bool | None = None,
+    ) -> torch.Tensor:
         """Decoded samples (n, *grid) of one healing pass from the clean latent ``y_start``.
 
         ACG pulls towards ``y_start``; with ``mask_t`` the guidance weight is multiplied by
@@ -269,10 +304,14 @@ class USB:
         y0_n = y_start.expand(n, *self.cfg.latent_shape)
         y_t = self.diffusion.add_noise(y0_n, self._noise(n, gen), t_start)
         condition = self.networks.empty_condition(n, self.device)
-        y_out, _ = self._reverse(timesteps, y_t, condition=condition, guidance=guidance, generator=gen, ddim_eta=params["ddim_eta"])
+        y_out, _ = self._reverse(
+            timesteps, y_t, condition=condition, guidance=guidance, generator=gen, ddim_eta=params["ddim_eta"]
+        )
         return self._decode(y_out)[:, 0].float().cpu()
 
-    def _match_intensity(self, samples: torch.Tensor, reconstruction: np.ndarray, image: np.ndarray, lesion: np.ndarray | None, spacing) -> torch.Tensor:
+    def _match_intensity(
+        self, samples: torch.Tensor, reconstruction: np.ndarray, image: np.ndarray, lesion: np.ndarray | None, spacing
+    ) -> torch.Tensor:
         """Decoded samples mapped onto the input's intensities by the line that maps the
         decoded input onto the input over the brain away from the lesion: the decoder's global
         intensity bias does not enter the fill."""
@@ -317,7 +356,9 @@ class USB:
         if use_lcg:
             x_lesion = soft_lesion_map(mask_t, self.cfg.latent_shape, s.lcg_pool)
             guidance.lesion_weight = lcg_weight(x_lesion, s.lcg_eta if lcg_eta is None else lcg_eta)
-        return self._edit(image, mask_t, y0, condition, guidance, n_samples, seed, t_start, stride, ddim_eta, composite, spacing)
+        return self._edit(
+            image, mask_t, y0, condition, guidance, n_samples, seed, t_start, stride, ddim_eta, composite, spacing
+        )
 
     # --- the shared loop ----------------------------------------------------------------------
 
@@ -351,12 +392,16 @@ class USB:
                 y_t = apply_guidance(y_t, guidance.y0, guidance.weight(y0_hat, t))
         return y_t, x_t
 
-    def _edit(self, image, mask, y0, condition, guidance, n_samples, seed, t_start, stride, ddim_eta, composite, spacing) -> EditResult:
+    def _edit(
+        self, image, mask, y0, condition, guidance, n_samples, seed, t_start, stride, ddim_eta, composite, spacing
+    ) -> EditResult:
         gen = make_generator(seed, self.device)
         timesteps = self.diffusion.edit_timesteps(t_start, stride or self.cfg.sampling.edit_stride)
         y0_n = y0.expand(n_samples, *self.cfg.latent_shape)
         y_t = self.diffusion.add_noise(y0_n, self._noise(n_samples, gen), t_start)
-        y_out, _ = self._reverse(timesteps, y_t, condition=condition, guidance=guidance, generator=gen, ddim_eta=ddim_eta)
+        y_out, _ = self._reverse(
+            timesteps, y_t, condition=condition, guidance=guidance, generator=gen, ddim_eta=ddim_eta
+        )
         samples = self._decode(y_out)[:, 0].float().cpu()
         mean = samples.mean(dim=0)
         std = samples.std(dim=0, unbiased=True) if n_samples > 1 else None

@@ -22,7 +22,9 @@ from ..errors import UsageError
 def run_group(config: RunConfig) -> int:
     task = config.group.task
     if task is None:
-        raise UsageError("the group level needs a task: add --group-task train, --group-task metrics or --group-task generate")
+        raise UsageError(
+            "the group level needs a task: add --group-task train, --group-task metrics or --group-task generate"
+        )
     import torch
 
     torch.set_num_threads(config.nipype.omp_nthreads)  # PyTorch's threads in this process (training, generation)

@@ -60,7 +60,9 @@ def load_config(preset: str | None):
         cfg = _load(text)
         cfg.latent_shape  # noqa: B018 - checks that the grid fits the autoencoder
     except FileNotFoundError as exc:
-        raise UsageError(f"--preset {text}: {exc}; give a preset ({', '.join(list_presets())}) or a config JSON") from exc
+        raise UsageError(
+            f"--preset {text}: {exc}; give a preset ({', '.join(list_presets())}) or a config JSON"
+        ) from exc
     except (ValueError, TypeError, json.JSONDecodeError) as exc:
         raise UsageError(f"--preset {text}: {exc}") from exc
     return cfg

@@ -60,7 +60,11 @@ def find_masks(root: Path) -> list[Path]:
         return [root]
     if not root.is_dir():
         raise UsageError(f"--masks {root} does not exist; give a folder of NIfTI masks or a BIDS dataset")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name.endswith((".nii", ".nii.gz")) and not p.name.startswith("."))
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and p.name.endswith((".nii", ".nii.gz")) and not p.name.startswith(".")
+    )
     if not (root / "dataset_description.json").is_file():
         return files
     chosen = []
@@ -90,7 +94,9 @@ def mask_to_grid(path: Path, shape, affine) -> np.ndarray:
 
     mask = load_mask(path)
     data = np.asanyarray(mask.dataobj).astype(np.float32)
-    moved = np.asanyarray(resample_from_to(nib.Nifti1Image(data, mask.affine), (tuple(shape), np.asarray(affine)), order=1).dataobj)
+    moved = np.asanyarray(
+        resample_from_to(nib.Nifti1Image(data, mask.affine), (tuple(shape), np.asarray(affine)), order=1).dataobj
+    )
     out = moved >= 0.5
     if not out.any() and data.any():
         out = moved > 0
@@ -106,8 +112,12 @@ def _is_ours(output_dir: Path) -> bool:
         meta = json.loads((output_dir / "dataset_description.json").read_text())
     except (OSError, ValueError):
         return False
-    return any(isinstance(g, dict) and g.get("Name") == "bids_usb" and str(g.get("Description", "")).startswith(DESCRIPTION_TAG)
-               for g in meta.get("GeneratedBy", []) or [])
+    return any(
+        isinstance(g, dict)
+        and g.get("Name") == "bids_usb"
+        and str(g.get("Description", "")).startswith(DESCRIPTION_TAG)
+        for g in meta.get("GeneratedBy", []) or []
+    )
 
 
 def prepare_output(output_dir: Path, overwrite: bool) -> None:
@@ -115,11 +125,22 @@ def prepare_output(output_dir: Path, overwrite: bool) -> None:
         raise CannotCreateOutput(f"{output_dir} exists and is not a directory; choose another output folder")
     if output_dir.is_dir() and any(output_dir.iterdir()):
         if not _is_ours(output_dir):
-            raise CannotCreateOutput(f"{output_dir} is not empty and holds no cohort of --group-task generate; give an empty or new folder")
+            raise CannotCreateOutput(
+                f"{output_dir} is not empty and holds no cohort of --group-task generate; give an empty or new folder"
+            )
         if not overwrite:
-            raise CannotCreateOutput(f"{output_dir} already holds a generated cohort; pass --overwrite to replace it, or choose another folder")
+            raise CannotCreateOutput(
+                f"{output_dir} already holds a generated cohort; pass --overwrite to replace it, or choose another folder"
+            )
         for path in output_dir.iterdir():
-            if path.name.startswith("sub-") or path.name in ("derivatives", "participants.tsv", "participants.json", "dataset_description.json", "README.md", ".bidsignore"):
+            if path.name.startswith("sub-") or path.name in (
+                "derivatives",
+                "participants.tsv",
+                "participants.json",
+                "dataset_description.json",
+                "README.md",
+                ".bidsignore",
+            ):
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
     output_dir.mkdir(parents=True, exist_ok=True)
 
@@ -146,13 +167,17 @@ def run_generate(config) -> int:
 
     bids_dir: Path = config.execution.bids_dir
     if not bids_dir.is_dir():
-        raise UsageError(f"bids_dir {bids_dir} is not a directory; for generate it may be any folder (e.g. the dataset holding --masks)")
+        raise UsageError(
+            f"bids_dir {bids_dir} is not a directory; for generate it may be any folder (e.g. the dataset holding --masks)"
+        )
     bids_dir = bids_dir.resolve()
     output_dir = config.execution.output_dir.absolute()
     if (bids_dir / "dataset_description.json").is_file() or output_dir.resolve() == bids_dir:
         output_dir = check_output_dir(bids_dir, output_dir)  # never write into a dataset
     if config.workflow.model is None:
-        raise UsageError("generate needs a trained model: pass --model OUT/models/<name>/checkpoint (written by --group-task train)")
+        raise UsageError(
+            "generate needs a trained model: pass --model OUT/models/<name>/checkpoint (written by --group-task train)"
+        )
     model = Path(config.workflow.model)
     if not (model / "config.json").is_file() and (model / "checkpoint" / "config.json").is_file():
         model = model / "checkpoint"  # a training directory (OUT/models/<name>): its checkpoint
@@ -177,7 +202,9 @@ def run_generate(config) -> int:
                 continue
             masks.append(MaskSource(path, data, float(data.sum()) * float(np.prod(cfg.grid.voxel_size)) / 1000.0))
         if not masks:
-            raise NoInput(f"--masks {root}: no usable lesion mask found (NIfTI masks in {TEMPLATE_SPACE} space are needed)")
+            raise NoInput(
+                f"--masks {root}: no usable lesion mask found (NIfTI masks in {TEMPLATE_SPACE} space are needed)"
+            )
         per_mask = int(config.group.n_generate or 1)
         total = per_mask * len(masks)
     else:
@@ -187,7 +214,11 @@ def run_generate(config) -> int:
 
     name = bundle.name
     model_info = {"Name": name, "SHA256": bundle.sha256, "Path": str(bundle.path.resolve()), "Config": cfg.name}
-    sampling = {"Steps": cfg.sampling.steps, "DDIMEta": cfg.sampling.ddim_eta, "MaskThreshold": cfg.sampling.mask_threshold}
+    sampling = {
+        "Steps": cfg.sampling.steps,
+        "DDIMEta": cfg.sampling.ddim_eta,
+        "MaskThreshold": cfg.sampling.mask_threshold,
+    }
     mode = "generate_from_mask" if masks else "generate_pairs"
     width = max(3, len(str(total)))
     deriv = output_dir / "derivatives" / DERIVATIVES_NAME
@@ -200,27 +231,44 @@ def run_generate(config) -> int:
         raw_rel = f"{sub}/anat/{sub}_{cfg.grid.contrast}.nii.gz"
         d.write_nifti(_nifti(np.clip(image, 0.0, 1.0), affine, np.float32), output_dir / raw_rel)
         sources = [Path(source).resolve().as_uri()] if source is not None else []
-        d.write_json({
-            "SkullStripped": True,
-            "Description": f"Synthetic brain generated by USB ({mode}) on the model grid in {TEMPLATE_SPACE} space; intensities in [0, 1].",
-            **({"Sources": sources} if sources else {}),
-            "USB": {"Task": mode, "Model": model_info, **sampling, **provenance},
-        }, output_dir / sub / "anat" / f"{sub}_{cfg.grid.contrast}.json")
+        d.write_json(
+            {
+                "SkullStripped": True,
+                "Description": f"Synthetic brain generated by USB ({mode}) on the model grid in {TEMPLATE_SPACE} space; intensities in [0, 1].",
+                **({"Sources": sources} if sources else {}),
+                "USB": {"Task": mode, "Model": model_info, **sampling, **provenance},
+            },
+            output_dir / sub / "anat" / f"{sub}_{cfg.grid.contrast}.json",
+        )
         binary = np.asarray(mask) > 0.5
         d.write_nifti(_nifti(binary, affine, np.uint8), anat / f"{sub}_label-lesion_roi.nii.gz")
         d.write_nifti(_nifti(binary, affine, np.uint8), deriv / sub / "anat" / f"{sub}_desc-lesion_mask.nii.gz")
-        d.write_json({
-            "Type": "Lesion",
-            "Sources": [f"bids:raw:{raw_rel}", *sources],
-            "SpatialReference": f"bids:raw:{raw_rel}",
-            "Description": ("The lesion mask the brain was generated for, on the model grid." if source is not None
-                            else "The lesion mask generated together with the brain (thresholded decoder output)."),
-            "USB": {"Task": mode, "Model": model_info, **provenance},
-        }, deriv / sub / "anat" / f"{sub}_desc-lesion_mask.json")
-        records.append({"participant_id": sub, "lesion_volume_ml": round(float(binary.sum()) * float(np.prod(cfg.grid.voxel_size)) / 1000.0, 3),
-                        "mask_source": str(source) if source is not None else "n/a", "seed": provenance["Seed"]})
+        d.write_json(
+            {
+                "Type": "Lesion",
+                "Sources": [f"bids:raw:{raw_rel}", *sources],
+                "SpatialReference": f"bids:raw:{raw_rel}",
+                "Description": (
+                    "The lesion mask the brain was generated for, on the model grid."
+                    if source is not None
+                    else "The lesion mask generated together with the brain (thresholded decoder output)."
+                ),
+                "USB": {"Task": mode, "Model": model_info, **provenance},
+            },
+            deriv / sub / "anat" / f"{sub}_desc-lesion_mask.json",
+        )
+        records.append(
+            {
+                "participant_id": sub,
+                "lesion_volume_ml": round(float(binary.sum()) * float(np.prod(cfg.grid.voxel_size)) / 1000.0, 3),
+                "mask_source": str(source) if source is not None else "n/a",
+                "seed": provenance["Seed"],
+            }
+        )
 
-    say(f"generating {total} brain(s) with {bundle.path} ({mode}, batches of {batch}, seed {seed}, device {device}) into {output_dir}")
+    say(
+        f"generating {total} brain(s) with {bundle.path} ({mode}, batches of {batch}, seed {seed}, device {device}) into {output_dir}"
+    )
     index = 0
     with tqdm(total=total, desc="generating", unit="brain", file=sys.stderr, dynamic_ncols=True) as bar:
         if masks:
@@ -231,7 +279,20 @@ def run_generate(config) -> int:
                     with torch.no_grad():
                         result = usb.generate_from_mask(source.data.astype(np.float32), n, seed=s)
                     for j in range(n):
-                        write(index, result.images[j].numpy(), source.data, {"Seed": s, "CohortSeed": seed, "MaskIndex": k, "BatchIndex": b, "IndexInBatch": j, "BatchSize": batch}, source.path)
+                        write(
+                            index,
+                            result.images[j].numpy(),
+                            source.data,
+                            {
+                                "Seed": s,
+                                "CohortSeed": seed,
+                                "MaskIndex": k,
+                                "BatchIndex": b,
+                                "IndexInBatch": j,
+                                "BatchSize": batch,
+                            },
+                            source.path,
+                        )
                         index += 1
                     bar.update(n)
         else:
@@ -241,18 +302,32 @@ def run_generate(config) -> int:
                 with torch.no_grad():
                     result = usb.generate_pairs(n, seed=s)
                 for j in range(n):
-                    write(index, result.images[j].numpy(), result.masks[j].numpy(), {"Seed": s, "CohortSeed": seed, "BatchIndex": b, "IndexInBatch": j, "BatchSize": batch}, None)
+                    write(
+                        index,
+                        result.images[j].numpy(),
+                        result.masks[j].numpy(),
+                        {"Seed": s, "CohortSeed": seed, "BatchIndex": b, "IndexInBatch": j, "BatchSize": batch},
+                        None,
+                    )
                     index += 1
                 bar.update(n)
 
     columns = ["participant_id", "lesion_volume_ml", "mask_source", "seed"]
-    d.write_text("\n".join(["\t".join(columns)] + ["\t".join(str(r[c]) for c in columns) for r in records]) + "\n", output_dir / "participants.tsv")
-    d.write_json({
-        "participant_id": {"Description": "Generated brain (g = generated)"},
-        "lesion_volume_ml": {"Description": "Volume of its lesion mask on the model grid", "Units": "mL"},
-        "mask_source": {"Description": "The mask it was generated for (generate_from_mask), or n/a (generated with it)"},
-        "seed": {"Description": "Seed of its batch: SeedSequence([cohort seed, mask index, batch index])"},
-    }, output_dir / "participants.json")
+    d.write_text(
+        "\n".join(["\t".join(columns)] + ["\t".join(str(r[c]) for c in columns) for r in records]) + "\n",
+        output_dir / "participants.tsv",
+    )
+    d.write_json(
+        {
+            "participant_id": {"Description": "Generated brain (g = generated)"},
+            "lesion_volume_ml": {"Description": "Volume of its lesion mask on the model grid", "Units": "mL"},
+            "mask_source": {
+                "Description": "The mask it was generated for (generate_from_mask), or n/a (generated with it)"
+            },
+            "seed": {"Description": "Seed of its batch: SeedSequence([cohort seed, mask index, batch index])"},
+        },
+        output_dir / "participants.json",
+    )
     d.write_text("*_roi.nii.gz\n", output_dir / ".bidsignore")
     grid = f"{'x'.join(map(str, shape))} at {'x'.join(f'{v:g}' for v in cfg.grid.voxel_size)} mm"
     d.write_text(
@@ -260,7 +335,7 @@ def run_generate(config) -> int:
         f"(`group --group-task generate`, {mode}) with the model {bundle.path} (SHA-256 {bundle.sha256}), seed {seed}, "
         f"batches of {batch}, on the model grid ({grid}, {TEMPLATE_SPACE} space). Images are skull-stripped, intensities in [0, 1]. "
         f"Lesion masks: `sub-*/anat/*_label-lesion_roi.nii.gz` (listed in .bidsignore) and `derivatives/{DERIVATIVES_NAME}/` "
-        "(`desc-lesion_mask`, \"Type\": \"Lesion\"). NO real participant data are included.\n",
+        '(`desc-lesion_mask`, "Type": "Lesion"). NO real participant data are included.\n',
         output_dir / "README.md",
     )
     generated_by = {
@@ -268,26 +343,32 @@ def run_generate(config) -> int:
         "Version": __version__,
         "CodeURL": d.CODE_URL,
         "Description": f"{DESCRIPTION_TAG}: {mode}, {total} brains, model {name} (SHA-256 {bundle.sha256}), seed {seed}, batch size {batch}, "
-                       f"{cfg.sampling.steps} DDIM steps (eta {cfg.sampling.ddim_eta})",
+        f"{cfg.sampling.steps} DDIM steps (eta {cfg.sampling.ddim_eta})",
     }
-    d.write_json({
-        "Name": f"USB synthetic {cfg.grid.contrast} lesion cohort (derivatives: lesion masks)",
-        "BIDSVersion": BIDS_VERSION,
-        "DatasetType": "derivative",
-        "GeneratedBy": [generated_by],
-        "SourceDatasets": [{"URL": "../../"}],
-        "DatasetLinks": {"raw": "../../"},
-    }, deriv / "dataset_description.json")
-    d.write_json({
-        "Name": f"USB synthetic {cfg.grid.contrast} lesion cohort",
-        "BIDSVersion": BIDS_VERSION,
-        "DatasetType": "raw",
-        "License": "CC0",
-        "Authors": ["bids_usb (synthetic data)"],
-        "GeneratedBy": [generated_by],
-        "SourceDatasets": [{"URL": bundle.path.resolve().as_uri(), "Version": f"sha256:{bundle.sha256}"}]
-        + ([{"URL": Path(config.group.masks).resolve().as_uri()}] if masks else []),
-    }, output_dir / "dataset_description.json")
+    d.write_json(
+        {
+            "Name": f"USB synthetic {cfg.grid.contrast} lesion cohort (derivatives: lesion masks)",
+            "BIDSVersion": BIDS_VERSION,
+            "DatasetType": "derivative",
+            "GeneratedBy": [generated_by],
+            "SourceDatasets": [{"URL": "../../"}],
+            "DatasetLinks": {"raw": "../../"},
+        },
+        deriv / "dataset_description.json",
+    )
+    d.write_json(
+        {
+            "Name": f"USB synthetic {cfg.grid.contrast} lesion cohort",
+            "BIDSVersion": BIDS_VERSION,
+            "DatasetType": "raw",
+            "License": "CC0",
+            "Authors": ["bids_usb (synthetic data)"],
+            "GeneratedBy": [generated_by],
+            "SourceDatasets": [{"URL": bundle.path.resolve().as_uri(), "Version": f"sha256:{bundle.sha256}"}]
+            + ([{"URL": Path(config.group.masks).resolve().as_uri()}] if masks else []),
+        },
+        output_dir / "dataset_description.json",
+    )
     say(f"wrote {total} brain(s) to {output_dir}")
     written(output_dir)
     return 0

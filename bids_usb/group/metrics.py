@@ -42,12 +42,24 @@ from ._common import add_bidsignore, finite_or_text, say, tsv_cell, warn, writte
 #: A voxel of an embedded image counts as changed when it differs from the input by more than
 #: this fraction of the input brain's intensity range.
 CHANGE_THRESHOLD = 0.05
-OUTPUT_RE = re.compile(r"^(?P<stem>sub-[a-zA-Z0-9]+(?:_[a-z]+-[a-zA-Z0-9]+)*)_desc-(?P<desc>healed|lesioned)_(?P<suffix>T1w|FLAIR)\.nii(?:\.gz)?$")
+OUTPUT_RE = re.compile(
+    r"^(?P<stem>sub-[a-zA-Z0-9]+(?:_[a-z]+-[a-zA-Z0-9]+)*)_desc-(?P<desc>healed|lesioned)_(?P<suffix>T1w|FLAIR)\.nii(?:\.gz)?$"
+)
 REGIONS = ("brain", "lesion", "outside")
 COLUMNS = [
-    "participant_id", "session", "image", "task", "reference", "lesion_volume_ml", "lesion_mask_from",
+    "participant_id",
+    "session",
+    "image",
+    "task",
+    "reference",
+    "lesion_volume_ml",
+    "lesion_mask_from",
     *(f"{m}_{r}" for m in ("l1", "psnr", "ssim") for r in REGIONS),
-    "dice", "changed_volume_ml", "data_range", "source", "ground_truth",
+    "dice",
+    "changed_volume_ml",
+    "data_range",
+    "source",
+    "ground_truth",
 ]
 DEFINITIONS = {
     "l1_<region>": "mean absolute difference over the region, in units of the data range (torchmetrics mean_absolute_error)",
@@ -59,7 +71,10 @@ DEFINITIONS = {
     "lesion_mask_from": "ground_truth: the ground truth's desc-lesion_mask; output: the participant level's desc-lesion_mask; none: no lesion",
     "dice": f"embed: Dice (MONAI) of |output - input| > {CHANGE_THRESHOLD} x data_range with the requested lesion mask",
     "lesion_volume_ml": "volume of the lesion mask used for the regions (ground truth's when it has one)",
-    "cohort": "MMD^2 with an RBF kernel (median heuristic) and KID (torchmetrics, polynomial kernel) on 32-bin intensity histograms inside the brain, intensities divided by their 99th percentile",
+    "cohort": (
+        "MMD^2 with an RBF kernel (median heuristic) and KID (torchmetrics, polynomial kernel) on 32-bin intensity "
+        "histograms inside the brain, intensities divided by their 99th percentile"
+    ),
 }
 
 
@@ -93,8 +108,13 @@ def find_outputs(output_dir: Path, participants: list[str] | None = None) -> lis
         m = OUTPUT_RE.match(path.name)
         if not m or "_space-" in m.group("stem"):
             continue
-        out = Output(path=path, stem=m.group("stem"), task="heal" if m.group("desc") == "healed" else "embed",
-                     suffix=m.group("suffix"), folder=path.parent.relative_to(output_dir))
+        out = Output(
+            path=path,
+            stem=m.group("stem"),
+            task="heal" if m.group("desc") == "healed" else "embed",
+            suffix=m.group("suffix"),
+            folder=path.parent.relative_to(output_dir),
+        )
         if participants and out.subject not in participants:
             continue
         sidecar = path.with_name(path.name.split(".nii")[0] + ".json")
@@ -110,7 +130,9 @@ def find_outputs(output_dir: Path, participants: list[str] | None = None) -> lis
 def find_ground_truth(bids_dir: Path, given: Path | None) -> Path | None:
     if given is not None:
         if not given.is_dir():
-            raise UsageError(f"--ground-truth {given} is not a directory; give a derivatives dataset holding *_desc-healthy_T1w.nii.gz images")
+            raise UsageError(
+                f"--ground-truth {given} is not a directory; give a derivatives dataset holding *_desc-healthy_T1w.nii.gz images"
+            )
         return given.resolve()
     derivatives = bids_dir / "derivatives"
     if derivatives.is_dir():
@@ -154,7 +176,9 @@ def _voxel_ml(img) -> float:
     return float(np.prod(img.header.get_zooms()[:3])) / 1000.0
 
 
-def _region_metrics(pred: np.ndarray, ref: np.ndarray, regions: dict[str, np.ndarray], data_range: float) -> dict[str, float]:
+def _region_metrics(
+    pred: np.ndarray, ref: np.ndarray, regions: dict[str, np.ndarray], data_range: float
+) -> dict[str, float]:
     from usb_model.metrics import masked_l1, masked_psnr, region_mean, ssim_map
 
     a, b = pred / data_range, ref / data_range
@@ -184,9 +208,13 @@ def measure_heal(out: Output, output_dir: Path, gt_dir: Path) -> dict[str, Any] 
         return None
     healed_img, gt_img = _load(out.path), _load(gt_path)
     if healed_img.shape[:3] != gt_img.shape[:3] or not np.allclose(healed_img.affine, gt_img.affine, atol=1e-3):
-        raise DataError(f"{out.path}: not on the grid of its ground truth {gt_path}; the ground truth must be on the input image's grid")
+        raise DataError(
+            f"{out.path}: not on the grid of its ground truth {gt_path}; the ground truth must be on the input image's grid"
+        )
     healed, gt = _data(healed_img), _data(gt_img)
-    brain_path = _gz_or_nii(gt_dir / out.folder / f"{out.stem}_desc-brain_mask") or _existing(out.sibling(output_dir, "desc-brain_mask.nii.gz"))
+    brain_path = _gz_or_nii(gt_dir / out.folder / f"{out.stem}_desc-brain_mask") or _existing(
+        out.sibling(output_dir, "desc-brain_mask.nii.gz")
+    )
     brain = _mask(brain_path, gt_img)
     if brain is None:
         brain = gt > 0
@@ -210,7 +238,7 @@ def measure_heal(out: Output, output_dir: Path, gt_dir: Path) -> dict[str, Any] 
 def _raw_input(out: Output, bids_dir: Path) -> Path | None:
     for source in out.sidecar.get("Sources", []) or []:
         if isinstance(source, str) and source.startswith("bids:raw:"):
-            path = bids_dir / source[len("bids:raw:"):]
+            path = bids_dir / source[len("bids:raw:") :]
             if path.is_file():
                 return path
     return _gz_or_nii(bids_dir / out.folder / f"{out.stem}_{out.suffix}")
@@ -224,11 +252,15 @@ def measure_embed(out: Output, output_dir: Path, bids_dir: Path) -> dict[str, An
     if source is None:
         return None
     lesioned_img, input_img = _load(out.path), _load(source)
-    if lesioned_img.shape[:3] != input_img.shape[:3] or not np.allclose(lesioned_img.affine, input_img.affine, atol=1e-3):
+    if lesioned_img.shape[:3] != input_img.shape[:3] or not np.allclose(
+        lesioned_img.affine, input_img.affine, atol=1e-3
+    ):
         raise DataError(f"{out.path}: not on the grid of its input {source}")
     requested = _mask(out.sibling(output_dir, "desc-lesion_mask.nii.gz"), input_img)
     if requested is None:
-        raise DataError(f"{out.path}: the requested lesion mask {out.stem}_desc-lesion_mask.nii.gz is missing next to it")
+        raise DataError(
+            f"{out.path}: the requested lesion mask {out.stem}_desc-lesion_mask.nii.gz is missing next to it"
+        )
     lesioned, original = _data(lesioned_img), _data(input_img)
     brain = _mask(out.sibling(output_dir, "desc-brain_mask.nii.gz"), input_img)
     if brain is None:
@@ -237,7 +269,11 @@ def measure_embed(out: Output, output_dir: Path, bids_dir: Path) -> dict[str, An
     changed = np.abs(lesioned - original) > CHANGE_THRESHOLD * data_range
     row = _row(out, "input", "output", None)
     row["source"] = str(source)
-    row.update(_region_metrics(lesioned, original, {"brain": brain, "lesion": requested, "outside": brain & ~requested}, data_range))
+    row.update(
+        _region_metrics(
+            lesioned, original, {"brain": brain, "lesion": requested, "outside": brain & ~requested}, data_range
+        )
+    )
     row["dice"] = dice(changed, requested)
     row["lesion_volume_ml"] = float(requested.sum()) * _voxel_ml(input_img)
     row["changed_volume_ml"] = float(changed.sum()) * _voxel_ml(input_img)
@@ -247,16 +283,18 @@ def measure_embed(out: Output, output_dir: Path, bids_dir: Path) -> dict[str, An
 
 def _row(out: Output, reference: str, lesion_from: str, gt_path: Path | None) -> dict[str, Any]:
     row: dict[str, Any] = {c: None for c in COLUMNS}
-    row.update({
-        "participant_id": f"sub-{out.subject}",
-        "session": out.session,
-        "image": out.path.name,
-        "task": out.task,
-        "reference": reference,
-        "lesion_mask_from": lesion_from,
-        "source": str(out.path),
-        "ground_truth": str(gt_path) if gt_path else None,
-    })
+    row.update(
+        {
+            "participant_id": f"sub-{out.subject}",
+            "session": out.session,
+            "image": out.path.name,
+            "task": out.task,
+            "reference": reference,
+            "lesion_mask_from": lesion_from,
+            "source": str(out.path),
+            "ground_truth": str(gt_path) if gt_path else None,
+        }
+    )
     return row
 
 
@@ -295,8 +333,10 @@ def _generated_cohort(output_dir: Path) -> list[Path]:
         meta = json.loads(desc.read_text())
     except (OSError, ValueError):
         return []
-    ours = any(isinstance(g, dict) and g.get("Name") == "bids_usb" and str(g.get("Description", "")).startswith("generate")
-               for g in meta.get("GeneratedBy", []) or [])
+    ours = any(
+        isinstance(g, dict) and g.get("Name") == "bids_usb" and str(g.get("Description", "")).startswith("generate")
+        for g in meta.get("GeneratedBy", []) or []
+    )
     if not ours:
         return []
     return sorted(p for p in output_dir.glob("sub-*/anat/sub-*_*.nii*") if re.search(r"_(T1w|FLAIR)\.nii", p.name))
@@ -309,7 +349,11 @@ def _reference_cohort(bids_dir: Path, gt_dir: Path | None) -> tuple[list[tuple[P
             stem = p.name.split("_desc-healthy_")[0]
             pairs.append((p, _gz_or_nii(p.parent / f"{stem}_desc-brain_mask")))
         return pairs, f"the healthy images of {gt_dir}"
-    images = [p for p in sorted(bids_dir.glob("sub-*/**/anat/*.nii*")) if re.search(r"_(T1w|FLAIR)\.nii", p.name) and "_desc-" not in p.name]
+    images = [
+        p
+        for p in sorted(bids_dir.glob("sub-*/**/anat/*.nii*"))
+        if re.search(r"_(T1w|FLAIR)\.nii", p.name) and "_desc-" not in p.name
+    ]
     return [(p, None) for p in images], f"the images of {bids_dir} (non-zero voxels: skull-stripped images are assumed)"
 
 
@@ -326,7 +370,11 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             continue
         for column in COLUMNS:
             values = [r.get(column) for r in mine]
-            numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(float(v))]
+            numbers = [
+                float(v)
+                for v in values
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(float(v))
+            ]
             if not numbers or column in ("data_range",):
                 continue
             finite = [v for v in numbers if math.isfinite(v)]
@@ -352,14 +400,18 @@ def run_metrics(config) -> int:
     bids_dir = bids_dir.resolve()
     output_dir: Path = config.execution.output_dir.absolute()
     if not output_dir.is_dir():
-        raise NoInput(f"output_dir {output_dir} does not exist; run the participant level first (or --group-task generate)")
+        raise NoInput(
+            f"output_dir {output_dir} does not exist; run the participant level first (or --group-task generate)"
+        )
     gt_dir = find_ground_truth(bids_dir, config.group.ground_truth)
     participants = list(config.execution.participant_labels) if config.execution.participant_labels else None
     outputs = find_outputs(output_dir, participants)
     generated = _generated_cohort(output_dir)
     if not outputs and not generated:
-        raise NoInput(f"{output_dir}: no participant-level output (sub-*/anat/*_desc-healed_T1w.nii.gz or *_desc-lesioned_*) "
-                      "and no generated cohort to measure; run the participant level into this folder first")
+        raise NoInput(
+            f"{output_dir}: no participant-level output (sub-*/anat/*_desc-healed_T1w.nii.gz or *_desc-lesioned_*) "
+            "and no generated cohort to measure; run the participant level into this folder first"
+        )
 
     rows: list[dict[str, Any]] = []
     missing: list[str] = []
@@ -380,7 +432,7 @@ def run_metrics(config) -> int:
             rows.append(row)
     notes = []
     if missing:
-        what = (f"no ground truth in {gt_dir}" if gt_dir is not None else "no ground truth (pass --ground-truth DIR)")
+        what = f"no ground truth in {gt_dir}" if gt_dir is not None else "no ground truth (pass --ground-truth DIR)"
         message = f"{len(missing)} image(s) have {what} or no input and are left out: {', '.join(missing)}"
         warn(message)
         notes.append(message)

@@ -16,7 +16,6 @@ ranks train under DDP. Rank 0 writes the checkpoint, log and report.
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import logging
 import os
@@ -50,7 +49,11 @@ class _Ranks:
 
     @classmethod
     def from_env(cls) -> _Ranks:
-        return cls(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0")))
+        return cls(
+            int(os.environ.get("RANK", "0")),
+            int(os.environ.get("WORLD_SIZE", "1")),
+            int(os.environ.get("LOCAL_RANK", "0")),
+        )
 
     @property
     def is_main(self) -> bool:
@@ -71,7 +74,9 @@ def parse_train_steps(text: str) -> dict[str, int]:
     except click.BadParameter as exc:
         raise UsageError(f"--train-steps {text}: {exc.format_message()}") from exc
     if not steps:
-        raise UsageError(f"--train-steps {text!r}: give at least one stage, e.g. autoencoder=600,lesion=1500,brain=1500")
+        raise UsageError(
+            f"--train-steps {text!r}: give at least one stage, e.g. autoencoder=600,lesion=1500,brain=1500"
+        )
     return steps
 
 
@@ -125,8 +130,10 @@ def model_dir_plan(model_dir: Path, cfg, resume: bool, overwrite: bool, steps: d
             current = cfg.to_dict()
             changed = [s for s in ARCHITECTURE if saved_cfg[s] != current[s]]
             if changed:
-                reason = (f"it was trained with another {', '.join(changed)} configuration "
-                          f"(preset {saved_cfg.get('name')!r}, now {cfg.name!r})")
+                reason = (
+                    f"it was trained with another {', '.join(changed)} configuration "
+                    f"(preset {saved_cfg.get('name')!r}, now {cfg.name!r})"
+                )
             elif not resume:
                 reason = "it holds a training state and --no-resume was given"
         if reason is None:
@@ -141,7 +148,9 @@ def model_dir_plan(model_dir: Path, cfg, resume: bool, overwrite: bool, steps: d
     if overwrite:
         return "replace"
     shown = ", ".join(others[:4]) + (", ..." if len(others) > 4 else "")
-    raise CannotCreateOutput(f"{model_dir} exists and is not a bids_usb training directory (no state/trainer.json; it holds {shown}); {fix}")
+    raise CannotCreateOutput(
+        f"{model_dir} exists and is not a bids_usb training directory (no state/trainer.json; it holds {shown}); {fix}"
+    )
 
 
 def _check_stage_order(progress: dict[str, int], steps: dict[str, int], model_dir: Path) -> None:
@@ -149,7 +158,7 @@ def _check_stage_order(progress: dict[str, int], steps: dict[str, int], model_di
 
     for i, stage in enumerate(STAGES):
         done = int(progress.get(stage, 0))
-        later = [s for s in STAGES[i + 1:] if int(progress.get(s, 0)) > 0]
+        later = [s for s in STAGES[i + 1 :] if int(progress.get(s, 0)) > 0]
         if int(steps.get(stage, done)) > done and later:
             raise UsageError(
                 f"{model_dir}: cannot train {stage} further ({done} -> {steps[stage]} steps): {', '.join(later)} "
@@ -181,9 +190,9 @@ def _prepare(config, cfg, model_dir: Path, steps: dict[str, int]) -> dict[str, A
     """Checks, collection and preprocessing (rank 0 only); returns what training needs."""
     import warnings
 
+    from ..dataset import collect, validate_dataset
     from ..derivatives import init_dataset
     from ..inputs import prepare_inputs
-    from ..dataset import collect, validate_dataset
     from ..workflows.group import TrainImage, init_group_train_wf, model_grid_outputs
 
     bids_dir: Path = config.execution.bids_dir
@@ -211,14 +220,26 @@ def _prepare(config, cfg, model_dir: Path, steps: dict[str, int]) -> dict[str, A
             failures.append(exc)
             warn(f"{exc} (left out of the training cohort)")
             continue
-        images.append(TrainImage(anat=item.path, entities=item.entities, suffix=item.suffix, lesion_mask=item.lesion_mask, healthy=healthy))
+        images.append(
+            TrainImage(
+                anat=item.path,
+                entities=item.entities,
+                suffix=item.suffix,
+                lesion_mask=item.lesion_mask,
+                healthy=healthy,
+            )
+        )
     healthy_images = [i for i in images if i.healthy]
     if not healthy_images:
         if failures and any(i.subject not in lesioned_subjects for i in collected.inputs):
             raise failures[0]
         raise NoInput(
             f"{bids_dir}: no healthy {contrast} image to train on: "
-            + (f"every selected participant ({len(lesioned_subjects)}) has a lesion mask" if lesioned_subjects else f"no {contrast} image was found")
+            + (
+                f"every selected participant ({len(lesioned_subjects)}) has a lesion mask"
+                if lesioned_subjects
+                else f"no {contrast} image was found"
+            )
             + "; training needs brains of participants without a lesion mask (their lesion masks are only used as shape priors)"
         )
 
@@ -236,18 +257,28 @@ def _prepare(config, cfg, model_dir: Path, steps: dict[str, int]) -> dict[str, A
     plugin, plugin_args = config.nipype.get_plugin()
     if plugin == "MultiProc" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         plugin_args.setdefault("mp_context", "forkserver")  # workers must not inherit the process group
-    say(f"preprocessing {len(images)} image(s) onto the {'x'.join(map(str, cfg.grid.shape))} grid ({len(healthy_images)} healthy, {len(images) - len(healthy_images)} lesion masks); cache: {work_dir}")
+    say(
+        f"preprocessing {len(images)} image(s) onto the {'x'.join(map(str, cfg.grid.shape))} grid "
+        f"({len(healthy_images)} healthy, {len(images) - len(healthy_images)} lesion masks); cache: "
+        f"{work_dir}"
+    )
     started = time.time()
     try:
         graph = wf.run(plugin=plugin, plugin_args=plugin_args)
     except RuntimeError as exc:
-        raise BidsUsbError(f"the preprocessing workflow failed ({exc}); see the crash files in {work_dir / 'crashes'} and rerun to resume") from exc
+        raise BidsUsbError(
+            f"the preprocessing workflow failed ({exc}); see the crash files in {work_dir / 'crashes'} and rerun to resume"
+        ) from exc
     log.info("preprocessing finished in %.1f s", time.time() - started)
     results = model_grid_outputs(graph, images)
 
     import numpy as np
 
-    arrays = work_dir / "bids_usb_group_arrays" / ("x".join(map(str, cfg.grid.shape)) + "_" + "x".join(f"{v:g}" for v in cfg.grid.voxel_size) + "mm")
+    arrays = (
+        work_dir
+        / "bids_usb_group_arrays"
+        / ("x".join(map(str, cfg.grid.shape)) + "_" + "x".join(f"{v:g}" for v in cfg.grid.voxel_size) + "mm")
+    )
     brains, masks, mask_sources, sources = [], [], [], []
     for image in images:
         res = results[image.name]
@@ -260,12 +291,20 @@ def _prepare(config, cfg, model_dir: Path, steps: dict[str, int]) -> dict[str, A
                 masks.append(npy)
                 mask_sources.append(str(image.lesion_mask))
             else:
-                warn(f"{image.lesion_mask}: no lesion voxel is left on the {'x'.join(map(str, cfg.grid.shape))} model grid; not used as a shape prior")
+                warn(
+                    f"{image.lesion_mask}: no lesion voxel is left on the {'x'.join(map(str, cfg.grid.shape))} model grid; not used as a shape prior"
+                )
     init_dataset(output_dir, bids_dir)
     add_bidsignore(output_dir)
     _apply_plan(model_dir, plan)
-    return {"brains": brains, "masks": masks, "sources": sources, "mask_sources": mask_sources, "plan": plan,
-            "n_failed": len(failures)}
+    return {
+        "brains": brains,
+        "masks": masks,
+        "sources": sources,
+        "mask_sources": mask_sources,
+        "plan": plan,
+        "n_failed": len(failures),
+    }
 
 
 def _as_npy(nifti: str, target: Path, binary: bool = False) -> str:
@@ -357,7 +396,9 @@ def run_train(config) -> int:
     device = pick_device(config.workflow.device)
     model_dir = output_dir / "models" / name
     config = dataclasses.replace(
-        config, execution=dataclasses.replace(config.execution, bids_dir=bids_dir, output_dir=output_dir, work_dir=work_dir))
+        config,
+        execution=dataclasses.replace(config.execution, bids_dir=bids_dir, output_dir=output_dir, work_dir=work_dir),
+    )
 
     if ranks.world_size > 1:
         device = _join_group(ranks, device)
@@ -373,7 +414,11 @@ def run_train(config) -> int:
                 raise
             except Exception as exc:
                 if ranks.world_size > 1:
-                    _share(ranks, {"error": "BidsUsbError", "message": f"rank 0 failed while preprocessing: {exc!r}"}, device)
+                    _share(
+                        ranks,
+                        {"error": "BidsUsbError", "message": f"rank 0 failed while preprocessing: {exc!r}"},
+                        device,
+                    )
                 raise
             status = _share(ranks, status, device)
         else:
@@ -416,9 +461,11 @@ def _train(config, cfg, steps, device, model_dir: Path, prepared: dict[str, Any]
     }
     if ranks.is_main:
         resumed = prepared["plan"] == "resume"
-        say(f"training {cfg.name!r} on {len(brains)} healthy brain(s) and {len(masks)} lesion shape prior(s), "
+        say(
+            f"training {cfg.name!r} on {len(brains)} healthy brain(s) and {len(masks)} lesion shape prior(s), "
             f"steps {', '.join(f'{k}={v}' for k, v in steps.items())}, batch {cfg.training.batch_size} x {ranks.world_size} process(es), "
-            f"device {device}{' (resuming)' if resumed else ''}")
+            f"device {device}{' (resuming)' if resumed else ''}"
+        )
     started = time.time()
     try:
         networks = train_all(
@@ -456,8 +503,10 @@ def _train(config, cfg, steps, device, model_dir: Path, prepared: dict[str, Any]
     }
     report = write_training_report(model_dir, networks, cfg, brains, info, seed=config.execution.seed, device=device)
     checkpoint = model_dir / "checkpoint"
-    say(f"model: {checkpoint}  (pass it to the participant level or to generate with --model {checkpoint}); "
-        f"training log: {model_dir / 'log.tsv'}")
+    say(
+        f"model: {checkpoint}  (pass it to the participant level or to generate with --model {checkpoint}); "
+        f"training log: {model_dir / 'log.tsv'}"
+    )
     written(checkpoint)
     written(report)
     return 0

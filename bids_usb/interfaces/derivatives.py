@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nipype.interfaces.base import BaseInterfaceInputSpec, Directory, File, SimpleInterface, TraitedSpec, isdefined, traits
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    Directory,
+    File,
+    SimpleInterface,
+    TraitedSpec,
+    isdefined,
+    traits,
+)
 
 from ..outputs import write_participant_outputs
 
@@ -22,7 +30,9 @@ class _SinkInputSpec(BaseInterfaceInputSpec):
     model = traits.Dict(mandatory=True)
     res_label = traits.Str(mandatory=True)
     lesion_source = File(exists=True)
-    orientation = traits.Enum("sform", "qform", "voxel", desc="--assume-orientation: how to read an image whose qform and sform codes are 0")
+    orientation = traits.Enum(
+        "sform", "qform", "voxel", desc="--assume-orientation: how to read an image whose qform and sform codes are 0"
+    )
     edited = File(exists=True, mandatory=True)
     edit_region = File(exists=True, mandatory=True)
     brain_mask_ras = File(exists=True, mandatory=True)

@@ -28,7 +28,9 @@ class _NativeInputSpec(BaseInterfaceInputSpec):
     anomaly = File(exists=True, desc="heal without a mask: the anomaly map on the model grid")
     detected = File(exists=True, desc="heal without a mask: the detected lesion on the model grid")
     parameters = traits.Dict(mandatory=True, desc="the sampler's parameters (band_mm is read from them)")
-    orientation = traits.Enum("sform", "qform", "voxel", desc="--assume-orientation: how to read an image whose qform and sform codes are 0")
+    orientation = traits.Enum(
+        "sform", "qform", "voxel", desc="--assume-orientation: how to read an image whose qform and sform codes are 0"
+    )
 
 
 class _NativeOutputSpec(TraitedSpec):
@@ -45,7 +47,9 @@ class ToNative(SimpleInterface):
 
     def _run_interface(self, runtime):
         cwd = Path(runtime.cwd)
-        original = load_image(self.inputs.anat, orientation=self.inputs.orientation if isdefined(self.inputs.orientation) else None)
+        original = load_image(
+            self.inputs.anat, orientation=self.inputs.orientation if isdefined(self.inputs.orientation) else None
+        )
         reg = prep.Registration(Path(self.inputs.transform))
         lesion = None
         if isdefined(self.inputs.lesion_native):
@@ -56,7 +60,9 @@ class ToNative(SimpleInterface):
         elif isdefined(self.inputs.detected):
             # Linear, then halfway: a smoother outline on a finer native grid than nearest neighbour.
             detected = nib.load(self.inputs.detected)
-            moved = prep.to_native(nib.Nifti1Image(np.asanyarray(detected.dataobj, dtype=np.float32), detected.affine), original, reg)
+            moved = prep.to_native(
+                nib.Nifti1Image(np.asanyarray(detected.dataobj, dtype=np.float32), detected.affine), original, reg
+            )
             lesion = np.asanyarray(moved.dataobj) > 0.5
         heal = {}
         if isdefined(self.inputs.healed) and isdefined(self.inputs.change):

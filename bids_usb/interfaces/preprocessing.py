@@ -7,7 +7,15 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from nipype.interfaces.base import BaseInterfaceInputSpec, Directory, File, SimpleInterface, TraitedSpec, isdefined, traits
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    Directory,
+    File,
+    SimpleInterface,
+    TraitedSpec,
+    isdefined,
+    traits,
+)
 
 from usb_model.intensity import intensity_top
 
@@ -48,7 +56,9 @@ class _PrepareInputSpec(BaseInterfaceInputSpec):
     anat = File(exists=True, mandatory=True, desc="the T1w (or FLAIR) as found in the dataset")
     lesion_mask = File(exists=True, desc="a lesion mask on the anat's grid or in the same space")
     task = traits.Enum("heal", "embed", usedefault=True)
-    orientation = traits.Enum("sform", "qform", "voxel", desc="--assume-orientation: how to read an image whose qform and sform codes are 0")
+    orientation = traits.Enum(
+        "sform", "qform", "voxel", desc="--assume-orientation: how to read an image whose qform and sform codes are 0"
+    )
 
 
 class _PrepareOutputSpec(TraitedSpec):
@@ -149,8 +159,9 @@ class RegisterToTemplate(SimpleInterface):
         brain_mask = nib.load(self.inputs.brain_mask)
         lesion = nib.load(self.inputs.lesion_mask) if isdefined(self.inputs.lesion_mask) else None
         cost = prep.cost_mask(brain_mask, lesion)
-        reg = prep.register_to_template(nib.load(self.inputs.brain), nib.load(self.inputs.template), cost, runtime.cwd,
-                                        seed=self.inputs.seed)
+        reg = prep.register_to_template(
+            nib.load(self.inputs.brain), nib.load(self.inputs.template), cost, runtime.cwd, seed=self.inputs.seed
+        )
         self._results["transform"] = str(reg.transform)
         return runtime
 
@@ -190,12 +201,16 @@ class ToModelGrid(SimpleInterface):
         mask_np = (np.asanyarray(mask.dataobj) > 0.5).astype(np.uint8)
         data = prep.normalise(np.asanyarray(image.dataobj), mask_np, scale, self.inputs.contrast, method)
         self._results["image"] = _save(nib.Nifti1Image(data, template.affine), runtime.cwd, "image_model.nii.gz")
-        self._results["brain_mask"] = _save(nib.Nifti1Image(mask_np, template.affine), runtime.cwd, "brain_mask_model.nii.gz")
+        self._results["brain_mask"] = _save(
+            nib.Nifti1Image(mask_np, template.affine), runtime.cwd, "brain_mask_model.nii.gz"
+        )
         self._results["scale"] = scale / intensity_top(self.inputs.contrast, method)
         if isdefined(self.inputs.lesion_mask):
             lesion = prep.to_template(nib.load(self.inputs.lesion_mask), template, reg, "nearestNeighbor")
             lesion_np = (np.asanyarray(lesion.dataobj) > 0.5).astype(np.uint8)
-            self._results["lesion_mask"] = _save(nib.Nifti1Image(lesion_np, template.affine), runtime.cwd, "lesion_model.nii.gz")
+            self._results["lesion_mask"] = _save(
+                nib.Nifti1Image(lesion_np, template.affine), runtime.cwd, "lesion_model.nii.gz"
+            )
         return runtime
 
 
@@ -222,9 +237,13 @@ class TemplateMaskToModel(SimpleInterface):
 
         template = nib.load(self.inputs.template)
         mask = load_mask(self.inputs.mask)
-        moved = resample_from_to(nib.Nifti1Image(np.asanyarray(mask.dataobj).astype(np.float32), mask.affine), template, order=0)
+        moved = resample_from_to(
+            nib.Nifti1Image(np.asanyarray(mask.dataobj).astype(np.float32), mask.affine), template, order=0
+        )
         data = (np.asanyarray(moved.dataobj) > 0.5).astype(np.uint8)
         if not data.any():
-            raise DataError(f"{self.inputs.mask}: no lesion voxel falls on the model grid; is the mask in {TEMPLATE_SPACE} space?")
+            raise DataError(
+                f"{self.inputs.mask}: no lesion voxel falls on the model grid; is the mask in {TEMPLATE_SPACE} space?"
+            )
         self._results["lesion_mask"] = _save(nib.Nifti1Image(data, template.affine), runtime.cwd, "lesion_model.nii.gz")
         return runtime

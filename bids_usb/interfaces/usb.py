@@ -6,7 +6,15 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from nipype.interfaces.base import BaseInterfaceInputSpec, Directory, File, SimpleInterface, TraitedSpec, isdefined, traits
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec,
+    Directory,
+    File,
+    SimpleInterface,
+    TraitedSpec,
+    isdefined,
+    traits,
+)
 
 from ..editing import run_edit
 from ..model import ModelBundle

@@ -15,20 +15,20 @@ Conventions
 
 from __future__ import annotations
 
-from usb_model.atomic import atomic_write
-
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import nibabel as nib
 import numpy as np
+from matplotlib import patheffects
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LinearSegmentedColormap
 from matplotlib.figure import Figure
-from matplotlib import patheffects
 from matplotlib.lines import Line2D
+
+from usb_model.atomic import atomic_write
 
 LESION_COLOUR = "#ff2020"
 REGION_COLOUR = "#ffd000"
@@ -43,7 +43,15 @@ BACKGROUND = "black"
 # lesion and edit-region outlines.
 DIFF_CMAP = LinearSegmentedColormap.from_list(
     "usb_diff",
-    [(0.0, "#b8f0ff"), (0.2, "#1ea0ff"), (0.42, "#0a2a8a"), (0.5, "#000000"), (0.58, "#6a0a8a"), (0.8, "#e040d0"), (1.0, "#ffc8f4")],
+    [
+        (0.0, "#b8f0ff"),
+        (0.2, "#1ea0ff"),
+        (0.42, "#0a2a8a"),
+        (0.5, "#000000"),
+        (0.58, "#6a0a8a"),
+        (0.8, "#e040d0"),
+        (1.0, "#ffc8f4"),
+    ],
 )
 
 _HALO = [patheffects.withStroke(linewidth=1.6, foreground="black")]
@@ -97,7 +105,9 @@ def load_mask(path: str | os.PathLike | None, like: Volume) -> np.ndarray | None
     return vol.data > 0.5
 
 
-def robust_range(values: np.ndarray, low: float = 0.5, high: float = 99.5, max_samples: int = 400_000) -> tuple[float, float]:
+def robust_range(
+    values: np.ndarray, low: float = 0.5, high: float = 99.5, max_samples: int = 400_000
+) -> tuple[float, float]:
     values = values[np.isfinite(values)]
     if values.size == 0:
         return 0.0, 1.0
@@ -122,7 +132,14 @@ def bounding_box(mask: np.ndarray, zooms: Sequence[float], margin_mm: float = 4.
     return tuple(box)  # type: ignore[return-value]
 
 
-def pick_slices(mask: np.ndarray, axis: int, zooms: Sequence[float], n: int = N_SLICES, spread: tuple[float, float] = (0.1, 0.9), min_gap_mm: float = 3.0) -> list[int]:
+def pick_slices(
+    mask: np.ndarray,
+    axis: int,
+    zooms: Sequence[float],
+    n: int = N_SLICES,
+    spread: tuple[float, float] = (0.1, 0.9),
+    min_gap_mm: float = 3.0,
+) -> list[int]:
     """``n`` slice indices along ``axis`` through ``mask``: at evenly spaced quantiles of its
     mass (so they follow the mask, the middle one at its median). A mask too thin for ``n``
     distinct slices gets slices around its centre, ``min_gap_mm`` apart."""
@@ -148,7 +165,9 @@ def slice_2d(data: np.ndarray, axis: int, index: int, box: tuple[slice, slice, s
     return np.ascontiguousarray(data[tuple(sl)].T)
 
 
-def panel_extent(axis: int, box: tuple[slice, slice, slice], zooms: Sequence[float]) -> tuple[float, float, float, float]:
+def panel_extent(
+    axis: int, box: tuple[slice, slice, slice], zooms: Sequence[float]
+) -> tuple[float, float, float, float]:
     ax_x, ax_y = [a for a in range(3) if a != axis]
     w = (box[ax_x].stop - box[ax_x].start) * zooms[ax_x]
     h = (box[ax_y].stop - box[ax_y].start) * zooms[ax_y]
@@ -192,10 +211,26 @@ class Panel:
     def contour(self, mask2d: np.ndarray | None, colour: str, width: float = 0.9, style: str = "solid") -> None:
         if mask2d is None or not mask2d.any() or mask2d.all():
             return
-        self.ax.contour(mask2d.astype(np.float32), levels=[0.5], colors=[colour], linewidths=width, linestyles=style, extent=self.extent, origin="lower")
+        self.ax.contour(
+            mask2d.astype(np.float32),
+            levels=[0.5],
+            colors=[colour],
+            linewidths=width,
+            linestyles=style,
+            extent=self.extent,
+            origin="lower",
+        )
 
     def text(self, fx: float, fy: float, s: str, **kwargs) -> None:
-        self.ax.text(self.x0 + fx * self.width, fy * self.height, s, color=TEXT_COLOUR, clip_on=False, path_effects=_HALO, **kwargs)
+        self.ax.text(
+            self.x0 + fx * self.width,
+            fy * self.height,
+            s,
+            color=TEXT_COLOUR,
+            clip_on=False,
+            path_effects=_HALO,
+            **kwargs,
+        )
 
     def annotate(self, axis: int, letter: str, coordinate: float, first: bool) -> None:
         self.text(0.03, 0.03, f"{letter}={coordinate:+.0f}", fontsize=6.5, va="bottom", ha="left")
@@ -220,7 +255,16 @@ def _layout(blocks: list[Block], ncols: int, legend: bool) -> tuple[Figure, list
     y = height - (LEGEND_IN if legend else 0.0)
     for b in blocks:
         y -= TITLE_IN
-        fig.text(LEFT_IN / WIDTH_IN, (y + 0.06) / height, b.title, color=TEXT_COLOUR, fontsize=10, fontweight="bold", va="bottom", ha="left")
+        fig.text(
+            LEFT_IN / WIDTH_IN,
+            (y + 0.06) / height,
+            b.title,
+            color=TEXT_COLOUR,
+            fontsize=10,
+            fontweight="bold",
+            va="bottom",
+            ha="left",
+        )
         panel_h = panel_w * b.height / max(b.width, 1e-6)
         block_panels, block_slots = [], []
         for label in b.rows:
@@ -232,8 +276,24 @@ def _layout(blocks: list[Block], ncols: int, legend: bool) -> tuple[Figure, list
             ax.set_ylim(0, b.height)
             ax.set_autoscale_on(False)
             block_panels.append([Panel(ax, c, b.width, b.height, gap) for c in range(ncols)])
-            fig.text((LEFT_IN - 0.06) / WIDTH_IN, (y + panel_h / 2) / height, label, color=TEXT_COLOUR, fontsize=9, rotation=90, va="center", ha="right")
-            block_slots.append(((WIDTH_IN - RIGHT_IN + 0.08) / WIDTH_IN, (y + panel_h * 0.1) / height, 0.12 / WIDTH_IN, panel_h * 0.8 / height))
+            fig.text(
+                (LEFT_IN - 0.06) / WIDTH_IN,
+                (y + panel_h / 2) / height,
+                label,
+                color=TEXT_COLOUR,
+                fontsize=9,
+                rotation=90,
+                va="center",
+                ha="right",
+            )
+            block_slots.append(
+                (
+                    (WIDTH_IN - RIGHT_IN + 0.08) / WIDTH_IN,
+                    (y + panel_h * 0.1) / height,
+                    0.12 / WIDTH_IN,
+                    panel_h * 0.8 / height,
+                )
+            )
         panels.append(block_panels)
         slots.append(block_slots)
     return fig, panels, slots, height
@@ -245,8 +305,17 @@ def _legend(fig: Figure, height: float, entries: list[tuple[str, str, str]]) -> 
         return
     handles = [Line2D([], [], color=c, linestyle=ls, linewidth=1.6) for _, c, ls in entries]
     fig.legend(
-        handles, [e[0] for e in entries], loc="upper left", bbox_to_anchor=(LEFT_IN / WIDTH_IN, 1.0), ncol=len(entries),
-        frameon=False, fontsize=8.5, labelcolor=TEXT_COLOUR, handlelength=1.8, borderaxespad=0.2, columnspacing=1.4,
+        handles,
+        [e[0] for e in entries],
+        loc="upper left",
+        bbox_to_anchor=(LEFT_IN / WIDTH_IN, 1.0),
+        ncol=len(entries),
+        frameon=False,
+        fontsize=8.5,
+        labelcolor=TEXT_COLOUR,
+        handlelength=1.8,
+        borderaxespad=0.2,
+        columnspacing=1.4,
     )
 
 
@@ -336,7 +405,10 @@ def edit_figure(d: EditData, path: Path) -> Path:
     inside = d.region if d.region is not None and d.region.any() else (diff != 0)
     lim = robust_range(np.abs(diff[inside]), 0, 99.5)[1] if inside.any() else 1.0
     lim = lim if lim > 0 else 1.0
-    blocks = [_block(name.capitalize(), ["Input", "Edited", "Difference"], axis, box, a.zooms) for name, axis, _ in ORIENTATIONS]
+    blocks = [
+        _block(name.capitalize(), ["Input", "Edited", "Difference"], axis, box, a.zooms)
+        for name, axis, _ in ORIENTATIONS
+    ]
     ncols = max(len(v) for v in d.slices.values())
     fig, panels, slots, height = _layout(blocks, ncols, legend=True)
     legend = []
@@ -347,7 +419,7 @@ def edit_figure(d: EditData, path: Path) -> Path:
     legend.append(("brain mask (difference rows)", BRAIN_COLOUR, "solid"))
     _legend(fig, height, legend)
     vmin, vmax = d.window
-    for b, (name, axis, letter) in enumerate(ORIENTATIONS):
+    for b, (_name, axis, letter) in enumerate(ORIENTATIONS):
         grey_im = diff_im = None
         for c, idx in enumerate(d.slices[axis]):
             region = slice_2d(d.region, axis, idx, box) if d.region is not None else None
@@ -397,14 +469,16 @@ def map_figure(d: EditData, volume: Volume, title: str, label: str, path: Path) 
         legend.insert(0, ("lesion", LESION_COLOUR, "dashed"))
     _legend(fig, height, legend)
     vmin, vmax = d.window
-    for b, (name, axis, letter) in enumerate(ORIENTATIONS):
+    for b, (_name, axis, letter) in enumerate(ORIENTATIONS):
         im = None
         for c, idx in enumerate(d.slices[axis]):
             p = panels[b][0][c]
             p.grey(slice_2d(a.data, axis, idx, box), vmin, vmax)
             im = p.image(np.ma.masked_less_equal(slice_2d(u, axis, idx, box), 0), cmap="inferno", vmin=0, vmax=umax)
             p.contour(slice_2d(d.region, axis, idx, box) if d.region is not None else None, REGION_COLOUR, 0.8)
-            p.contour(slice_2d(d.lesion, axis, idx, box) if d.lesion is not None else None, LESION_COLOUR, 0.8, "dashed")
+            p.contour(
+                slice_2d(d.lesion, axis, idx, box) if d.lesion is not None else None, LESION_COLOUR, 0.8, "dashed"
+            )
             p.annotate(axis, letter, world_coordinate(a, axis, idx), c == 0)
         _colourbar(fig, slots[b][0], im, label)
     return save_figure(fig, path)
@@ -421,7 +495,9 @@ def _otsu(values: np.ndarray, bins: int = 128) -> float:
     return float(centres[int(np.argmax(between[:-1]))])
 
 
-def registration_figure(preproc_model: str | os.PathLike, template: str | os.PathLike, lesion_model: str | os.PathLike | None, path: Path) -> Path:
+def registration_figure(
+    preproc_model: str | os.PathLike, template: str | os.PathLike, lesion_model: str | os.PathLike | None, path: Path
+) -> Path:
     """The input on the model grid (what USB saw) with the template's outlines: its brain's
     edge (cyan) and its white-matter boundary (magenta)."""
     img = load_ras(preproc_model)
@@ -449,7 +525,7 @@ def registration_figure(preproc_model: str | os.PathLike, template: str | os.Pat
     if lesion is not None:
         legend.append(("lesion", LESION_COLOUR, "dashed"))
     _legend(fig, height, legend)
-    for b, (name, axis, letter) in enumerate(ORIENTATIONS):
+    for b, (_name, axis, letter) in enumerate(ORIENTATIONS):
         im = None
         for c, idx in enumerate(slices[axis]):
             p = panels[b][0][c]
@@ -462,4 +538,3 @@ def registration_figure(preproc_model: str | os.PathLike, template: str | os.Pat
             p.annotate(axis, letter, world_coordinate(img, axis, idx), c == 0)
         _colourbar(fig, slots[b][0], im, "intensity")
     return save_figure(fig, path)
-

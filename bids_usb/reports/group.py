@@ -78,7 +78,7 @@ def _num(value: Any) -> str:
 
 
 def _table(rows: Sequence[Sequence[Any]], header: Sequence[str], numeric_from: int = 1) -> str:
-    out = ['<table><thead><tr>', *(f"<th>{_esc(h)}</th>" for h in header), "</tr></thead><tbody>"]
+    out = ["<table><thead><tr>", *(f"<th>{_esc(h)}</th>" for h in header), "</tr></thead><tbody>"]
     for row in rows:
         cells = []
         for i, cell in enumerate(row):
@@ -116,7 +116,12 @@ def _page(path: Path, title: str, nav: list[tuple[str, str]], body: str) -> Path
 
     generated = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     links = " ".join(f'<a href="#{_esc(a)}">{_esc(t)}</a>' for a, t in nav)
-    return _write_atomic(path, PAGE.substitute(version=_esc(__version__), title=_esc(title), css=CSS, nav=links, body=body, generated=_esc(generated)))
+    return _write_atomic(
+        path,
+        PAGE.substitute(
+            version=_esc(__version__), title=_esc(title), css=CSS, nav=links, body=body, generated=_esc(generated)
+        ),
+    )
 
 
 def _new_figure(width: float, height: float):
@@ -226,7 +231,9 @@ def _samples(networks, device, seed: int, steps: int, n: int = 4) -> list[tuple[
     return [(f"sample {i + 1}", pairs.images[i].numpy(), pairs.masks[i].numpy()) for i in range(n)]
 
 
-def write_training_report(model_dir: Path, networks, cfg, brains: list[np.ndarray], info: dict[str, Any], *, seed: int = 0, device="cpu") -> Path:
+def write_training_report(
+    model_dir: Path, networks, cfg, brains: list[np.ndarray], info: dict[str, Any], *, seed: int = 0, device="cpu"
+) -> Path:
     """``model_dir/report.html`` with the loss curves (also ``curves.png``), reconstructions of
     a few training brains, a few paired samples from noise, and ``training.json``."""
     from usb_model.train import read_log
@@ -237,17 +244,38 @@ def write_training_report(model_dir: Path, networks, cfg, brains: list[np.ndarra
     log_path = model_dir / "log.tsv"
     rows = read_log(log_path) if log_path.is_file() else []
     curves, curves_err = _draw(curves_figure, model_dir / "curves.png", rows)
-    recon, recon_err = _draw(lambda p: volumes_figure(p, _reconstructions(networks, brains, device), "Training brains (odd rows) and their autoencoder reconstructions"), fig_dir / "reconstructions.png")
+    recon, recon_err = _draw(
+        lambda p: volumes_figure(
+            p,
+            _reconstructions(networks, brains, device),
+            "Training brains (odd rows) and their autoencoder reconstructions",
+        ),
+        fig_dir / "reconstructions.png",
+    )
     steps = sample_steps(cfg, device)
-    samples, samples_err = _draw(lambda p: volumes_figure(p, _samples(networks, device, seed, steps), f"Paired samples from noise (generate_pairs, {steps} steps, seed {seed}); red: lesion mask"), fig_dir / "samples.png")
+    samples, samples_err = _draw(
+        lambda p: volumes_figure(
+            p,
+            _samples(networks, device, seed, steps),
+            f"Paired samples from noise (generate_pairs, {steps} steps, seed {seed}); red: lesion mask",
+        ),
+        fig_dir / "samples.png",
+    )
 
     last = {}
     for r in rows:
         last[r["stage"]] = r
-    progress_rows = [(stage, last[stage]["step"], last[stage].get("loss"), last[stage].get("seconds")) for stage in ("autoencoder", "lesion", "brain") if stage in last]
+    progress_rows = [
+        (stage, last[stage]["step"], last[stage].get("loss"), last[stage].get("seconds"))
+        for stage in ("autoencoder", "lesion", "brain")
+        if stage in last
+    ]
     summary = [
         ("configuration", info.get("config")),
-        ("grid", f"{'x'.join(map(str, cfg.grid.shape))} at {'x'.join(f'{v:g}' for v in cfg.grid.voxel_size)} mm, {cfg.grid.contrast}"),
+        (
+            "grid",
+            f"{'x'.join(map(str, cfg.grid.shape))} at {'x'.join(f'{v:g}' for v in cfg.grid.voxel_size)} mm, {cfg.grid.contrast}",
+        ),
         ("requested steps", ", ".join(f"{k}={v}" for k, v in info.get("steps", {}).items())),
         ("batch per process x processes", f"{info.get('batch_size')} x {info.get('world_size')}"),
         ("device", info.get("device")),
@@ -259,31 +287,57 @@ def write_training_report(model_dir: Path, networks, cfg, brains: list[np.ndarra
     checkpoint = model_dir / "checkpoint"
     body = [
         '<section id="summary"><h2>Summary</h2>',
-        (f'<p>The model for inference is <code>{_esc(checkpoint)}</code>: pass it with <code>--model</code> to the participant level or to <code>--group-task generate</code>. '
-         'The training can be continued by running the same command with larger step counts.</p>'),
+        (
+            f"<p>The model for inference is <code>{_esc(checkpoint)}</code>: pass it with <code>--model</code> "
+            "to the participant level or to <code>--group-task generate</code>. "
+            "The training can be continued by running the same command with larger step counts.</p>"
+        ),
         _table([(k, str(v)) for k, v in summary], ("", "value")),
-        _table(progress_rows, ("stage", "steps done", "last loss", "training seconds")) if progress_rows else '<p class="note">No step was logged.</p>',
+        _table(progress_rows, ("stage", "steps done", "last loss", "training seconds"))
+        if progress_rows
+        else '<p class="note">No step was logged.</p>',
         "</section>",
         '<section id="curves"><h2>Training curves</h2>',
-        _figure(curves, model_dir, "Loss terms per stage (log.tsv: means over each logging window and over processes)", curves_err),
+        _figure(
+            curves,
+            model_dir,
+            "Loss terms per stage (log.tsv: means over each logging window and over processes)",
+            curves_err,
+        ),
         "</section>",
         '<section id="reconstructions"><h2>Reconstructions</h2>',
         _figure(recon, model_dir, "Mid sagittal, coronal and axial slices on the model grid", recon_err),
         "</section>",
         '<section id="samples"><h2>Samples</h2>',
-        _figure(samples, model_dir, "Brains and lesion masks generated together from noise by the trained model", samples_err),
+        _figure(
+            samples,
+            model_dir,
+            "Brains and lesion masks generated together from noise by the trained model",
+            samples_err,
+        ),
         "</section>",
         '<section id="data"><h2>Training data</h2>',
         "<p>Healthy brains (participants without a lesion mask), preprocessed as at the participant level and resampled onto the model grid:</p>",
         "<ul>" + "".join(f"<li><code>{_esc(p)}</code></li>" for p in info.get("healthy_images", [])) + "</ul>",
-        ("<p>Lesion masks used as shape priors for the synthetic lesions:</p><ul>" + "".join(f"<li><code>{_esc(p)}</code></li>" for p in info.get("lesion_shape_priors", [])) + "</ul>")
-        if info.get("lesion_shape_priors") else '<p class="note">No lesion mask was found: the synthetic lesions are random shapes only.</p>',
+        (
+            "<p>Lesion masks used as shape priors for the synthetic lesions:</p><ul>"
+            + "".join(f"<li><code>{_esc(p)}</code></li>" for p in info.get("lesion_shape_priors", []))
+            + "</ul>"
+        )
+        if info.get("lesion_shape_priors")
+        else '<p class="note">No lesion mask was found: the synthetic lesions are random shapes only.</p>',
         "</section>",
     ]
     from ..derivatives import write_json
 
     write_json({**info, "log": "log.tsv", "checkpoint": "checkpoint"}, model_dir / "training.json")
-    nav = [("summary", "Summary"), ("curves", "Curves"), ("reconstructions", "Reconstructions"), ("samples", "Samples"), ("data", "Data")]
+    nav = [
+        ("summary", "Summary"),
+        ("curves", "Curves"),
+        ("reconstructions", "Reconstructions"),
+        ("samples", "Samples"),
+        ("data", "Data"),
+    ]
     return _page(model_dir / "report.html", f"bids_usb training: {model_dir.name}", nav, "\n".join(body))
 
 
@@ -304,7 +358,7 @@ def metric_figure(path: Path, rows: list[dict[str, Any]], metric: str, label: st
     fig = _new_figure(6.0, 3.2)
     ax = fig.subplots()
     drawn = labelled = False
-    for i, (region, region_label) in enumerate(REGIONS):
+    for i, (region, _region_label) in enumerate(REGIONS):
         values = [r.get(f"{metric}_{region}") for r in rows]
         finite = _finite(values)
         infinite = [v for v in values if isinstance(v, float) and math.isinf(v)]
@@ -315,8 +369,15 @@ def metric_figure(path: Path, rows: list[dict[str, Any]], metric: str, label: st
             drawn = True
         if infinite:
             top = max(finite) * 1.05 if finite else 100.0
-            ax.scatter(np.full(len(infinite), i), np.full(len(infinite), top), marker="^", s=30, color="black", zorder=3,
-                       label=None if labelled else "identical to the reference (∞), drawn at the top")
+            ax.scatter(
+                np.full(len(infinite), i),
+                np.full(len(infinite), top),
+                marker="^",
+                s=30,
+                color="black",
+                zorder=3,
+                label=None if labelled else "identical to the reference (∞), drawn at the top",
+            )
             drawn = labelled = True
     if not drawn:
         raise ValueError(f"no value of {metric}")
@@ -334,9 +395,16 @@ def volume_figure(path: Path, rows: list[dict[str, Any]]) -> Path:
     fig = _new_figure(6.0, 3.2)
     ax = fig.subplots()
     drawn = False
-    for task, key, label in (("heal", "psnr_lesion", "PSNR inside the lesion (dB)"), ("embed", "dice", "Dice (change map vs mask)")):
+    for task, key, label in (
+        ("heal", "psnr_lesion", "PSNR inside the lesion (dB)"),
+        ("embed", "dice", "Dice (change map vs mask)"),
+    ):
         pts = [(r.get("lesion_volume_ml"), r.get(key)) for r in rows if r.get("task") == task]
-        pts = [(v, m) for v, m in pts if isinstance(v, (int, float)) and isinstance(m, (int, float)) and math.isfinite(v) and math.isfinite(m)]
+        pts = [
+            (v, m)
+            for v, m in pts
+            if isinstance(v, (int, float)) and isinstance(m, (int, float)) and math.isfinite(v) and math.isfinite(m)
+        ]
         if pts:
             ax.scatter(*zip(*pts), s=18, label=f"{task}: {label}")
             drawn = True
@@ -348,7 +416,9 @@ def volume_figure(path: Path, rows: list[dict[str, Any]]) -> Path:
     return _save(fig, path)
 
 
-def write_metrics_report(output_dir: Path, rows: list[dict[str, Any]], summary: dict[str, Any], columns: list[str], notes: list[str]) -> Path:
+def write_metrics_report(
+    output_dir: Path, rows: list[dict[str, Any]], summary: dict[str, Any], columns: list[str], notes: list[str]
+) -> Path:
     """``output_dir/group.html`` (figures under ``output_dir/group/``)."""
     output_dir = Path(output_dir)
     fig_dir = output_dir / "group"
@@ -358,19 +428,40 @@ def write_metrics_report(output_dir: Path, rows: list[dict[str, Any]], summary: 
     body += [f'<div class="warn">{_esc(n)}</div>' for n in notes]
     stats = summary.get("metrics", {})
     if stats:
-        body.append(_table([(k, v.get("n"), v.get("mean"), v.get("std"), v.get("median"), v.get("n_inf", 0)) for k, v in stats.items()], ("metric", "n", "mean", "sd", "median", "n infinite")))
+        body.append(
+            _table(
+                [
+                    (k, v.get("n"), v.get("mean"), v.get("std"), v.get("median"), v.get("n_inf", 0))
+                    for k, v in stats.items()
+                ],
+                ("metric", "n", "mean", "sd", "median", "n infinite"),
+            )
+        )
     cohort = summary.get("cohort", {})
     if cohort:
         body.append("<h3>Cohort distances</h3>")
-        body.append(_table([(k, *(v.get(x) for x in ("n_a", "n_b", "mmd_rbf", "kid_mean", "kid_std")), str(v.get("note", "")))
-                            for k, v in cohort.items()], ("comparison", "n A", "n B", "MMD² (RBF)", "KID mean", "KID sd", "note")))
+        body.append(
+            _table(
+                [
+                    (k, *(v.get(x) for x in ("n_a", "n_b", "mmd_rbf", "kid_mean", "kid_std")), str(v.get("note", "")))
+                    for k, v in cohort.items()
+                ],
+                ("comparison", "n A", "n B", "MMD² (RBF)", "KID mean", "KID sd", "note"),
+            )
+        )
         body.append(f'<p class="note">{_esc(summary.get("cohort_note", ""))}</p>')
     body.append("</section>")
     body.append('<section id="plots"><h2>Plots</h2>')
     if healed:
-        for metric, label in (("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("l1", "mean absolute error (fraction of the range)")):
+        for metric, label in (
+            ("psnr", "PSNR (dB)"),
+            ("ssim", "SSIM"),
+            ("l1", "mean absolute error (fraction of the range)"),
+        ):
             path, err = _draw(metric_figure, fig_dir / f"{metric}.png", healed, metric, label)
-            body.append(_figure(path, output_dir, f"{label} of the healed images against the ground truth, per region", err))
+            body.append(
+                _figure(path, output_dir, f"{label} of the healed images against the ground truth, per region", err)
+            )
     if any(r.get("lesion_volume_ml") for r in rows):
         path, err = _draw(volume_figure, fig_dir / "volume.png", rows)
         body.append(_figure(path, output_dir, "Against the lesion volume", err))
@@ -381,9 +472,13 @@ def write_metrics_report(output_dir: Path, rows: list[dict[str, Any]], summary: 
     shown = [c for c in columns if c not in ("source", "ground_truth")]
     body.append(_table([[r.get(c) for c in shown] for r in rows], shown, numeric_from=3))
     definitions = summary.get("definitions", {})
-    body.append('<p class="note">The same table, with the file names, is <code>group_usb.tsv</code>; definitions are in <code>group_usb.json</code>.</p>')
+    body.append(
+        '<p class="note">The same table, with the file names, is <code>group_usb.tsv</code>; definitions are in <code>group_usb.json</code>.</p>'
+    )
     if definitions:
-        body.append("<h3>Definitions</h3>" + _table([(k, str(v)) for k, v in definitions.items()], ("column", "meaning")))
+        body.append(
+            "<h3>Definitions</h3>" + _table([(k, str(v)) for k, v in definitions.items()], ("column", "meaning"))
+        )
     body.append("</section>")
     nav = [("summary", "Summary"), ("plots", "Plots"), ("images", "Per image")]
     return _page(output_dir / "group.html", "bids_usb group metrics", nav, "\n".join(body))

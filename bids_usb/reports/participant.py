@@ -10,8 +10,6 @@ the report never costs the participant its derivatives.
 
 from __future__ import annotations
 
-from usb_model.atomic import write_text
-
 import datetime as _dt
 import html
 import importlib.metadata
@@ -24,6 +22,8 @@ from pathlib import Path
 from string import Template
 from typing import Any
 from urllib.parse import quote
+
+from usb_model.atomic import write_text
 
 LOGGER = logging.getLogger("bids_usb.reports")
 
@@ -57,15 +57,48 @@ PARAMETER_LABELS = {
     "seed": "random seed",
     "n_samples": "samples drawn (the result is their mean)",
 }
-SOFTWARE = (("bids_usb", None), ("nipype", "nipype"), ("ANTsPy", "antspyx"), ("deepbet", "deepbet"), ("PyTorch", "torch"), ("MONAI", "monai"), ("nibabel", "nibabel"), ("NumPy", "numpy"), ("matplotlib", "matplotlib"))
+SOFTWARE = (
+    ("bids_usb", None),
+    ("nipype", "nipype"),
+    ("ANTsPy", "antspyx"),
+    ("deepbet", "deepbet"),
+    ("PyTorch", "torch"),
+    ("MONAI", "monai"),
+    ("nibabel", "nibabel"),
+    ("NumPy", "numpy"),
+    ("matplotlib", "matplotlib"),
+)
 REFERENCES = {
-    "usb": "Wang J, Liu P. USB: Unified Synthetic Brain Framework for Bidirectional Pathology–Healthy Generation and Editing. Code: https://github.com/jhuldr/USB",
-    "n4": "Tustison NJ, Avants BB, Cook PA, Zheng Y, Egan A, Yushkevich PA, Gee JC. N4ITK: improved N3 bias correction. IEEE Transactions on Medical Imaging. 2010;29(6):1310–1320. doi:10.1109/TMI.2010.2046908",
-    "ants": "Avants BB, Tustison NJ, Song G, Cook PA, Klein A, Gee JC. A reproducible evaluation of ANTs similarity metric performance in brain image registration. NeuroImage. 2011;54(3):2033–2044. doi:10.1016/j.neuroimage.2010.09.025",
-    "deepbet": "Fisch L, Zumdick S, Barkhau C, Emden D, Ernsting J, Leenings R, Sarink K, Winter NR, Risse B, Dannlowski U, Hahn T. deepbet: fast brain extraction of T1-weighted MRI using convolutional neural networks. Computers in Biology and Medicine. 2024;179:108845. doi:10.1016/j.compbiomed.2024.108845",
-    "nipype": "Gorgolewski K, Burns CD, Madison C, Clark D, Halchenko YO, Waskom ML, Ghosh SS. Nipype: a flexible, lightweight and extensible neuroimaging data processing framework in Python. Frontiers in Neuroinformatics. 2011;5:13. doi:10.3389/fninf.2011.00013",
+    "usb": (
+        "Wang J, Liu P. USB: Unified Synthetic Brain Framework for Bidirectional Pathology–Healthy Generation and "
+        "Editing. Code: https://github.com/jhuldr/USB"
+    ),
+    "n4": (
+        "Tustison NJ, Avants BB, Cook PA, Zheng Y, Egan A, Yushkevich PA, Gee JC. N4ITK: improved N3 bias correction. "
+        "IEEE Transactions on Medical Imaging. 2010;29(6):1310–1320. doi:10.1109/TMI.2010.2046908"
+    ),
+    "ants": (
+        "Avants BB, Tustison NJ, Song G, Cook PA, Klein A, Gee JC. A reproducible evaluation of ANTs similarity metric "
+        "performance in brain image registration. NeuroImage. 2011;54(3):2033–2044. doi:10.1016/j.neuroimage.2010.09.025"
+    ),
+    "deepbet": (
+        "Fisch L, Zumdick S, Barkhau C, Emden D, Ernsting J, Leenings R, Sarink K, Winter NR, Risse B, Dannlowski U, "
+        "Hahn T. deepbet: fast brain extraction of T1-weighted MRI using convolutional neural networks. Computers in "
+        "Biology and Medicine. 2024;179:108845. doi:10.1016/j.compbiomed.2024.108845"
+    ),
+    "nipype": (
+        "Gorgolewski K, Burns CD, Madison C, Clark D, Halchenko YO, Waskom ML, Ghosh SS. Nipype: a flexible, lightweight "
+        "and extensible neuroimaging data processing framework in Python. Frontiers in Neuroinformatics. 2011;5:13. "
+        "doi:10.3389/fninf.2011.00013"
+    ),
 }
-CONTRASTS = {"T1w": "T1-weighted", "T2w": "T2-weighted", "FLAIR": "FLAIR", "PDw": "proton-density-weighted", "T2starw": "T2*-weighted"}
+CONTRASTS = {
+    "T1w": "T1-weighted",
+    "T2w": "T2-weighted",
+    "FLAIR": "FLAIR",
+    "PDw": "proton-density-weighted",
+    "T2starw": "T2*-weighted",
+}
 
 
 @dataclass
@@ -90,7 +123,11 @@ def _figure_stem(image: ImageReport) -> tuple[list[str], str]:
     """(entities, suffix) of the input file name, e.g. (["sub-01", "ses-1"], "T1w")."""
     stem = Path(image.anat).name.split(".")[0]
     parts = stem.split("_")
-    if len(parts) >= 2 and all(re.fullmatch(r"[a-zA-Z]+-[a-zA-Z0-9]+", p) for p in parts[:-1]) and re.fullmatch(r"[a-zA-Z0-9]+", parts[-1]):
+    if (
+        len(parts) >= 2
+        and all(re.fullmatch(r"[a-zA-Z]+-[a-zA-Z0-9]+", p) for p in parts[:-1])
+        and re.fullmatch(r"[a-zA-Z0-9]+", parts[-1])
+    ):
         return [p for p in parts[:-1] if not p.startswith("desc-")], parts[-1]
     return [re.sub(r"[^a-zA-Z0-9-]", "", image.name) or "image"], "T1w"
 
@@ -137,7 +174,9 @@ def _duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min {sec:02d} s"
 
 
-def _table(rows: list[tuple[Any, ...]], header: tuple[str, ...] | None = None, cls: str = "kv", raw: bool = False) -> str:
+def _table(
+    rows: list[tuple[Any, ...]], header: tuple[str, ...] | None = None, cls: str = "kv", raw: bool = False
+) -> str:
     out = [f'<table class="{cls}">']
     if header:
         out.append("<thead><tr>" + "".join(f"<th>{_esc(h)}</th>" for h in header) + "</tr></thead>")
@@ -197,10 +236,13 @@ def methods_paragraph(image: ImageReport, version: str, versions: dict[str, str 
     the = f"Each {contrast} image" if plural else f"The {contrast} image"
     s = [
         f"{the} was processed with bids_usb {version}, a BIDS App whose workflow is built with Nipype{v['nipype']} (Gorgolewski et al., 2011). "
-        f"It was reoriented to RAS+ and corrected for intensity non-uniformity with N4 (Tustison et al., 2010) as implemented in ANTs (ANTsPy{v['ANTsPy']}; Avants et al., 2011). "
+        "It was reoriented to RAS+ and corrected for intensity non-uniformity with N4 (Tustison et al., 2010) "
+        f"as implemented in ANTs (ANTsPy{v['ANTsPy']}; Avants et al., 2011). "
     ]
     if skull_stripped:
-        s.append("The input was already skull-stripped; its non-zero voxels (holes filled) were taken as the brain mask. ")
+        s.append(
+            "The input was already skull-stripped; its non-zero voxels (holes filled) were taken as the brain mask. "
+        )
     else:
         s.append(f"The brain was extracted with deepbet{v['deepbet']} (Fisch et al., 2024). ")
     s.append(
@@ -217,15 +259,21 @@ def methods_paragraph(image: ImageReport, version: str, versions: dict[str, str 
     if eta is not None:
         ddim.append(f"η = {_fmt(eta)}")
     sampler = "DDIM sampling" + (f" ({', '.join(ddim)})" if ddim else "")
-    acg = f"Anatomy Consistency Guidance (ACG; α₀ = {_fmt(p.get('alpha0', '?'))}, k = {_fmt(p.get('k', '?'))})" if p.get("acg", True) else None
+    acg = (
+        f"Anatomy Consistency Guidance (ACG; α₀ = {_fmt(p.get('alpha0', '?'))}, k = {_fmt(p.get('k', '?'))})"
+        if p.get("acg", True)
+        else None
+    )
     engine = "PyTorch" + v["PyTorch"] + (f" and MONAI{v['MONAI']}" if versions.get("MONAI") else "")
     usb = f"USB, the Unified Synthetic Brain framework (Wang & Liu), a paired latent diffusion model, with the model {model_id} run in {engine}"
     if image.task == "heal" and p.get("mode") in ("mask", "detect"):
         found = ""
         if p.get("mode") == "detect":
-            found = (f"No lesion mask was given: lesions were first detected as the voxels where a free healing pass from diffusion step "
-                     f"{_fmt(p.get('detect_t_start'))} departed from the input by more than {_fmt(p.get('detect_threshold'))} (normalised intensity), "
-                     f"in connected regions of at least {_fmt(p.get('detect_min_ml'))} ml. ")
+            found = (
+                f"No lesion mask was given: lesions were first detected as the voxels where a free healing pass from diffusion step "
+                f"{_fmt(p.get('detect_t_start'))} departed from the input by more than {_fmt(p.get('detect_threshold'))} (normalised intensity), "
+                f"in connected regions of at least {_fmt(p.get('detect_min_ml'))} ml. "
+            )
         s.append(
             f"{found}The lesion was healed with {usb}: it was first filled ({_esc(str(p.get('fill')))} fill), the filled image's latent was noised to "
             f"diffusion step {_fmt(t_start)} and denoised back to step 0 with {sampler} under the healthy (empty-lesion) condition, "
@@ -238,21 +286,33 @@ def methods_paragraph(image: ImageReport, version: str, versions: dict[str, str 
         s.append(
             f"The lesion was healed with {usb}: the image's latent was noised to diffusion step {_fmt(t_start)} and denoised back to step 0 with {sampler} "
             "under the healthy (empty-lesion) condition, "
-            + (f"with {acg} pulling the result towards the input's anatomy wherever the model agreed with it. " if acg else "without anatomy consistency guidance. ")
+            + (
+                f"with {acg} pulling the result towards the input's anatomy wherever the model agreed with it. "
+                if acg
+                else "without anatomy consistency guidance. "
+            )
         )
     else:
         lcg = f"Lesion Consistency Guidance (LCG; η = {_fmt(p.get('lcg_eta', '?'))})" if p.get("lcg", True) else None
         guidance = [g for g in (acg, lcg) if g]
         s.append(
-            f"A lesion was embedded with {usb}: the healthy image's latent was noised to diffusion step {_fmt(t_start)} and denoised back to step 0 with {sampler}, "
+            f"A lesion was embedded with {usb}: the healthy image's latent was noised to diffusion step "
+            f"{_fmt(t_start)} and denoised back to step 0 with {sampler}, "
             "conditioned on the latent of the target lesion mask, "
-            + (f"with {' and '.join(guidance)}, so that the anatomy outside the lesion is preserved while the lesion's voxels are free to change. " if guidance else "without consistency guidance. ")
+            + (
+                f"with {' and '.join(guidance)}, so that the anatomy outside the lesion is preserved while the lesion's voxels are free to change. "
+                if guidance
+                else "without consistency guidance. "
+            )
         )
     n = p.get("n_samples", 1)
     seed = p.get("seed")
     seed_txt = f" with random seed {seed}" if seed is not None else ""
     if isinstance(n, int) and n > 1:
-        s.append(f"In total, {n} samples were drawn{seed_txt}; the result is their voxelwise mean, and their voxelwise standard deviation is reported as an uncertainty map. ")
+        s.append(
+            f"In total, {n} samples were drawn{seed_txt}; the result is their voxelwise mean, and their "
+            "voxelwise standard deviation is reported as an uncertainty map. "
+        )
     else:
         s.append(f"One sample was drawn{seed_txt}. ")
     consts = _composite_constants()
@@ -264,7 +324,8 @@ def methods_paragraph(image: ImageReport, version: str, versions: dict[str, str 
         region = "the voxels the model changed (no lesion mask was given)"
     band = f" (full weight within {consts[0]:g} mm, falling linearly to zero at {consts[1]:g} mm)" if consts else ""
     s.append(
-        "The change (edited minus input) was mapped back onto the participant's native grid with the inverse affine, brought back to the input's intensity units and bias field, "
+        "The change (edited minus input) was mapped back onto the participant's native grid with the inverse "
+        "affine, brought back to the input's intensity units and bias field, "
         f"and blended into the original image around {region}, with a blend band{band}; every voxel outside this edit region keeps its original value."
     )
     if str(name).lower() == "demo":
@@ -343,9 +404,18 @@ def _timings_table(timings: dict[str, float]) -> str:
     for stage in order:
         sec = float(timings[stage])
         share = f"{100 * sec / total:.0f} %" if total > 0 and math.isfinite(sec) else ""
-        rows.append(f'<tr><td><code>{_esc(stage)}</code></td><td>{_esc(STAGE_LABELS.get(stage, ""))}</td><td class="num">{_esc(_duration(sec))}</td><td class="num">{share}</td></tr>')
-    rows.append(f'<tr class="total"><td>total</td><td></td><td class="num">{_esc(_duration(total))}</td><td class="num">100 %</td></tr>')
-    return '<table class="timings"><thead><tr><th>stage</th><th></th><th>time</th><th>share</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>"
+        rows.append(
+            f"<tr><td><code>{_esc(stage)}</code></td><td>{_esc(STAGE_LABELS.get(stage, ''))}</td><td "
+            f'class="num">{_esc(_duration(sec))}</td><td class="num">{share}</td></tr>'
+        )
+    rows.append(
+        f'<tr class="total"><td>total</td><td></td><td class="num">{_esc(_duration(total))}</td><td class="num">100 %</td></tr>'
+    )
+    return (
+        '<table class="timings"><thead><tr><th>stage</th><th></th><th>time</th><th>share</th></tr></thead><tbody>'
+        + "".join(rows)
+        + "</tbody></table>"
+    )
 
 
 def _stats_rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
@@ -363,7 +433,13 @@ def _stats_rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def _image_section(image: ImageReport, figs: dict[str, tuple[str | None, str | None]], stats: dict[str, Any], output_dir: Path, warnings: list[str]) -> str:
+def _image_section(
+    image: ImageReport,
+    figs: dict[str, tuple[str | None, str | None]],
+    stats: dict[str, Any],
+    output_dir: Path,
+    warnings: list[str],
+) -> str:
     a = _anchor(image.name)
     verb = "healed" if image.task == "heal" else "embedded"
     out = [f'<section class="image" id="{a}"><h2>{_esc(image.name)}</h2>']
@@ -372,40 +448,70 @@ def _image_section(image: ImageReport, figs: dict[str, tuple[str | None, str | N
     out.append(_table(rows, raw=True))
 
     out.append(f'<h3 id="{a}-edit">Edit: input, edited and difference</h3>')
-    out.append(_figure_html(*_fig(figs, "edit"), caption=(
-        "Rows per orientation: the input, the edited image (same grey scale: the 0.5–99.5th percentiles of the input's brain) and the difference "
-        "(edited − input; blue: darker, pink: brighter). Outlines: <span style='color:#d00'>lesion</span>, "
-        "<span style='color:#b08a00'>edit region</span> (the only voxels allowed to change), grey: brain mask. "
-        "Slices follow the lesion (or the edit region); numbers are world coordinates in mm; neurological convention (left on the left)."
-    )))
+    out.append(
+        _figure_html(
+            *_fig(figs, "edit"),
+            caption=(
+                "Rows per orientation: the input, the edited image (same grey scale: the 0.5–99.5th percentiles of the input's brain) and the difference "
+                "(edited − input; blue: darker, pink: brighter). Outlines: <span style='color:#d00'>lesion</span>, "
+                "<span style='color:#b08a00'>edit region</span> (the only voxels allowed to change), grey: brain mask. "
+                "Slices follow the lesion (or the edit region); numbers are world coordinates in mm; neurological convention (left on the left)."
+            ),
+        )
+    )
     out.append(f'<h3 id="{a}-registration">Registration to the model template</h3>')
-    out.append(_figure_html(*_fig(figs, "registration"), caption=(
-        "The input as USB saw it (bias-corrected, skull-stripped, affinely registered, on the model grid) with the template's outlines: "
-        "<span style='color:#00a5b8'>brain edge</span> and <span style='color:#c020c0'>white-matter edge</span>. "
-        "The outlines should follow the image's brain boundary and its grey/white boundary; a shifted, rotated or scaled outline means a failed registration."
-    )))
+    out.append(
+        _figure_html(
+            *_fig(figs, "registration"),
+            caption=(
+                "The input as USB saw it (bias-corrected, skull-stripped, affinely registered, on the model grid) with the template's outlines: "
+                "<span style='color:#00a5b8'>brain edge</span> and <span style='color:#c020c0'>white-matter edge</span>. "
+                "The outlines should follow the image's brain boundary and its grey/white boundary; a shifted, "
+                "rotated or scaled outline means a failed registration."
+            ),
+        )
+    )
     out.append(f'<h3 id="{a}-uncertainty">Uncertainty</h3>')
     if "uncertainty" in figs:
-        out.append(_figure_html(*_fig(figs, "uncertainty"), caption=(
-            f"Voxelwise standard deviation over the {_esc(image.parameters.get('n_samples', 'several'))} samples (input intensity units) over the input, inside the edit region. "
-            "High values mark where the samples disagree, i.e. where the edited image is least determined by the data."
-        )))
+        out.append(
+            _figure_html(
+                *_fig(figs, "uncertainty"),
+                caption=(
+                    f"Voxelwise standard deviation over the {_esc(image.parameters.get('n_samples', 'several'))} samples "
+                    "(input intensity units) over the input, inside the edit region. "
+                    "High values mark where the samples disagree, i.e. where the edited image is least determined by the data."
+                ),
+            )
+        )
     else:
-        out.append('<p class="note">No uncertainty map: one sample was drawn (use more than one sample to get one).</p>')
+        out.append(
+            '<p class="note">No uncertainty map: one sample was drawn (use more than one sample to get one).</p>'
+        )
 
     if image.written.get("anomaly"):
         out.append(f'<h3 id="{a}-detection">Lesion detection</h3>')
-        found = "The detected lesion (red, dashed) is what was healed." if image.written.get("detected") else (
-            "Nothing exceeded the threshold: no lesion was detected and the output is the input, bit for bit.")
+        found = (
+            "The detected lesion (red, dashed) is what was healed."
+            if image.written.get("detected")
+            else ("Nothing exceeded the threshold: no lesion was detected and the output is the input, bit for bit.")
+        )
         p = image.parameters
-        out.append(_figure_html(*_fig(figs, "anomaly"), caption=(
-            f"No lesion mask was given, so USB looked for lesions: the anomaly map is how far a free healing pass departs from the input "
-            f"(|decode(healed) − decode(input)|, normalised intensity); voxels above {_esc(_fmt(p.get('detect_threshold')))} in connected "
-            f"components of at least {_esc(_fmt(p.get('detect_min_ml')))} ml are the detected lesion. {found}"
-        )))
+        out.append(
+            _figure_html(
+                *_fig(figs, "anomaly"),
+                caption=(
+                    f"No lesion mask was given, so USB looked for lesions: the anomaly map is how far a free healing pass departs from the input "
+                    f"(|decode(healed) − decode(input)|, normalised intensity); voxels above {_esc(_fmt(p.get('detect_threshold')))} in connected "
+                    f"components of at least {_esc(_fmt(p.get('detect_min_ml')))} ml are the detected lesion. {found}"
+                ),
+            )
+        )
 
     out.append(f'<h3 id="{a}-parameters">Parameters</h3>')
-    prm = [(f"<code>{_esc(k)}</code>", _esc(_fmt(v)), _esc(PARAMETER_LABELS.get(k, ""))) for k, v in image.parameters.items()]
+    prm = [
+        (f"<code>{_esc(k)}</code>", _esc(_fmt(v)), _esc(PARAMETER_LABELS.get(k, "")))
+        for k, v in image.parameters.items()
+    ]
     if "task" not in image.parameters:
         prm.insert(0, ("<code>task</code>", _esc(image.task), _esc(PARAMETER_LABELS["task"])))
     out.append(_table(prm, header=("parameter", "value", "meaning"), cls="params", raw=True))
@@ -419,7 +525,9 @@ def _image_section(image: ImageReport, figs: dict[str, tuple[str | None, str | N
             mrows.append((_esc(k), _esc(_fmt(v))))
     out.append(_table(mrows, raw=True) if mrows else '<p class="note">No model information.</p>')
     if str(image.model.get("Name", "")).lower() == "demo":
-        out.append('<div class="warn">The bundled model "demo" is a small demonstration model: not for clinical use, and not for drawing scientific conclusions.</div>')
+        out.append(
+            '<div class="warn">The bundled model "demo" is a small demonstration model: not for clinical use, and not for drawing scientific conclusions.</div>'
+        )
 
     out.append(f'<h3 id="{a}-timings">Timings</h3>')
     out.append(_timings_table(image.timings))
@@ -434,7 +542,9 @@ def _image_section(image: ImageReport, figs: dict[str, tuple[str | None, str | N
     orow = []
     for role, path in image.written.items():
         rel = _relative(path, output_dir)
-        link = f'<a href="{_esc(quote(rel))}">{_esc(rel)}</a>' if not os.path.isabs(rel) else f"<code>{_esc(rel)}</code>"
+        link = (
+            f'<a href="{_esc(quote(rel))}">{_esc(rel)}</a>' if not os.path.isabs(rel) else f"<code>{_esc(rel)}</code>"
+        )
         orow.append((f"<code>{_esc(role)}</code>", link))
     out.append(_table(orow, header=("role", "file"), raw=True))
     out.append("</section>")
@@ -461,7 +571,9 @@ def _edit_stats(data) -> dict[str, Any]:
     return stats
 
 
-def _render_image(image: ImageReport, fig_dir: Path, html_dir: Path, used: set[str]) -> tuple[dict[str, tuple[str | None, str | None]], dict[str, Any], list[str]]:
+def _render_image(
+    image: ImageReport, fig_dir: Path, html_dir: Path, used: set[str]
+) -> tuple[dict[str, tuple[str | None, str | None]], dict[str, Any], list[str]]:
     """Draw an image's figures; returns ({key: (relative src, error)}, stats, extra warnings)."""
     from . import figures as F
 
@@ -505,7 +617,13 @@ def _render_image(image: ImageReport, fig_dir: Path, html_dir: Path, used: set[s
         if image.written.get("anomaly") and data.anomaly is not None:
             draw("anomaly", F.anomaly_figure, data)
     if image.written.get("preproc_model"):
-        draw("registration", F.registration_figure, image.written["preproc_model"], image.template, image.written.get("lesion_model"))
+        draw(
+            "registration",
+            F.registration_figure,
+            image.written["preproc_model"],
+            image.template,
+            image.written.get("lesion_model"),
+        )
     else:
         figs["registration"] = (None, "no model-grid input (preproc_model) was written")
     return figs, stats, extra
@@ -534,17 +652,23 @@ def write_participant_report(output_dir: Path, subject: str, images: list[ImageR
         a = _anchor(image.name)
         nav.append(f'<a href="#{a}">{_esc(image.name)}</a>')
         total = sum(float(t) for t in image.timings.values() if math.isfinite(float(t)))
-        summary_rows.append((
-            f'<a href="#{a}">{_esc(image.name)}</a>', _esc(image.task), _esc(image.model.get("Name", "")),
-            _esc(f"{stats['lesion_ml']:.2f} mL" if "lesion_ml" in stats else "—"),
-            _esc(_duration(total) if image.timings else "—"),
-            f'<a href="#{a}-warnings">{len(warnings)}</a>' if warnings else "0",
-        ))
+        summary_rows.append(
+            (
+                f'<a href="#{a}">{_esc(image.name)}</a>',
+                _esc(image.task),
+                _esc(image.model.get("Name", "")),
+                _esc(f"{stats['lesion_ml']:.2f} mL" if "lesion_ml" in stats else "—"),
+                _esc(_duration(total) if image.timings else "—"),
+                f'<a href="#{a}-warnings">{len(warnings)}</a>' if warnings else "0",
+            )
+        )
         methods.setdefault(methods_paragraph(image, version, versions), []).append(image)
     nav += ['<a href="#methods">Methods</a>', '<a href="#about">About</a>']
 
     if images:
-        summary = "<h2>Summary</h2>" + _table(summary_rows, header=("image", "task", "model", "lesion", "time", "warnings"), raw=True)
+        summary = "<h2>Summary</h2>" + _table(
+            summary_rows, header=("image", "task", "model", "lesion", "time", "warnings"), raw=True
+        )
     else:
         summary = '<div class="warn">No images were processed for this participant.</div>'
     paragraphs = []
@@ -556,7 +680,10 @@ def write_participant_report(output_dir: Path, subject: str, images: list[ImageR
     methods_html = "".join(paragraphs) or '<p class="note">Nothing to describe.</p>'
     about_rows = [(k, v or "not installed") for k, v in versions.items()]
     generated = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-    about = _table(about_rows, header=("software", "version")) + f'<p class="note">Report generated {_esc(generated)} by bids_usb {_esc(version)}.</p>'
+    about = (
+        _table(about_rows, header=("software", "version"))
+        + f'<p class="note">Report generated {_esc(generated)} by bids_usb {_esc(version)}.</p>'
+    )
     page = PAGE.substitute(
         version=_esc(version),
         subject=_esc(subject),

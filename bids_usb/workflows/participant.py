@@ -21,7 +21,14 @@ from nipype.pipeline import engine as pe
 
 from ..interfaces.derivatives import DerivativesSink
 from ..interfaces.native import ToNative
-from ..interfaces.preprocessing import BiasCorrect, ModelTemplate, PrepareInputs, RegisterToTemplate, SkullStrip, ToModelGrid
+from ..interfaces.preprocessing import (
+    BiasCorrect,
+    ModelTemplate,
+    PrepareInputs,
+    RegisterToTemplate,
+    SkullStrip,
+    ToModelGrid,
+)
 from ..interfaces.usb import RunUSB
 from ..model import ModelBundle
 
@@ -54,7 +61,9 @@ class RunSettings:
     omp_nthreads: int = 1
 
 
-def init_participant_wf(jobs: list[ImageJob], bundle: ModelBundle, settings: RunSettings, bids_dir: Path, output_dir: Path, work_dir: Path) -> pe.Workflow:
+def init_participant_wf(
+    jobs: list[ImageJob], bundle: ModelBundle, settings: RunSettings, bids_dir: Path, output_dir: Path, work_dir: Path
+) -> pe.Workflow:
     wf = pe.Workflow(name="bids_usb_wf", base_dir=str(work_dir))
     template = pe.Node(ModelTemplate(model_dir=str(bundle.path)), name="model_template")
     for job in jobs:
@@ -64,8 +73,19 @@ def init_participant_wf(jobs: list[ImageJob], bundle: ModelBundle, settings: Run
 
 
 PREPROCESS_OUTPUTS = (
-    "anat_ras", "lesion_ras", "lesion_native", "warnings", "preproc_ras", "bias_field", "brain", "brain_mask",
-    "transform", "image", "brain_mask_model", "lesion_model", "scale",
+    "anat_ras",
+    "lesion_ras",
+    "lesion_native",
+    "warnings",
+    "preproc_ras",
+    "bias_field",
+    "brain",
+    "brain_mask",
+    "transform",
+    "image",
+    "brain_mask_model",
+    "lesion_model",
+    "scale",
 )
 
 
@@ -109,31 +129,37 @@ def init_preprocess_wf(
     strip = pe.Node(SkullStrip(skull_stripped=skull_stripped), name="skull_strip", n_procs=omp_nthreads)
     register = pe.Node(RegisterToTemplate(seed=seed), name="register", n_procs=omp_nthreads)
     to_model = pe.Node(ToModelGrid(contrast=contrast, normalisation=normalisation), name="to_model_grid")
-    wf.connect([
-        (prepare, n4, [("anat_ras", "in_file")]),
-        (n4, strip, [("out_file", "in_file")]),
-        (strip, register, [("brain", "brain"), ("brain_mask", "brain_mask")]),
-        (inputnode, register, [("template", "template")]),
-        (strip, to_model, [("brain", "brain"), ("brain_mask", "brain_mask")]),
-        (register, to_model, [("transform", "transform")]),
-        (inputnode, to_model, [("template", "template")]),
-        (prepare, outputnode, [("anat_ras", "anat_ras"), ("warnings", "warnings")]),
-        (n4, outputnode, [("out_file", "preproc_ras"), ("bias_field", "bias_field")]),
-        (strip, outputnode, [("brain", "brain"), ("brain_mask", "brain_mask")]),
-        (register, outputnode, [("transform", "transform")]),
-        (to_model, outputnode, [("image", "image"), ("brain_mask", "brain_mask_model"), ("scale", "scale")]),
-    ])
+    wf.connect(
+        [
+            (prepare, n4, [("anat_ras", "in_file")]),
+            (n4, strip, [("out_file", "in_file")]),
+            (strip, register, [("brain", "brain"), ("brain_mask", "brain_mask")]),
+            (inputnode, register, [("template", "template")]),
+            (strip, to_model, [("brain", "brain"), ("brain_mask", "brain_mask")]),
+            (register, to_model, [("transform", "transform")]),
+            (inputnode, to_model, [("template", "template")]),
+            (prepare, outputnode, [("anat_ras", "anat_ras"), ("warnings", "warnings")]),
+            (n4, outputnode, [("out_file", "preproc_ras"), ("bias_field", "bias_field")]),
+            (strip, outputnode, [("brain", "brain"), ("brain_mask", "brain_mask")]),
+            (register, outputnode, [("transform", "transform")]),
+            (to_model, outputnode, [("image", "image"), ("brain_mask", "brain_mask_model"), ("scale", "scale")]),
+        ]
+    )
     if lesion_mask is not None:
-        wf.connect([
-            (prepare, register, [("lesion_ras", "lesion_mask")]),
-            (prepare, to_model, [("lesion_ras", "lesion_mask")]),
-            (prepare, outputnode, [("lesion_ras", "lesion_ras"), ("lesion_native", "lesion_native")]),
-            (to_model, outputnode, [("lesion_mask", "lesion_model")]),
-        ])
+        wf.connect(
+            [
+                (prepare, register, [("lesion_ras", "lesion_mask")]),
+                (prepare, to_model, [("lesion_ras", "lesion_mask")]),
+                (prepare, outputnode, [("lesion_ras", "lesion_ras"), ("lesion_native", "lesion_native")]),
+                (to_model, outputnode, [("lesion_mask", "lesion_model")]),
+            ]
+        )
     return wf
 
 
-def init_image_wf(job: ImageJob, bundle: ModelBundle, settings: RunSettings, bids_dir: Path, output_dir: Path) -> pe.Workflow:
+def init_image_wf(
+    job: ImageJob, bundle: ModelBundle, settings: RunSettings, bids_dir: Path, output_dir: Path
+) -> pe.Workflow:
     # The image workflow IS the preprocessing workflow, extended: node names stay
     # image_<name>_wf.prepare, ... as the reports (bids_usb.run) expect.
     wf = init_preprocess_wf(
@@ -152,7 +178,14 @@ def init_image_wf(job: ImageJob, bundle: ModelBundle, settings: RunSettings, bid
     prepare, n4, strip = wf.get_node("prepare"), wf.get_node("bias_correct"), wf.get_node("skull_strip")
     register, to_model = wf.get_node("register"), wf.get_node("to_model_grid")
     usb = pe.Node(
-        RunUSB(model_dir=str(bundle.path), task=settings.task, params=settings.params, seed=settings.seed, n_samples=settings.n_samples, device=settings.device),
+        RunUSB(
+            model_dir=str(bundle.path),
+            task=settings.task,
+            params=settings.params,
+            seed=settings.seed,
+            n_samples=settings.n_samples,
+            device=settings.device,
+        ),
         name="usb",
         n_procs=settings.omp_nthreads,
     )
@@ -179,34 +212,40 @@ def init_image_wf(job: ImageJob, bundle: ModelBundle, settings: RunSettings, bid
     if lesion_source is not None:
         sink.inputs.lesion_source = str(lesion_source)
 
-    wf.connect([
-        (to_model, usb, [("image", "image")]),
-        (usb, native, [("edited", "edited"), ("parameters", "parameters")]),
-        (to_model, native, [("image", "image_model"), ("scale", "scale")]),
-        (register, native, [("transform", "transform")]),
-        (n4, native, [("bias_field", "bias_field")]),
-        (native, sink, [("out_file", "edited"), ("edit_region", "edit_region")]),
-        (strip, sink, [("brain_mask", "brain_mask_ras")]),
-        (n4, sink, [("out_file", "preproc_ras")]),
-        (register, sink, [("transform", "transform")]),
-        (to_model, sink, [("image", "image_model")]),
-        (usb, sink, [("edited", "edited_model"), ("parameters", "parameters")]),
-    ])
+    wf.connect(
+        [
+            (to_model, usb, [("image", "image")]),
+            (usb, native, [("edited", "edited"), ("parameters", "parameters")]),
+            (to_model, native, [("image", "image_model"), ("scale", "scale")]),
+            (register, native, [("transform", "transform")]),
+            (n4, native, [("bias_field", "bias_field")]),
+            (native, sink, [("out_file", "edited"), ("edit_region", "edit_region")]),
+            (strip, sink, [("brain_mask", "brain_mask_ras")]),
+            (n4, sink, [("out_file", "preproc_ras")]),
+            (register, sink, [("transform", "transform")]),
+            (to_model, sink, [("image", "image_model")]),
+            (usb, sink, [("edited", "edited_model"), ("parameters", "parameters")]),
+        ]
+    )
     if settings.task == "heal":
         wf.connect([(usb, native, [("healed", "healed"), ("change", "change")])])
         if job.lesion_mask is not None:
             wf.connect(to_model, "lesion_mask", usb, "lesion_mask")
         else:
-            wf.connect([
-                (usb, native, [("anomaly", "anomaly"), ("detected", "detected")]),
-                (native, sink, [("anomaly", "anomaly"), ("lesion_native", "detected")]),
-            ])
+            wf.connect(
+                [
+                    (usb, native, [("anomaly", "anomaly"), ("detected", "detected")]),
+                    (native, sink, [("anomaly", "anomaly"), ("lesion_native", "detected")]),
+                ]
+            )
     if job.lesion_mask is not None:
-        wf.connect([
-            (prepare, native, [("lesion_native", "lesion_native")]),
-            (native, sink, [("lesion_native", "lesion_native")]),
-            (to_model, sink, [("lesion_mask", "lesion_model")]),
-        ])
+        wf.connect(
+            [
+                (prepare, native, [("lesion_native", "lesion_native")]),
+                (native, sink, [("lesion_native", "lesion_native")]),
+                (to_model, sink, [("lesion_mask", "lesion_model")]),
+            ]
+        )
         if settings.task == "embed":
             wf.connect(to_model, "lesion_mask", usb, "lesion_mask")
     elif job.template_lesion is not None:
@@ -214,13 +253,15 @@ def init_image_wf(job: ImageJob, bundle: ModelBundle, settings: RunSettings, bid
         from ..interfaces.preprocessing import TemplateMaskToModel
 
         to_grid = pe.Node(TemplateMaskToModel(mask=str(job.template_lesion)), name="template_lesion")
-        wf.connect([
-            (inputnode, to_grid, [("template", "template")]),
-            (to_grid, usb, [("lesion_mask", "lesion_mask")]),
-            (to_grid, native, [("lesion_mask", "lesion_model")]),
-            (native, sink, [("lesion_native", "lesion_native")]),
-            (to_grid, sink, [("lesion_mask", "lesion_model")]),
-        ])
+        wf.connect(
+            [
+                (inputnode, to_grid, [("template", "template")]),
+                (to_grid, usb, [("lesion_mask", "lesion_mask")]),
+                (to_grid, native, [("lesion_mask", "lesion_model")]),
+                (native, sink, [("lesion_native", "lesion_native")]),
+                (to_grid, sink, [("lesion_mask", "lesion_model")]),
+            ]
+        )
     if settings.n_samples > 1:
         wf.connect([(usb, native, [("uncertainty", "uncertainty")]), (native, sink, [("uncertainty", "uncertainty")])])
     return wf

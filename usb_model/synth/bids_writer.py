@@ -24,20 +24,19 @@ byte-identical files.
 
 from __future__ import annotations
 
-from usb_model.atomic import write_bytes
-
 import gzip
 import json
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import click
 import nibabel as nib
 import numpy as np
 
 from usb_model import __version__
+from usb_model.atomic import write_bytes
 from usb_model.config import GridConfig
 from usb_model.synth.encode import encode_lesion
 from usb_model.synth.healthy import synth_healthy
@@ -227,7 +226,10 @@ All images are skull-stripped-looking (zero outside the brain).
 def _participants_json() -> dict:
     return {
         "participant_id": {"Description": "Participant label"},
-        "lesion": {"Description": "Whether a synthetic lesion was drawn in", "Levels": {"yes": "lesioned", "no": "healthy"}},
+        "lesion": {
+            "Description": "Whether a synthetic lesion was drawn in",
+            "Levels": {"yes": "lesioned", "no": "healthy"},
+        },
         "lesion_volume_ml": {"Description": "Lesion volume on the participant's grid", "Units": "mL"},
         "orientation": {"Description": "Voxel axis orientation code of the T1w/FLAIR image"},
         "voxel_size": {"Description": "Voxel size of the image in mm, array-axis order (e.g. 1x1x3)"},
@@ -409,17 +411,57 @@ def _size_option(value: str):
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--participants", type=click.IntRange(min=1), default=4, show_default=True, help="Number of participants.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed (same seed, same bytes).")
-@click.option("--n-healthy", type=click.IntRange(min=0), default=None, help="Number of healthy participants (overrides --healthy-fraction).")
-@click.option("--healthy-fraction", type=click.FloatRange(0, 1), default=0.25, show_default=True, help="Share of healthy participants.")
-@click.option("--voxel-size", type=_Triple(float), default="1", show_default=True, help="Native voxel size in mm: one number or three (e.g. 1,1,1.2).")
-@click.option("--grid", type=_Triple(int), default=None, help="Native grid shape (array axes); default: a 200x248x216 mm field of view.")
+@click.option(
+    "--participants", type=click.IntRange(min=1), default=4, show_default=True, help="Number of participants."
+)
+@click.option(
+    "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed (same seed, same bytes)."
+)
+@click.option(
+    "--n-healthy",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Number of healthy participants (overrides --healthy-fraction).",
+)
+@click.option(
+    "--healthy-fraction",
+    type=click.FloatRange(0, 1),
+    default=0.25,
+    show_default=True,
+    help="Share of healthy participants.",
+)
+@click.option(
+    "--voxel-size",
+    type=_Triple(float),
+    default="1",
+    show_default=True,
+    help="Native voxel size in mm: one number or three (e.g. 1,1,1.2).",
+)
+@click.option(
+    "--grid",
+    type=_Triple(int),
+    default=None,
+    help="Native grid shape (array axes); default: a 200x248x216 mm field of view.",
+)
 @click.option("--contrast", type=click.Choice(["T1w", "FLAIR"]), default="T1w", show_default=True)
-@click.option("--lesion-size", default="stroke", show_default=True, help=f"Lesion volume distribution: {', '.join(SIZE_PRESETS_ML)} or LO,HI (mL, log-uniform).")
-@click.option("--variety/--no-variety", default=True, show_default=True, help="Cycle orientations (RAS, LPS, PIR thick-slice, oblique LAS), or all RAS.")
-@click.option("--overwrite", is_flag=True, help="Write into a non-empty OUT (an earlier usb-synth-dataset run there is replaced).")
-def main(out, participants, seed, n_healthy, healthy_fraction, voxel_size, grid, contrast, lesion_size, variety, overwrite):
+@click.option(
+    "--lesion-size",
+    default="stroke",
+    show_default=True,
+    help=f"Lesion volume distribution: {', '.join(SIZE_PRESETS_ML)} or LO,HI (mL, log-uniform).",
+)
+@click.option(
+    "--variety/--no-variety",
+    default=True,
+    show_default=True,
+    help="Cycle orientations (RAS, LPS, PIR thick-slice, oblique LAS), or all RAS.",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Write into a non-empty OUT (an earlier usb-synth-dataset run there is replaced)."
+)
+def main(
+    out, participants, seed, n_healthy, healthy_fraction, voxel_size, grid, contrast, lesion_size, variety, overwrite
+):
     """Write a synthetic BIDS dataset with lesions and healthy ground truth to OUT."""
     if n_healthy is not None and n_healthy > participants:
         raise click.BadParameter(f"cannot exceed --participants ({participants})", param_hint="--n-healthy")

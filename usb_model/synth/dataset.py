@@ -13,7 +13,7 @@ rank and any process; there is no per-worker state to seed. The template is load
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -148,6 +148,5 @@ class TripletDataset(Dataset):
             prior_fraction=self.prior_fraction,
         )
         return {
-            key: torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))[None]
-            for key, value in sample.items()
+            key: torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))[None] for key, value in sample.items()
         }

@@ -13,7 +13,7 @@ Output stays in [0, 1].
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage

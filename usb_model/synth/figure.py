@@ -74,7 +74,9 @@ def make_figure(out: Path, shape=(160, 160, 160), voxel_size=(1.0, 1.0, 1.0), se
         label = f"{contrast} {'WMH-like' if wmh else size}: {vol:.1f} mL"
         ax_les.set_title(label, color="white", fontsize=7, loc="left")
         ax_hea.set_title("healthy (ground truth)", color="white", fontsize=7, loc="left")
-    fig.suptitle("usb_model.synth: synthetic lesioned / healthy pairs (axial, z through the lesion)", color="white", fontsize=9)
+    fig.suptitle(
+        "usb_model.synth: synthetic lesioned / healthy pairs (axial, z through the lesion)", color="white", fontsize=9
+    )
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ field is divergence-free up to floating point, and can be evaluated on any sub-b
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -10,8 +10,8 @@ parenchyma or white matter of the *deformed* brain.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -80,9 +80,7 @@ def synth_healthy(
         spatial = spatial or SpatialParams()
         intensity = intensity or ContrastParams()
         grid = random_grid(tpl.shape, tpl.voxel_size, rng, spatial)
-        t1w, gm, wm, csf, mask = warp(
-            [tpl.t1w, tpl.gm, tpl.wm, tpl.csf, tpl.brain_mask.astype(np.float32)], grid
-        )
+        t1w, gm, wm, csf, mask = warp([tpl.t1w, tpl.gm, tpl.wm, tpl.csf, tpl.brain_mask.astype(np.float32)], grid)
         brain = mask >= 0.5
         image = tissue_image(t1w, csf, gm, wm, contrast, rng, intensity)
         image = augment_contrast(image, brain, rng, intensity, top=top)

@@ -34,7 +34,7 @@ class ContrastParams:
     residual: tuple[float, float] = (0.6, 1.1)  # share of template detail kept on re-synthesis
 
     @classmethod
-    def light(cls) -> "ContrastParams":
+    def light(cls) -> ContrastParams:
         """For real scans, which already carry their own contrast, noise and bias."""
         return cls(gamma_log=0.1, bias_std=0.05, blur_probability=0.0, noise_std=0.01)
 

@@ -26,8 +26,8 @@ binarized at full resolution), so a 160^3 lesion costs a fraction of a second.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence, Union
 
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ SIZE_PRESETS_ML: dict[str, tuple[float, float]] = {
     "any": (0.05, 200.0),
 }
 
-SizeSpec = Union[str, float, Sequence[float], Callable[[np.random.Generator], float]]
+SizeSpec = str | float | Sequence[float] | Callable[[np.random.Generator], float]
 
 
 def draw_volume_ml(size: SizeSpec, rng: np.random.Generator) -> float:
@@ -209,9 +209,7 @@ def _rotation(angles) -> np.ndarray:
 
 def _deformation_margin(flow: VelocityField, core_lo, core_hi, shape, total_time) -> float:
     """Voxels the lesion-frame flow can move a shape in ``total_time`` (coarse estimate)."""
-    coords = [
-        np.linspace(max(a, 0), min(b, n) - 1, 6) for a, b, n in zip(core_lo, core_hi, shape)
-    ]
+    coords = [np.linspace(max(a, 0), min(b, n) - 1, 6) for a, b, n in zip(core_lo, core_hi, shape)]
     v = flow.sample(coords).reshape(3, -1)
     v = v - v.mean(axis=1, keepdims=True)
     return 1.25 * total_time * float(np.linalg.norm(v, axis=0).max()) + 2.0

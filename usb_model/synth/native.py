@@ -11,8 +11,8 @@ Spaces: *template world* (MNI mm, where brains are synthesized), *scanner world*
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy import ndimage

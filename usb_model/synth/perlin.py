@@ -13,8 +13,8 @@ one axis' weights for their derivative (the divergence-free velocity field needs
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -60,7 +60,7 @@ class PerlinField:
     extent: tuple[float, float, float]
 
     @classmethod
-    def random(cls, res: Sequence[int], extent: Sequence[float], rng: np.random.Generator) -> "PerlinField":
+    def random(cls, res: Sequence[int], extent: Sequence[float], rng: np.random.Generator) -> PerlinField:
         res = tuple(max(1, int(r)) for r in res)
         g = rng.standard_normal((3, *(r + 1 for r in res)))
         g /= np.maximum(np.linalg.norm(g, axis=0, keepdims=True), 1e-12)

@@ -10,8 +10,8 @@ one ``torch.nn.functional.grid_sample`` call over all channels (the costly part 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ class SpatialParams:
     elastic_points: tuple[int, int] = (4, 7)  # control points per axis (random in range)
 
     @classmethod
-    def light(cls) -> "SpatialParams":
+    def light(cls) -> SpatialParams:
         """For real scans: small pose changes, barely any anatomy change."""
         return cls(rotation_deg=5.0, scale=0.04, translation_mm=2.0, elastic_mm=0.75)
 

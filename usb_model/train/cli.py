@@ -32,8 +32,15 @@ def parse_steps(text: str) -> dict[str, int]:
 def build_dataset(cfg, seed: int, images=None, lesion_masks=None, length: int = 10_000_000):
     from usb_model.synth import TripletDataset
 
-    return TripletDataset(cfg.grid, length, seed, healthy_fraction=cfg.training.healthy_fraction,
-                          images=images, contrast=cfg.grid.contrast, lesion_masks=lesion_masks)
+    return TripletDataset(
+        cfg.grid,
+        length,
+        seed,
+        healthy_fraction=cfg.training.healthy_fraction,
+        images=images,
+        contrast=cfg.grid.contrast,
+        lesion_masks=lesion_masks,
+    )
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -58,8 +65,18 @@ def main(out_dir, preset, steps_text, seed, device, threads, save_every, log_eve
     cfg = load_config(preset)
     steps = parse_steps(steps_text)
     dataset = build_dataset(cfg, seed)
-    train_all(cfg, dataset, out_dir, steps, device=pick_device(device), resume=resume, log_every=log_every,
-              save_every=save_every, seed=seed, training_data={"source": "usb_model.synth from the MNI ICBM 2009a template", "seed": seed})
+    train_all(
+        cfg,
+        dataset,
+        out_dir,
+        steps,
+        device=pick_device(device),
+        resume=resume,
+        log_every=log_every,
+        save_every=save_every,
+        seed=seed,
+        training_data={"source": "usb_model.synth from the MNI ICBM 2009a template", "seed": seed},
+    )
     click.echo(str(Path(out_dir) / "checkpoint"))
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,7 +37,9 @@ class ShardedBatchSampler:
     samples).
     """
 
-    def __init__(self, length: int, batch_size: int, seed: int, start: int, stop: int, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self, length: int, batch_size: int, seed: int, start: int, stop: int, rank: int = 0, world_size: int = 1
+    ):
         if length < 1:
             raise ValueError("the training dataset is empty")
         self.length, self.batch_size, self.seed = length, batch_size, seed
@@ -91,7 +94,9 @@ def _stream_batches(dataset, batch_size, start, stop, rank, world_size) -> Itera
     for step in range(start, stop):
         chunk = list(itertools.islice(items, per_step))
         if len(chunk) < per_step:
-            raise ValueError(f"the iterable dataset ran out at step {step}; give one that yields at least {stop * per_step} items")
+            raise ValueError(
+                f"the iterable dataset ran out at step {step}; give one that yields at least {stop * per_step} items"
+            )
         yield collate_triplets(chunk[rank * batch_size : (rank + 1) * batch_size])
 
 
@@ -123,5 +128,7 @@ def random_crop(volumes: torch.Tensor, size: int, generator: torch.Generator) ->
     crops = []
     for volume in volumes:
         corner = [int(torch.randint(0, s - size + 1, (1,), generator=generator)) for s in volume.shape[-3:]]
-        crops.append(volume[..., corner[0]:corner[0] + size, corner[1]:corner[1] + size, corner[2]:corner[2] + size])
+        crops.append(
+            volume[..., corner[0] : corner[0] + size, corner[1] : corner[1] + size, corner[2] : corner[2] + size]
+        )
     return torch.stack(crops)

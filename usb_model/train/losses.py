@@ -119,7 +119,12 @@ def brain_inputs(
 
 
 def brain_loss(
-    brain_net: nn.Module, y_t: torch.Tensor, condition: torch.Tensor, t: torch.Tensor, eps_y: torch.Tensor, sigmoid_weighting: bool = False
+    brain_net: nn.Module,
+    y_t: torch.Tensor,
+    condition: torch.Tensor,
+    t: torch.Tensor,
+    eps_y: torch.Tensor,
+    sigmoid_weighting: bool = False,
 ) -> torch.Tensor:
     """Eq. (11): predict the brain latent's noise from ``[y_t, condition]``; optional sigmoid(cond) weights."""
     pred = brain_net(torch.cat([y_t, condition], dim=1), t)

@@ -7,9 +7,10 @@ import copy
 import math
 import time
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from ..device import autocast, make_generator
 from ..diffusion import Diffusion, sample_timesteps
 from ..networks import USBNetworks
 from . import losses
-from .data import first_items, is_map_style, mix_seed, batches, chunks, collate_triplets, random_crop
+from .data import batches, chunks, collate_triplets, first_items, is_map_style, mix_seed, random_crop
 from .distributed import Distributed, setup_distributed
 from .ema import EMA
 from .log import append_log, truncate_log
@@ -49,7 +50,9 @@ def latent_std(autoencoder: nn.Module, images: Iterable[torch.Tensor], ctx: Dist
     for volume in images:
         z_mu, _ = autoencoder.encode(volume.to(ctx.device))
         z = z_mu.double()
-        sums += torch.stack([torch.tensor(float(z.numel()), dtype=torch.float64, device=z.device), z.sum(), z.pow(2).sum()])
+        sums += torch.stack(
+            [torch.tensor(float(z.numel()), dtype=torch.float64, device=z.device), z.sum(), z.pow(2).sum()]
+        )
     count, total, squares = ctx.all_sum(sums).tolist()
     if count == 0:
         raise ValueError("no training images to compute the latent scale from")
@@ -176,7 +179,9 @@ class Trainer:
             raise ValueError(f"{self.state_dir} is not a USB training state ({state.get('format')!r})")
         self._check_config(state["config"])
         if int(state["seed"]) != self.seed:
-            warnings.warn(f"resuming with seed {self.seed}, the state was trained with seed {state['seed']}", stacklevel=2)
+            warnings.warn(
+                f"resuming with seed {self.seed}, the state was trained with seed {state['seed']}", stacklevel=2
+            )
         if int(state["world_size"]) != self.ctx.world_size:
             warnings.warn(
                 f"resuming on {self.ctx.world_size} process(es), the state was written by {state['world_size']}; "
@@ -197,7 +202,9 @@ class Trainer:
         current = self.cfg.to_dict()
         changed = [s for s in ARCHITECTURE if USBConfig.from_dict(saved).to_dict()[s] != current[s]]
         if changed:
-            raise ValueError(f"the training state in {self.state_dir} was made with a different {', '.join(changed)} configuration")
+            raise ValueError(
+                f"the training state in {self.state_dir} was made with a different {', '.join(changed)} configuration"
+            )
 
     def resume(self) -> bool:
         """Load the saved state if there is one (every rank reads it); True when loaded."""
@@ -263,7 +270,10 @@ class Trainer:
     @contextlib.contextmanager
     def ema_weights(self):
         """Temporarily put the EMA weights into the denoisers (for saving or evaluating)."""
-        online = {name: {k: v.detach().clone() for k, v in getattr(self.networks, name).state_dict().items()} for name in self.ema}
+        online = {
+            name: {k: v.detach().clone() for k, v in getattr(self.networks, name).state_dict().items()}
+            for name in self.ema
+        }
         try:
             for name, ema in self.ema.items():
                 getattr(self.networks, name).load_state_dict(ema.module.state_dict())
@@ -368,7 +378,9 @@ class Trainer:
             [self.seed, STAGES.index(stage), step, self.ctx.rank]
         ).generate_state(3)
         torch.manual_seed(int(global_seed))
-        return _StepRandom(cpu=torch.Generator().manual_seed(int(cpu_seed)), device=make_generator(int(dev_seed), self.device))
+        return _StepRandom(
+            cpu=torch.Generator().manual_seed(int(cpu_seed)), device=make_generator(int(dev_seed), self.device)
+        )
 
     def _prepare_stage(self, stage: str):
         """Modes, DDP wrappers and cached tensors of a stage; returns its step function."""
@@ -377,7 +389,10 @@ class Trainer:
             self.networks.autoencoder.train()
             self.discriminator.train()
             self.perceptual = losses.build_perceptual(self.cfg, self.device, self.perceptual_network)
-            self._wrapped = {"autoencoder": self.ctx.wrap(self.networks.autoencoder), "discriminator": self.ctx.wrap(self.discriminator)}
+            self._wrapped = {
+                "autoencoder": self.ctx.wrap(self.networks.autoencoder),
+                "discriminator": self.ctx.wrap(self.discriminator),
+            }
             return self._autoencoder_step
         self.networks.autoencoder.eval()
         net = getattr(self.networks, stage)
@@ -414,7 +429,14 @@ class Trainer:
             # The generator's adversarial term uses the plain discriminator: its gradients on D
             # are discarded below, and DDP must see exactly one forward per backward.
             total, terms = autoencoder_loss(
-                x, recon, z_mu, z_sigma, self.cfg, self.discriminator if adversarial_on else None, self.perceptual, self.adversarial
+                x,
+                recon,
+                z_mu,
+                z_sigma,
+                self.cfg,
+                self.discriminator if adversarial_on else None,
+                self.perceptual,
+                self.adversarial,
             )
         self._optimize("autoencoder", total, self.networks.autoencoder.parameters())
         if adversarial_on:
@@ -455,7 +477,17 @@ class Trainer:
         healthy = healthy.to(self.device)
         with self._autocast():
             y_t, condition = brain_inputs(
-                self.ema["lesion"].module, self.diffusion, x0, y0, t, eps_x, eps_y, healthy, self._empty, tr.latent_injection, tr.condition_clip
+                self.ema["lesion"].module,
+                self.diffusion,
+                x0,
+                y0,
+                t,
+                eps_x,
+                eps_y,
+                healthy,
+                self._empty,
+                tr.latent_injection,
+                tr.condition_clip,
             )
             loss = brain_loss(self._wrapped["brain"], y_t, condition, t, eps_y, tr.sigmoid_weighting)
         self._optimize("brain", loss, self.networks.brain.parameters())
@@ -470,7 +502,12 @@ class Trainer:
         if not self.ctx.is_main:
             return
         opt = self.optimizers[stage]
-        row = {"stage": stage, "step": step, "lr": float(opt.param_groups[0]["lr"]), "seconds": round(self.seconds[stage], 3)}
+        row = {
+            "stage": stage,
+            "step": step,
+            "lr": float(opt.param_groups[0]["lr"]),
+            "seconds": round(self.seconds[stage], 3),
+        }
         row.update(dict(zip(keys, means)))
         self.out_dir.mkdir(parents=True, exist_ok=True)
         append_log(self.log_path, row)
@@ -485,9 +522,20 @@ def _describe(dataset: Any) -> dict[str, Any]:
     described: dict[str, Any] = {"dataset": type(dataset).__name__}
     if is_map_style(dataset):
         described["length"] = len(dataset)
-    for attr in ("seed", "shape", "voxel_size", "contrast", "healthy_fraction", "size", "wmh_fraction", "prior_fraction"):
+    for attr in (
+        "seed",
+        "shape",
+        "voxel_size",
+        "contrast",
+        "healthy_fraction",
+        "size",
+        "wmh_fraction",
+        "prior_fraction",
+    ):
         value = getattr(dataset, attr, None)
-        if isinstance(value, (int, float, str, bool)) or (isinstance(value, (tuple, list)) and all(isinstance(v, (int, float)) for v in value)):
+        if isinstance(value, (int, float, str, bool)) or (
+            isinstance(value, (tuple, list)) and all(isinstance(v, (int, float)) for v in value)
+        ):
             described[attr] = list(value) if isinstance(value, tuple) else value
     return described
 
@@ -512,10 +560,14 @@ def train_all(
     ``resume=False`` refuses a directory that already holds a state. Under torchrun
     (WORLD_SIZE > 1) every rank calls this; rank 0 writes.
     """
-    trainer = Trainer(cfg, dataset, out_dir, device=device, seed=seed, log_every=log_every, save_every=save_every, **trainer_options)
+    trainer = Trainer(
+        cfg, dataset, out_dir, device=device, seed=seed, log_every=log_every, save_every=save_every, **trainer_options
+    )
     try:
         if trainer.has_state() and not resume:
-            raise FileExistsError(f"{trainer.state_dir} holds a training state; pass resume=True or choose another directory")
+            raise FileExistsError(
+                f"{trainer.state_dir} holds a training state; pass resume=True or choose another directory"
+            )
         if resume:
             trainer.resume()
         trainer.run(steps)

@@ -27,12 +27,26 @@ _FILE = click.Path(dir_okay=False, path_type=Path)
 @click.option("--brain", required=True, type=_FILE, help="The authors' USB_brain denoiser (usb_brain.pth).")
 @click.option("--vae", required=True, type=_FILE, help="The authors' autoencoder, a Lightning checkpoint (vae.ckpt).")
 @click.option("--force", is_flag=True, help="Replace OUT_DIR if it exists.")
-@click.option("--grid", type=click.IntRange(1), default=160, show_default=True,
-              help="Edge of the cubic model grid in voxels; the authors' models need 160.")
-@click.option("--voxel-size", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
-              help="Voxel size of the model grid in mm; the authors' models need 1.")
-@click.option("--num-head-channels", type=click.IntRange(1), default=None,
-              help="Channels per attention head (default: one head per attention layer, as the authors').")
+@click.option(
+    "--grid",
+    type=click.IntRange(1),
+    default=160,
+    show_default=True,
+    help="Edge of the cubic model grid in voxels; the authors' models need 160.",
+)
+@click.option(
+    "--voxel-size",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Voxel size of the model grid in mm; the authors' models need 1.",
+)
+@click.option(
+    "--num-head-channels",
+    type=click.IntRange(1),
+    default=None,
+    help="Channels per attention head (default: one head per attention layer, as the authors').",
+)
 def main(out_dir, lesion, brain, vae, force, grid, voxel_size, num_head_channels):
     """Convert the authors' USB weights into a bids_usb checkpoint directory OUT_DIR."""
     from .convert import import_upstream
@@ -41,8 +55,15 @@ def main(out_dir, lesion, brain, vae, force, grid, voxel_size, num_head_channels
     if out_dir.exists() and any(out_dir.iterdir()) and not force:
         _fail(f"{out_dir} exists and is not empty; pass --force to replace it", EX_CANTCREAT)
     try:
-        out = import_upstream(lesion, brain, vae, out_dir, grid_shape=(grid,) * 3, voxel_mm=voxel_size,
-                              num_head_channels=num_head_channels)
+        out = import_upstream(
+            lesion,
+            brain,
+            vae,
+            out_dir,
+            grid_shape=(grid,) * 3,
+            voxel_mm=voxel_size,
+            num_head_channels=num_head_channels,
+        )
     except UpstreamError as exc:
         _fail(str(exc), EX_DATAERR)
     except ModuleNotFoundError as exc:

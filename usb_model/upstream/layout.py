@@ -82,7 +82,7 @@ def dropped_reason(kind: str, key: str) -> str | None:
 def strip_data_parallel(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Their denoisers are saved from ``nn.DataParallel``: every key starts with ``module.``."""
     if state and all(k.startswith("module.") for k in state):
-        return {k[len("module."):]: v for k, v in state.items()}
+        return {k[len("module.") :]: v for k, v in state.items()}
     return state
 
 
@@ -105,8 +105,9 @@ def upstream_names(network: nn.Module, kind: str) -> dict[str, str]:
     return names
 
 
-def convert_state(network: nn.Module, state: dict[str, torch.Tensor], kind: str,
-                  source: str) -> dict[str, torch.Tensor]:
+def convert_state(
+    network: nn.Module, state: dict[str, torch.Tensor], kind: str, source: str
+) -> dict[str, torch.Tensor]:
     """The MONAI state dict of ``network`` filled from upstream ``state``; every tensor checked."""
     converted, used = {}, set()
     expected = network.state_dict()
@@ -116,20 +117,23 @@ def convert_state(network: nn.Module, state: dict[str, torch.Tensor], kind: str,
             converted[key] = synthesise(expected[key])
             continue
         if name not in state:
-            raise UpstreamError(f"{source}: tensor {name!r} is missing; the file is incomplete or not the authors' "
-                                "layout")
+            raise UpstreamError(
+                f"{source}: tensor {name!r} is missing; the file is incomplete or not the authors' layout"
+            )
         value = state[name]
         if tuple(value.shape) != tuple(expected[key].shape):
-            raise UpstreamError(f"{source}: tensor {name!r} has shape {tuple(value.shape)}, "
-                                f"expected {tuple(expected[key].shape)}")
+            raise UpstreamError(
+                f"{source}: tensor {name!r} has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}"
+            )
         if not value.is_floating_point():
             raise UpstreamError(f"{source}: tensor {name!r} has dtype {value.dtype}, expected floating point")
         converted[key] = value.to(expected[key].dtype).contiguous()
         used.add(name)
     for name in sorted(set(state) - used):
         if dropped_reason(kind, name) is None:
-            raise UpstreamError(f"{source}: unexpected tensor {name!r}; the file does not have the authors' "
-                                f"{kind} layout")
+            raise UpstreamError(
+                f"{source}: unexpected tensor {name!r}; the file does not have the authors' {kind} layout"
+            )
     return converted
 
 
@@ -215,9 +219,11 @@ def autoencoder_shape(state: dict[str, torch.Tensor], source: str) -> Autoencode
             res.append(count)
             count = 0
         else:
-            found = sorted(k[len(prefix):] for k in state if k.startswith(prefix))
-            raise UpstreamError(f"{source}: encoder block {i} ({', '.join(found[:4])}) is neither a residual block "
-                                "nor a downsampling step; attention in the autoencoder is not supported")
+            found = sorted(k[len(prefix) :] for k in state if k.startswith(prefix))
+            raise UpstreamError(
+                f"{source}: encoder block {i} ({', '.join(found[:4])}) is neither a residual block "
+                "nor a downsampling step; attention in the autoencoder is not supported"
+            )
     res.append(count)
     latent = int(_need(state, "quant_conv_mu.weight", source, 5).shape[0])
     return AutoencoderShape(tuple(channels), _one_count(res, "residual blocks", source), latent)
@@ -228,6 +234,7 @@ def split_autoencoder(state: dict[str, torch.Tensor], source: str) -> dict[str, 
     own = {k: v for k, v in state.items() if k.startswith(AUTOENCODER_PARTS)}
     for name in sorted(set(state) - set(own)):
         if dropped_reason("autoencoder", name) is None:
-            raise UpstreamError(f"{source}: unexpected tensor {name!r}; the file does not have the authors' "
-                                "autoencoder layout")
+            raise UpstreamError(
+                f"{source}: unexpected tensor {name!r}; the file does not have the authors' autoencoder layout"
+            )
     return own

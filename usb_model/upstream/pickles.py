@@ -56,10 +56,22 @@ STORAGE_DTYPES = {
 # Plain containers and scalars: constructing them from pickled arguments runs nothing foreign.
 CONTAINERS = {
     ("collections", "OrderedDict"): OrderedDict,
-    **{(mod, name): kind for mod in ("builtins", "__builtin__") for name, kind in {
-        "dict": dict, "list": list, "tuple": tuple, "set": set, "frozenset": frozenset,
-        "int": int, "long": int, "float": float, "str": str, "bool": bool,
-    }.items()},
+    **{
+        (mod, name): kind
+        for mod in ("builtins", "__builtin__")
+        for name, kind in {
+            "dict": dict,
+            "list": list,
+            "tuple": tuple,
+            "set": set,
+            "frozenset": frozenset,
+            "int": int,
+            "long": int,
+            "float": float,
+            "str": str,
+            "bool": bool,
+        }.items()
+    },
 }
 
 
@@ -183,8 +195,9 @@ class RestrictedUnpickler(pickle.Unpickler):
                 raise UpstreamError(f"{self.source}: storage {key!r} is missing from the archive ({member})") from exc
             itemsize = torch.empty((), dtype=kind.dtype).element_size()
             if not isinstance(numel, int) or len(raw) != numel * itemsize:
-                raise UpstreamError(f"{self.source}: storage {key!r} holds {len(raw)} bytes, "
-                                    f"its record says {numel} x {itemsize}")
+                raise UpstreamError(
+                    f"{self.source}: storage {key!r} holds {len(raw)} bytes, its record says {numel} x {itemsize}"
+                )
             empty = torch.empty(0, dtype=kind.dtype)
             self.storages[key] = torch.frombuffer(bytearray(raw), dtype=kind.dtype) if raw else empty
         return self.storages[key]
@@ -240,8 +253,9 @@ def read_pth_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise UpstreamError(f"{path}: refused by torch's weights-only loader ({_refusal(exc)})") from exc
     state = obj[0] if isinstance(obj, (list, tuple)) and obj else obj
     if not isinstance(state, dict):
-        raise UpstreamError(f"{path}: expected a state dict (or a list whose item 0 is one), "
-                            f"found {type(state).__name__}")
+        raise UpstreamError(
+            f"{path}: expected a state dict (or a list whose item 0 is one), found {type(state).__name__}"
+        )
     for name, value in state.items():
         if not isinstance(value, torch.Tensor):
             raise UpstreamError(f"{path}: entry {name!r} is not a tensor ({type(value).__name__})")
