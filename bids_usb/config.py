@@ -23,6 +23,7 @@ from typing import Any
 from usb_model.config import EditParameters
 
 from .errors import UsageError
+from .layout import strip_labels
 
 LEVELS = ("participant", "group")
 GROUP_TASKS = ("train", "metrics", "generate")
@@ -81,19 +82,16 @@ def parse_labels(values: Iterable[str], prefix: str, option: str) -> tuple[str, 
     values = tuple(values)
     if not values:
         return None
-    out = []
-    for value in values:
-        for item in value.replace(",", " ").split():
-            label = item[len(prefix) :] if item.startswith(prefix) else item
-            if not label:
-                raise UsageError(f"{option} {item!r} names no label; give e.g. {option} 01")
-            out.append(label)
-    if not out:
+    items = [item for value in values for item in value.replace(",", " ").split()]
+    if not items:
         raise UsageError(
             f"{option} was given an empty value; name the labels (e.g. {option} 01 02), "
             "or leave the option out to process every one"
         )
-    return tuple(out)
+    bare = [item for item in items if item == prefix]
+    if bare:
+        raise UsageError(f"{option} {bare[0]!r} names no label; give e.g. {option} 01")
+    return tuple(strip_labels(items, prefix))
 
 
 def parse_mem_gb(text: str | None) -> float | None:

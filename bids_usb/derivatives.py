@@ -18,6 +18,7 @@ import nibabel as nib
 
 from usb_model import __version__, atomic
 from usb_model.atomic import atomic_write
+from usb_model.bids import BIDS_VERSION
 
 # Entities that describe a derivative rather than the acquisition it came from: a derivative's
 # name gets its own values for these; every other entity of the source is carried over, so that
@@ -108,7 +109,7 @@ def dataset_description(bids_dir: Path, container: dict[str, str] | None = None)
     source = {"URL": Path(bids_dir).resolve().as_uri()}
     return {
         "Name": f"bids_usb derivatives{f' of {raw_name}' if raw_name else ''}",
-        "BIDSVersion": "1.10.0",
+        "BIDSVersion": BIDS_VERSION,
         "DatasetType": "derivative",
         "GeneratedBy": [generated],
         "SourceDatasets": [source],

@@ -8,6 +8,7 @@ them inside the brain would make the model "heal" a hole that is not a lesion.
 from __future__ import annotations
 
 import gzip
+import re
 import warnings
 import zlib
 from pathlib import Path
@@ -106,6 +107,16 @@ def check_head(img: nib.Nifti1Image, path: Path, what: str = "image") -> None:
         )
     if not np.any(np.asanyarray(img.dataobj)):
         raise DataError(f"{path}: the {what} is empty (every voxel is 0); convert the scan again")
+
+
+def file_stem(path: str | Path) -> str:
+    """``sub-01_T1w`` of ``.../sub-01_T1w.nii.gz``: the name without any extension."""
+    return Path(path).name.split(".")[0]
+
+
+def node_name(path: str | Path) -> str:
+    """The file stem as a nipype node or workflow name (letters, digits and ``_`` only)."""
+    return re.sub(r"[^a-zA-Z0-9]", "_", file_stem(path))
 
 
 def load_image(path: str | Path, what: str = "image", orientation: str | None = None) -> nib.Nifti1Image:

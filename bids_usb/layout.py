@@ -370,7 +370,8 @@ def _pybids_query(entities: Mapping[str, Any], known: Iterable[str], what: str) 
 # --------------------------------------------------------------------------------------------
 
 
-def _strip(labels: Iterable[str] | str | None, prefix: str) -> list[str] | None:
+def strip_labels(labels: Iterable[str] | str | None, prefix: str) -> list[str] | None:
+    """Labels without their ``sub-``/``ses-`` prefix, each once; an empty one is a usage error."""
     if labels is None:
         return None
     if isinstance(labels, str):
@@ -587,7 +588,7 @@ def collect_inputs(
     known_entities = layout.get_entities().keys()
     available = sorted(layout.get_subjects())
 
-    participants = _strip(participant_labels, "sub-")
+    participants = strip_labels(participant_labels, "sub-")
     unknown: list[str] = []
     if participants:
         unknown = [p for p in participants if p not in available]
@@ -600,7 +601,7 @@ def collect_inputs(
         participants = list(available)
     present = [p for p in participants if p not in unknown]
 
-    sessions = _strip(session_labels, "ses-")
+    sessions = strip_labels(session_labels, "ses-")
     if sessions:
         have = set(layout.get_sessions(subject=present)) if present else set()
         if not have.intersection(sessions):

@@ -21,6 +21,7 @@ from usb_model.checkpoint import (
     read_meta,
 )
 from usb_model.config import USBConfig
+from usb_model.template import grid_nifti
 
 from .errors import DataError, NoInput
 
@@ -94,16 +95,10 @@ class ModelBundle:
         return load_template_arrays(self.path)
 
     def template_image(self) -> nib.Nifti1Image:
-        t = self.template
-        img = nib.Nifti1Image(np.asarray(t["t1w"], dtype=np.float32), t["affine"])
-        img.header.set_xyzt_units("mm", "sec")
-        return img
+        return grid_nifti(self.template["t1w"], self.template["affine"])
 
     def template_mask(self) -> nib.Nifti1Image:
-        t = self.template
-        img = nib.Nifti1Image((np.asarray(t["brain_mask"]) > 0.5).astype(np.uint8), t["affine"])
-        img.set_data_dtype(np.uint8)
-        return img
+        return grid_nifti(np.asarray(self.template["brain_mask"]) > 0.5, self.template["affine"], np.uint8)
 
     def load_networks(self, device="cpu"):
         try:

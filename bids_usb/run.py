@@ -17,6 +17,7 @@ from pathlib import Path
 from .config import RunConfig
 from .dataset import collect, validate_dataset
 from .errors import BidsUsbError, DataError, NoInput, NothingSelected, UsageError
+from .images import file_stem, node_name
 from .progress import NodeProgress, count_nodes
 
 log = logging.getLogger("bids_usb")
@@ -207,7 +208,7 @@ def _donor_lesion(label: str, bids_dir: Path, bundle, config: RunConfig, work_di
     config.nipype.apply(work_dir, config.execution.verbose)
     wf = pe.Workflow(name="bids_usb_donor_wf", base_dir=str(work_dir))
     template = pe.Node(ModelTemplate(model_dir=str(bundle.path)), name="model_template")
-    name = "donor_" + "".join(c if c.isalnum() else "_" for c in donor.path.name.split(".")[0])
+    name = "donor_" + node_name(donor.path)
     preprocess = init_preprocess_wf(
         donor.path,
         lesion_mask=donor.lesion_mask,
@@ -254,7 +255,7 @@ def _write_reports(graph, jobs, bundle, settings, output_dir: Path) -> list[Path
         usb = nodes[prefix + "usb"].result.outputs
         prepared = nodes[prefix + "prepare"].result.outputs
         report = ImageReport(
-            name=Path(job.anat).name.split(".")[0],
+            name=file_stem(job.anat),
             anat=job.anat,
             written=dict(sink.written),
             template=Path(template),

@@ -156,8 +156,14 @@ def template_to_nifti(template: Template, array: np.ndarray | None = None, dtype
     data = template.t1w if array is None else np.asarray(array)
     if data.shape[:3] != template.shape:
         raise ValueError(f"array shape {data.shape} does not match the template grid {template.shape}")
-    img = nib.Nifti1Image(np.asarray(data, dtype=dtype), np.array(template.affine), dtype=dtype)
-    img.set_qform(np.array(template.affine), code=4)  # 4 = MNI152
-    img.set_sform(np.array(template.affine), code=4)
+    return grid_nifti(data, template.affine, dtype)
+
+
+def grid_nifti(array: np.ndarray, affine: np.ndarray, dtype=np.float32) -> nib.Nifti1Image:
+    """An array on a model grid as NIfTI in MNI space (qform/sform code 4), in mm: the one way
+    template and model-grid images are written (checkpoints' templates, training's template)."""
+    img = nib.Nifti1Image(np.asarray(array, dtype=dtype), np.array(affine, dtype=np.float64), dtype=dtype)
+    img.set_qform(np.array(affine, dtype=np.float64), code=4)  # 4 = MNI152
+    img.set_sform(np.array(affine, dtype=np.float64), code=4)
     img.header.set_xyzt_units("mm")
     return img

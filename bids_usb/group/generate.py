@@ -37,11 +37,13 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from usb_model.bids import BIDS_VERSION
+
 from ..errors import CannotCreateOutput, DataError, NoInput, UsageError
 from ._common import pick_device, say, warn, written
 
 DERIVATIVES_NAME = "usb-generate"
-BIDS_VERSION = "1.10.0"
+
 DEFAULT_N = 8
 DESCRIPTION_TAG = "generate"  # GeneratedBy[0].Description starts with it: marks our cohorts
 
@@ -179,8 +181,6 @@ def run_generate(config) -> int:
             "generate needs a trained model: pass --model OUT/models/<name>/checkpoint (written by --group-task train)"
         )
     model = Path(config.workflow.model)
-    if not (model / "config.json").is_file() and (model / "checkpoint" / "config.json").is_file():
-        model = model / "checkpoint"  # a training directory (OUT/models/<name>): its checkpoint
     bundle = ModelBundle.open(model)
     cfg = bundle.config
     device = pick_device(config.workflow.device)

@@ -38,14 +38,12 @@ class GridTemplate(SimpleInterface):
 
     def _run_interface(self, runtime):
         from usb_model.config import GridConfig
-        from usb_model.template import load_template
+        from usb_model.template import grid_nifti, load_template
 
         grid = GridConfig(shape=tuple(self.inputs.shape), voxel_size=tuple(self.inputs.voxel_size))
         template = load_template(grid)
-        img = nib.Nifti1Image(np.asarray(template.t1w, dtype=np.float32), np.array(template.affine))
-        img.header.set_xyzt_units("mm", "sec")
-        mask = nib.Nifti1Image(np.asarray(template.brain_mask).astype(np.uint8), np.array(template.affine))
-        mask.set_data_dtype(np.uint8)
+        img = grid_nifti(template.t1w, template.affine)
+        mask = grid_nifti(np.asarray(template.brain_mask) > 0.5, template.affine, np.uint8)
         self._results["template"] = str(Path(runtime.cwd) / "template.nii.gz")
         self._results["template_mask"] = str(Path(runtime.cwd) / "template_mask.nii.gz")
         nib.save(img, self._results["template"])

@@ -25,6 +25,8 @@ from urllib.parse import quote
 
 from usb_model.atomic import write_text
 
+from ..images import file_stem
+
 LOGGER = logging.getLogger("bids_usb.reports")
 
 STAGES = ("prepare", "bias_correct", "skull_strip", "register", "to_model_grid", "usb", "to_native", "derivatives")
@@ -121,7 +123,7 @@ class ImageReport:
 
 def _figure_stem(image: ImageReport) -> tuple[list[str], str]:
     """(entities, suffix) of the input file name, e.g. (["sub-01", "ses-1"], "T1w")."""
-    stem = Path(image.anat).name.split(".")[0]
+    stem = file_stem(image.anat)
     parts = stem.split("_")
     if (
         len(parts) >= 2

@@ -12,13 +12,13 @@ finds every node cached.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nipype.pipeline import engine as pe
 
+from ..images import node_name
 from ..interfaces.group import GridTemplate
 from .participant import init_preprocess_wf
 
@@ -37,8 +37,7 @@ class TrainImage:
 
     @property
     def name(self) -> str:
-        stem = Path(self.anat).name.split(".")[0]
-        return re.sub(r"[^a-zA-Z0-9]", "_", stem)
+        return node_name(self.anat)
 
 
 def init_group_train_wf(

@@ -12,13 +12,13 @@ resumes where it stopped.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nipype.pipeline import engine as pe
 
+from ..images import node_name
 from ..interfaces.derivatives import DerivativesSink
 from ..interfaces.native import ToNative
 from ..interfaces.preprocessing import (
@@ -46,8 +46,7 @@ class ImageJob:
 
     @property
     def name(self) -> str:
-        stem = Path(self.anat).name.split(".")[0]
-        return re.sub(r"[^a-zA-Z0-9]", "_", stem)
+        return node_name(self.anat)
 
 
 @dataclass

@@ -37,6 +37,7 @@ import numpy as np
 
 from usb_model import __version__
 from usb_model.atomic import write_bytes
+from usb_model.bids import BIDS_VERSION
 from usb_model.config import GridConfig
 from usb_model.synth.encode import encode_lesion
 from usb_model.synth.healthy import synth_healthy
@@ -48,7 +49,7 @@ __all__ = ["write_dataset", "ParticipantSpec", "main", "DERIVATIVES_NAME"]
 
 DERIVATIVES_NAME = "usb-synth"
 GENERATOR = "usb-synth-dataset"
-BIDS_VERSION = "1.10.0"
+
 #: Field of view of the synthesis grid (template world, mm): the MNI brain plus deformations.
 SYNTH_FOV_MM = (184.0, 224.0, 192.0)
 #: Field of view of the native grids (left-right, anterior-posterior, inferior-superior), mm.
