@@ -6,7 +6,8 @@
 # (tests/test_bad_inputs.py) through the image's CLI, and the demo (a synthetic dataset made
 # and healed with the bundled model). docs/containers.md ("Built and run here") has the results.
 #
-#   bash scripts/build_container.sh [STEP...]     # STEP: base build version bad-inputs demo save
+#   bash scripts/build_container.sh [STEP...]     # STEP: base build version bad-inputs demo
+#                                                 # readonly save
 #                                                 # (default: all of them but save)
 #
 # Needs root, and `apt-get install podman buildah debootstrap runc`. Settings (environment):
@@ -127,6 +128,21 @@ step_demo() {
     ls -ln "$dir/derivatives/bids_usb" "$dir/derivatives/bids_usb"/sub-*/anat | head -n 40
 }
 
+step_readonly() {
+    # No Apptainer here: its run conditions imitated with podman. The image read only, HOME a
+    # folder of the host (Apptainer binds yours), BIDS_USB_CONTAINER=apptainer (the definition's
+    # %environment); then the definition's %test and one demo participant healed.
+    local dir=$WORK/demo
+    mkdir -p "$dir/home" && chown "$RUN_UID" "$dir/home"
+    local ro=("${RUN[@]}" --read-only -v "$dir:/demo" -v "$dir/home:/home/user" -e HOME=/home/user
+              -e BIDS_USB_CONTAINER=apptainer)
+    "${ro[@]}" "$IMAGE" --version
+    "${ro[@]}" "$IMAGE" --bids-exec-spec > /dev/null
+    "${ro[@]}" "$IMAGE" /demo/bids /demo/derivatives/bids_usb_readonly participant -w /demo/work_readonly \
+        --participant-label 01
+    grep -o '"Type": "apptainer"' "$dir/derivatives/bids_usb_readonly/dataset_description.json"
+}
+
 step_save() {
     # A docker-archive for Apptainer: apptainer build x.sif docker-archive://FILE
     podman save --format docker-archive -o "$WORK/bids_usb-$VERSION.tar" "$IMAGE"
@@ -139,6 +155,7 @@ for step in "${STEPS[@]}"; do
         version) timed version step_version ;;
         bad-inputs) timed bad-inputs step_bad_inputs ;;
         demo) step_demo ;;
+        readonly) timed readonly step_readonly ;;
         save) timed save step_save ;;
         *) echo "unknown step: $step" >&2; exit 64 ;;
     esac
