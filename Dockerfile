@@ -27,9 +27,15 @@ RUN python -m venv /opt/venv
 # CUDA 13.0 build (its CUDA and cuDNN libraries come as nvidia-* wheels; the host only needs an
 # NVIDIA driver >= 580). For older drivers, build from another PyTorch index, e.g.
 #   --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126
+# TORCH_FIND_LINKS (empty by default) names a folder of wheels that pip also looks in, mounted
+# at build time; a torch wheel there of the same version with a local label (the CPU build) wins
+# over PyPI's. Only for CPU-only test builds (scripts/build_container.sh):
+#   --build-arg TORCH_FIND_LINKS=/wheels --volume /path/to/wheels:/wheels:ro
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://pypi.org/simple
-RUN python -m pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" \
+ARG TORCH_FIND_LINKS=""
+RUN if [ -n "${TORCH_FIND_LINKS}" ]; then export PIP_FIND_LINKS="${TORCH_FIND_LINKS}"; fi \
+    && python -m pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" \
     && echo "torch==${TORCH_VERSION}" > /opt/torch-constraint.txt
 
 # The project, from the repository, with the runtime extras CI tests (.ci/run installs
@@ -51,12 +57,21 @@ RUN if [ "$REQUIRE_MODEL" = "1" ]; then \
     fi \
     && python -I -c "import importlib.resources as r; p = r.files('bids_usb') / 'resources' / 'boutiques.json'; assert p.is_file(), p"
 
-# TemplateFlow templates, fetched now so that no run needs the network.
+# TemplateFlow templates, fetched now so that no run needs the network. The participant
+# workflow does not use them (it registers to the template in the model's checkpoint), so a
+# build machine that cannot reach TemplateFlow's server can pass --build-arg FETCH_TEMPLATEFLOW=0:
+# /opt/templateflow is then empty but for a note saying so (docs/containers.md).
 ENV TEMPLATEFLOW_HOME=/opt/templateflow
-RUN python -c "from templateflow import api; \
+ARG FETCH_TEMPLATEFLOW=1
+RUN mkdir -p "${TEMPLATEFLOW_HOME}" \
+    && if [ "${FETCH_TEMPLATEFLOW}" = "1" ]; then \
+        python -c "from templateflow import api; \
 files = [api.get('MNI152NLin2009aSym', resolution=1, suffix='T1w', desc=None, extension='.nii.gz'), \
          api.get('MNI152NLin2009aSym', resolution=1, suffix='mask', desc='brain', extension='.nii.gz')]; \
-assert all(f.stat().st_size > 0 for f in files), files; print(*files)"
+assert all(f.stat().st_size > 0 for f in files), files; print(*files)"; \
+    else \
+        echo "TemplateFlow templates not fetched: built with FETCH_TEMPLATEFLOW=0" > "${TEMPLATEFLOW_HOME}/NOT_FETCHED.txt"; \
+    fi
 
 
 FROM ${PYTHON_IMAGE} AS runtime

@@ -631,3 +631,80 @@ def test_parser_reads_continuations_and_comments(tmp_path):
     assert project_spec([".[x,y]"]) == (False, {"x", "y"})
     assert copy_parts(parsed.of("COPY")[0]) == ({"from": "a"}, ["/opt"], "/opt")
     assert os.fspath(path).endswith("Dockerfile")
+
+
+# --------------------------------------------------------------------------------------------
+# Tests: the build script, and an image built by it
+# --------------------------------------------------------------------------------------------
+
+BUILD_SCRIPT = ROOT / "scripts" / "build_container.sh"
+IMAGE = f"localhost/bids_usb:{VERSION}"
+
+
+def test_build_script_passes_only_the_dockerfiles_args(dockerfile):
+    """scripts/build_container.sh builds the Dockerfile as it is: every --build-arg it passes is an
+    ARG of the Dockerfile (a renamed ARG would otherwise be ignored silently by the build)."""
+    text = BUILD_SCRIPT.read_text()
+    declared = set(dockerfile.global_args)
+    for stage in range(len(dockerfile.stages)):
+        declared |= set(dockerfile.args(stage)) | {i.args.partition("=")[0].strip() for i in dockerfile.of("ARG", stage)}
+    passed = set(re.findall(r"--build-arg[ \"']+(\w+)=", text))
+    assert {"PYTHON_IMAGE", "TORCH_FIND_LINKS", "FETCH_TEMPLATEFLOW", "VERSION"} <= passed
+    assert passed <= declared, f"the script passes build arguments the Dockerfile lacks: {sorted(passed - declared)}"
+    for default in ("TORCH_FIND_LINKS",):
+        assert dockerfile.args(0).get(default) == "", f"{default} must be empty by default (PyPI's torch for users)"
+    assert dockerfile.args(0).get("FETCH_TEMPLATEFLOW") == "1", "the templates must be fetched by default"
+    bash = shutil.which("bash")
+    if bash:
+        proc = subprocess.run([bash, "-n", str(BUILD_SCRIPT)], capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, proc.stderr
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck:
+        proc = subprocess.run([shellcheck, str(BUILD_SCRIPT)], capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, proc.stdout
+
+
+def _podman_image() -> tuple[str, list[str]]:
+    """podman and the options the build script runs the image with; skip where there is none."""
+    podman = shutil.which("podman")
+    if podman is None:
+        pytest.skip("podman is not installed (the image is built by scripts/build_container.sh)")
+    proc = subprocess.run([podman, "image", "exists", IMAGE], capture_output=True, text=True, timeout=60, check=False)
+    if proc.returncode != 0:
+        pytest.skip(f"no image {IMAGE} here: build it with scripts/build_container.sh ({proc.stderr.strip()[:200]})")
+    import resource
+
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    nproc = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+    nproc = 32768 if nproc == resource.RLIM_INFINITY else min(nproc, 32768)
+    runtime = os.environ.get("OCI_RUNTIME", "runc" if shutil.which("runc") else "crun")
+    return podman, ["run", "--rm", "--runtime", runtime, "--network", "none", "-u", "12345:12345",
+                    "--ulimit", f"nofile={nofile}:{nofile}", "--ulimit", f"nproc={nproc}:{nproc}"]
+
+
+def test_built_image_runs_as_any_uid_without_network(dockerfile, tmp_path):
+    """Where scripts/build_container.sh has built the image: it starts as a non-root uid with no
+    network, reports the project's version and Boutiques descriptor, carries the Dockerfile's
+    labels and environment, and refuses a missing dataset with the BIDS-App exit code. Seconds;
+    skipped where podman or the image is missing (CI), never a build."""
+    podman, run = _podman_image()
+    proc = subprocess.run([podman, *run, IMAGE, "--version"], capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0 and VERSION in proc.stdout, proc.stdout + proc.stderr
+    proc = subprocess.run([podman, *run, IMAGE, "--bids-exec-spec"], capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["tool-version"] == VERSION
+    info = json.loads(subprocess.run([podman, "image", "inspect", IMAGE], capture_output=True, text=True,
+                                     timeout=60, check=True).stdout)[0]
+    assert info["Labels"]["org.opencontainers.image.version"] == VERSION
+    assert info["Config"]["Entrypoint"] == ["bids_usb"]
+    assert "User" not in info["Config"] or info["Config"]["User"] in ("", None)
+    env = dict(e.split("=", 1) for e in info["Config"]["Env"])
+    for key, value in dockerfile.env(len(dockerfile.stages) - 1).items():
+        if key != "PATH":
+            assert env.get(key) == value, f"the image's {key} is {env.get(key)!r}, the Dockerfile's {value!r}"
+    tmp_path.chmod(0o777)
+    proc = subprocess.run([podman, *run, "-v", f"{tmp_path}:/data", IMAGE, "/data/nowhere", "/data/out", "participant"],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 64, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("bids_usb: error: ") and "nowhere" in proc.stderr
+    assert proc.stdout == "" and not (tmp_path / "out").exists()
