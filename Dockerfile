@@ -45,9 +45,10 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY usb_model ./usb_model
 COPY bids_usb ./bids_usb
+COPY resources ./resources
 RUN python -m pip install --constraint /opt/torch-constraint.txt ".[app,metrics,synth]"
 
-# The bundled model ships inside the package (usb_model/resources/models/demo). The build stops
+# The bundled model ships inside the package (resources/models/demo). The build stops
 # here when it is missing, since such an image could only run with --model; pass
 # --build-arg REQUIRE_MODEL=0 to build one anyway (for development). "python -I" keeps /src off
 # sys.path: these checks look at the installed package, not at the source tree.
@@ -55,7 +56,7 @@ ARG REQUIRE_MODEL=1
 RUN if [ "$REQUIRE_MODEL" = "1" ]; then \
         python -I -c "from bids_usb.model import ModelBundle; b = ModelBundle.open(None); print('bundled model', b.path, b.sha256)"; \
     fi \
-    && python -I -c "import importlib.resources as r; p = r.files('bids_usb') / 'resources' / 'boutiques.json'; assert p.is_file(), p"
+    && python -I -c "import importlib.resources as r; p = r.files('bids_usb_resources') / 'boutiques.json'; assert p.is_file(), p"
 
 # TemplateFlow templates, fetched now so that no run needs the network. The participant
 # workflow does not use them (it registers to the template in the model's checkpoint), so a

@@ -24,7 +24,7 @@ def load(name: str):
 
 def quality_section(q) -> list[str]:
     if not q:
-        return ["Not measured yet: `python benchmarks/quality.py --model usb_model/resources/models/demo`.", ""]
+        return ["Not measured yet: `python benchmarks/quality.py --model resources/models/demo`.", ""]
     lines = [
         f"Model `{q['model']}`, grid {q['grid']} at {q['voxel_size'][0]:g} mm, {q['n_cases']} held-out cases "
         f"(test seed {q['test_seed']}), {q['seconds']:.0f} s in all.",
@@ -226,7 +226,7 @@ def healing_section(h) -> list[str]:
 
 def autoencoder_section(a) -> list[str]:
     if not a:
-        return ["Not measured yet: `python benchmarks/autoencoder.py --model usb_model/resources/models/demo`.", ""]
+        return ["Not measured yet: `python benchmarks/autoencoder.py --model resources/models/demo`.", ""]
     env, h, les = a["environment"], a["summary"]["healthy"], a["summary"]["lesioned"]
     return [
         f"`python benchmarks/autoencoder.py --model {env['model']} --n {env['n']}` ({env['date']}): encode, decode, no diffusion; "
@@ -301,7 +301,7 @@ def main() -> None:
         "Lesions drawn on the model grid and healed there; kept for comparison with earlier models: it flatters the model "
         "(no resampling, no native resolution). The paper's mask-free ACG healing (`usb`) was the only mode when it was measured.",
         "",
-        "`python benchmarks/quality.py --model usb_model/resources/models/demo`",
+        "`python benchmarks/quality.py --model resources/models/demo`",
         "",
     ]
     out += quality_section(quality)

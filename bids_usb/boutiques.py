@@ -19,9 +19,9 @@ Mapping (Boutiques schema 0.5):
 * options that print something and exit (``--version``, ``--bids-exec-spec``, ``--help``) are
   not inputs of a run and are left out.
 
-The committed copy lives in ``bids_usb/resources/boutiques.json``; regenerate it with::
+The committed copy lives in ``resources/boutiques.json``; regenerate it with::
 
-    bids_usb --bids-exec-spec > bids_usb/resources/boutiques.json
+    bids_usb --bids-exec-spec > resources/boutiques.json
 """
 
 from __future__ import annotations

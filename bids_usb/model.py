@@ -9,7 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-import usb_model
+import bids_usb_resources
 from usb_model.checkpoint import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -25,7 +25,7 @@ from usb_model.template import grid_nifti
 
 from .errors import DataError, NoInput
 
-BUNDLED_MODELS = Path(usb_model.__file__).resolve().parent / "resources" / "models"
+BUNDLED_MODELS = bids_usb_resources.MODELS
 DEFAULT_MODEL_NAME = "demo"
 # The template space every checkpoint of this project lives in (nilearn's MNI ICBM 2009a sym).
 TEMPLATE_SPACE = "MNI152NLin2009aSym"

@@ -4,7 +4,7 @@
     python scripts/bundle_demo_model.py --card-only [--name demo]    # the card alone, from the bundled files
 
 TRAINING_DIR is a ``usb-train`` (or group ``train``) directory: its ``checkpoint/`` is copied
-to ``usb_model/resources/models/<name>/`` with ``log.tsv`` as ``training_log.tsv``, and the
+to ``resources/models/<name>/`` with ``log.tsv`` as ``training_log.tsv``, and the
 model card (README.md) is written from the checkpoint's config and meta, the training log and,
 when present, ``benchmarks/results/{quality,healing,autoencoder}.json``: every number in the card is
 read from a file.
@@ -178,7 +178,7 @@ def main() -> None:
         "--card-only", action="store_true", help="rewrite the bundled model's card from its own files and the results"
     )
     args = parser.parse_args()
-    dest = ROOT / "usb_model" / "resources" / "models" / args.name
+    dest = ROOT / "resources" / "models" / args.name
     if not args.card_only:
         if args.training_dir is None:
             parser.error("give a training directory, or --card-only")

@@ -21,7 +21,7 @@ from bids_usb import boutiques
 from bids_usb.cli import LEVELS, cli, main
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMITTED = ROOT / "bids_usb" / "resources" / "boutiques.json"
+COMMITTED = ROOT / "resources" / "boutiques.json"
 USAGE_MD = ROOT / "docs" / "usage.md"
 
 
@@ -120,9 +120,9 @@ def test_error_codes_cover_every_error_class(desc):
 
 
 def test_committed_copy_is_current():
-    assert COMMITTED.is_file(), "run: bids_usb --bids-exec-spec > bids_usb/resources/boutiques.json"
+    assert COMMITTED.is_file(), "run: bids_usb --bids-exec-spec > resources/boutiques.json"
     assert COMMITTED.read_text() == boutiques.dumps(cli), (
-        "bids_usb/resources/boutiques.json is stale; run: bids_usb --bids-exec-spec > bids_usb/resources/boutiques.json"
+        "resources/boutiques.json is stale; run: bids_usb --bids-exec-spec > resources/boutiques.json"
     )
 
 

@@ -16,7 +16,6 @@ to the repository and to .ci/run, so the image cannot silently rot:
 from __future__ import annotations
 
 import ast
-import fnmatch
 import importlib.util
 import json
 import os
@@ -405,9 +404,9 @@ def test_dockerignore_keeps_out_the_clutter():
         "pyproject.toml",
         "README.md",
         "bids_usb/cli.py",
-        "bids_usb/resources/boutiques.json",
-        "usb_model/resources/models/demo/model.safetensors",
-        "usb_model/resources/configs/demo.json",
+        "resources/boutiques.json",
+        "resources/models/demo/model.safetensors",
+        "resources/configs/demo.json",
     ):
         assert not ignored(path), f".dockerignore must keep {path}"
 
@@ -424,15 +423,10 @@ def test_copies_what_the_project_build_needs(dockerfile):
         readme = readme.get("file")
     if readme:
         assert readme in copied, f"pyproject.toml names {readme} as the readme; the build fails without it"
-    includes = PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
-    packages = [
-        p.name
-        for p in ROOT.iterdir()
-        if (p / "__init__.py").is_file() and any(fnmatch.fnmatch(p.name, pat) for pat in includes)
-    ]
-    assert packages, "no top-level package found"
-    for name in packages:
-        assert name in copied, f"package {name} is not copied into the image"
+    folders = sorted({path.split("/")[0] for path in package_dirs().values()})
+    assert folders, "no top-level package found"
+    for name in folders:
+        assert name in copied, f"package folder {name} is not copied into the image"
 
 
 def test_no_user_line_and_a_home_any_uid_can_write(dockerfile):
@@ -584,6 +578,31 @@ def test_install_order(dockerfile):
     assert lines["torch"] < min(copies) < lines["project"]
 
 
+def package_dirs() -> dict[str, str]:
+    """{package: folder} from pyproject.toml's explicit package list and its package-dir map
+    (the top-level resources/ folder is the package bids_usb_resources)."""
+    tool = PYPROJECT["tool"]["setuptools"]
+    mapped = tool.get("package-dir", {})
+    out = {}
+    for package in tool["packages"]:
+        top, *rest = package.split(".")
+        out[package] = "/".join([mapped.get(top, top), *rest])
+    return out
+
+
+def test_every_package_folder_is_listed():
+    """The package list is explicit (a mapped folder cannot be discovered): a new subpackage
+    left out of it would be missing from every install."""
+    listed = set(package_dirs().values())
+    on_disk = {
+        p.parent.relative_to(ROOT).as_posix()
+        for top in ("bids_usb", "usb_model", "resources")
+        for p in (ROOT / top).rglob("__init__.py")
+        if "__pycache__" not in p.parts
+    }
+    assert on_disk == listed
+
+
 # --------------------------------------------------------------------------------------------
 # Tests: what the image carries
 # --------------------------------------------------------------------------------------------
@@ -592,28 +611,26 @@ def test_install_order(dockerfile):
 def test_package_data_reaches_the_wheel():
     """The image installs a wheel, not the source tree: every data file of the packages must
     match a package-data glob, and every folder with Python files must be a package."""
-    setuptools = pytest.importorskip("setuptools")
-    includes = PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
-    found = set(setuptools.find_packages(str(ROOT), include=includes))
+    dirs = package_dirs()
+    by_folder = {folder: package for package, folder in dirs.items()}
     package_data = PYPROJECT["tool"]["setuptools"].get("package-data", {})
     missing_init, unshipped = [], []
-    for top in ("bids_usb", "usb_model"):
+    for top in sorted({folder.split("/")[0] for folder in dirs.values()}):
         files = set(tracked_files(top))
-        if top == "bids_usb":
-            files.add("bids_usb/resources/boutiques.json")
-        model = ROOT / "usb_model" / "resources" / "models"
-        if top == "usb_model" and model.is_dir():
+        model = ROOT / "resources" / "models"
+        if top == "resources" and model.is_dir():  # the bundled model may be untracked while it trains
             files |= {p.relative_to(ROOT).as_posix() for p in model.rglob("*") if p.is_file()}
         for rel in sorted(files):
             parts = rel.split("/")
             if "__pycache__" in parts:
                 continue
             if rel.endswith(".py"):
-                if ".".join(parts[:-1]) not in found:
+                if "/".join(parts[:-1]) not in by_folder:
                     missing_init.append(rel)
                 continue
+            package = by_folder[top]
             inner = "/".join(parts[1:])
-            if not any(glob_regex(pat).fullmatch(inner) for pat in package_data.get(top, [])):
+            if not any(glob_regex(pat).fullmatch(inner) for pat in package_data.get(package, [])):
                 unshipped.append(rel)
     assert not missing_init, f"Python files outside any package (add __init__.py): {missing_init}"
     assert not unshipped, (
@@ -634,7 +651,7 @@ def test_bundled_model_is_checked_at_build(dockerfile):
     )
     model = default_model_dir()
     assert model.name == DEFAULT_MODEL_NAME
-    source = ROOT / "usb_model" / "resources" / "models" / DEFAULT_MODEL_NAME
+    source = ROOT / "resources" / "models" / DEFAULT_MODEL_NAME
     if not source.is_dir():
         pytest.skip(f"the bundled model ({source.relative_to(ROOT)}) is not trained yet")
     for name in ("config.json", "model.safetensors", "meta.json", "template.safetensors"):

@@ -2,7 +2,7 @@
 
 A checkpoint stores its configuration as JSON next to its weights, so everything that
 changes what a model computes lives here (and nothing that only changes where files go).
-Presets (`paper`, `tiny`, ...) are JSON files in ``usb_model/resources/configs`` so that users
+Presets (`paper`, `tiny`, ...) are JSON files in the top-level ``resources/configs`` so that users
 can copy one and edit it rather than read Python.
 """
 
@@ -14,7 +14,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-PRESET_DIR = Path(__file__).parent / "resources" / "configs"
+import bids_usb_resources
+
+PRESET_DIR = bids_usb_resources.CONFIGS
 
 
 @dataclass
