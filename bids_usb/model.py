@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+import bids_usb_resources
 import nibabel as nib
 import numpy as np
 
-import bids_usb_resources
 from usb_model.checkpoint import (
     CONFIG_FILE,
     WEIGHTS_FILE,

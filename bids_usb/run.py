@@ -17,7 +17,7 @@ from pathlib import Path
 from .config import RunConfig
 from .dataset import collect, validate_dataset
 from .errors import BidsUsbError, DataError, NoInput, NothingSelected, UsageError
-from .images import file_stem, node_name
+from .images import file_stem
 from .progress import NodeProgress, count_nodes
 
 log = logging.getLogger("bids_usb")
@@ -40,11 +40,11 @@ def run_participant(config: RunConfig) -> int:
     created = layout.create_dir(output_dir, "output_dir")
     try:
         created += layout.create_dir(work_dir, "work directory")
-        jobs, failures = _checked_jobs(bids_dir, config, bundle, work_dir)
+        jobs, failures, donor = _checked_jobs(bids_dir, config, bundle, work_dir)
     except BaseException:
         layout.remove_empty_dirs(created)  # a run refused up front leaves nothing behind
         raise
-    return _run_jobs(jobs, failures, bids_dir, output_dir, work_dir, bundle, config)
+    return _run_jobs(jobs, failures, donor, bids_dir, output_dir, work_dir, bundle, config)
 
 
 def _checked_jobs(bids_dir: Path, config: RunConfig, bundle, work_dir: Path):
@@ -66,11 +66,12 @@ def _checked_jobs(bids_dir: Path, config: RunConfig, bundle, work_dir: Path):
         )
 
     template_lesion = config.workflow.lesion_mask
+    donor = None
     if task == "embed" and config.workflow.lesion_from:
-        template_lesion = _donor_lesion(config.workflow.lesion_from, bids_dir, bundle, config, work_dir)
+        donor = _donor(config.workflow.lesion_from, bids_dir, bundle, config)
     jobs = []
     for item in collected.inputs:
-        mask = item.lesion_mask if (task == "heal" or template_lesion is None) else None
+        mask = item.lesion_mask if (task == "heal" or (template_lesion is None and donor is None)) else None
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the workflow repeats these checks and logs the warnings there
@@ -85,12 +86,13 @@ def _checked_jobs(bids_dir: Path, config: RunConfig, bundle, work_dir: Path):
                 suffix=item.suffix,
                 lesion_mask=mask,
                 template_lesion=template_lesion if task == "embed" else None,
+                lesion_from=donor.anat if donor is not None else None,
                 orientation=orientation,
             )
         )
     if task == "embed":
         for job in list(jobs):
-            if job.lesion_mask is None and job.template_lesion is None:
+            if job.lesion_mask is None and job.template_lesion is None and job.lesion_from is None:
                 failures.append(
                     DataError(
                         f"{job.anat}: embedding needs a lesion mask; pass --lesion-mask FILE (template space) or give this image a lesion mask"
@@ -113,10 +115,12 @@ def _checked_jobs(bids_dir: Path, config: RunConfig, bundle, work_dir: Path):
         if failures:
             raise failures[0]
         raise NoInput(f"{bids_dir}: nothing to process")
-    return jobs, failures
+    return jobs, failures, donor
 
 
-def _run_jobs(jobs, failures, bids_dir: Path, output_dir: Path, work_dir: Path, bundle, config: RunConfig) -> int:
+def _run_jobs(
+    jobs, failures, donor, bids_dir: Path, output_dir: Path, work_dir: Path, bundle, config: RunConfig
+) -> int:
     from .derivatives import init_dataset
     from .workflows.participant import RunSettings, init_participant_wf
 
@@ -133,7 +137,7 @@ def _run_jobs(jobs, failures, bids_dir: Path, output_dir: Path, work_dir: Path, 
     init_dataset(output_dir, bids_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     config.nipype.apply(work_dir, config.execution.verbose)  # before the graph is built: its cache settings apply
-    wf = init_participant_wf(jobs, bundle, settings, bids_dir, output_dir, work_dir)
+    wf = init_participant_wf(jobs, bundle, settings, bids_dir, output_dir, work_dir, donor=donor)
     plugin, plugin_args = config.nipype.get_plugin()
     plugin_args.setdefault("status_callback", NodeProgress(count_nodes(wf)))
     started = time.time()
@@ -180,14 +184,13 @@ def node_data_errors(crash_dir: Path, since: float, jobs) -> list[str]:
     return messages
 
 
-def _donor_lesion(label: str, bids_dir: Path, bundle, config: RunConfig, work_dir: Path) -> Path:
-    """``--lesion-from sub-XX``: that participant's lesion on the model grid (template space),
-    through its own preprocessing and registration (cached in the work directory like any node)."""
-    from nipype.pipeline import engine as pe
-
+def _donor(label: str, bids_dir: Path, bundle, config: RunConfig):
+    """``--lesion-from sub-XX``: that participant's image with a lesion mask, checked now; its
+    preprocessing runs inside the main graph (``init_participant_wf(donor=...)``), cached like
+    every other node, and its lesion on the model grid goes to every image."""
     from . import layout
-    from .interfaces.preprocessing import ModelTemplate
-    from .workflows.participant import init_preprocess_wf
+    from .inputs import prepare_inputs
+    from .workflows.participant import ImageJob
 
     try:
         donors = layout.collect_inputs(
@@ -201,38 +204,20 @@ def _donor_lesion(label: str, bids_dir: Path, bundle, config: RunConfig, work_di
     with_mask = [item for item in donors.inputs if item.lesion_mask is not None]
     if not with_mask:
         raise NoInput(
-            f"--lesion-from sub-{label}: this participant has no {bundle.contrast} image with a lesion mask; give one with a mask"
+            f"--lesion-from sub-{label}: this participant has no {bundle.contrast} image with a lesion mask; "
+            "give one with a mask"
         )
     donor = with_mask[0]
-    work_dir.mkdir(parents=True, exist_ok=True)
-    config.nipype.apply(work_dir, config.execution.verbose)
-    wf = pe.Workflow(name="bids_usb_donor_wf", base_dir=str(work_dir))
-    template = pe.Node(ModelTemplate(model_dir=str(bundle.path)), name="model_template")
-    name = "donor_" + node_name(donor.path)
-    preprocess = init_preprocess_wf(
-        donor.path,
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepare_inputs(donor.path, donor.lesion_mask, "embed", config.workflow.assume_orientation)
+    return ImageJob(
+        anat=donor.path,
+        entities=donor.entities,
+        suffix=donor.suffix,
         lesion_mask=donor.lesion_mask,
-        task="embed",
-        contrast=bundle.contrast,
-        normalisation=bundle.config.grid.normalisation,
-        skull_stripped=config.workflow.skull_stripped,
-        seed=config.execution.seed,
-        name=name,
+        orientation=config.workflow.assume_orientation,
     )
-    wf.connect(template, "template", preprocess, "inputnode.template")
-    try:
-        graph = wf.run(plugin="Linear")
-    except RuntimeError as exc:
-        raise BidsUsbError(
-            f"--lesion-from sub-{label}: preprocessing the donor failed ({exc}); see the crash files in {work_dir}"
-        ) from exc
-    node = next(n for n in graph.nodes() if n.fullname.endswith(f"{name}.to_model_grid"))
-    lesion = node.result.outputs.lesion_mask
-    if not lesion:
-        raise DataError(
-            f"--lesion-from sub-{label}: the lesion vanished on the model grid; it is too small for this model"
-        )
-    return Path(lesion)
 
 
 def _write_reports(graph, jobs, bundle, settings, output_dir: Path) -> list[Path]:

@@ -42,6 +42,7 @@ class ImageJob:
     suffix: str = "T1w"
     lesion_mask: Path | None = None  # native grid (heal, or embed from the same participant)
     template_lesion: Path | None = None  # embed: a mask in template space (--lesion-mask FILE)
+    lesion_from: Path | None = None  # embed: the donor image (--lesion-from) whose lesion is drawn
     orientation: str | None = None  # --assume-orientation, for images whose qform/sform codes are 0
 
     @property
@@ -61,13 +62,41 @@ class RunSettings:
 
 
 def init_participant_wf(
-    jobs: list[ImageJob], bundle: ModelBundle, settings: RunSettings, bids_dir: Path, output_dir: Path, work_dir: Path
+    jobs: list[ImageJob],
+    bundle: ModelBundle,
+    settings: RunSettings,
+    bids_dir: Path,
+    output_dir: Path,
+    work_dir: Path,
+    donor: ImageJob | None = None,
 ) -> pe.Workflow:
+    """One image workflow per job, all fed the checkpoint's template; with ``donor``
+    (``--lesion-from``) the donor's preprocessing joins the graph and its lesion on the model
+    grid feeds every image that draws it."""
     wf = pe.Workflow(name="bids_usb_wf", base_dir=str(work_dir))
     template = pe.Node(ModelTemplate(model_dir=str(bundle.path)), name="model_template")
+    donor_wf = None
+    if donor is not None:
+        donor_wf = init_preprocess_wf(
+            donor.anat,
+            lesion_mask=donor.lesion_mask,
+            task="embed",
+            contrast=bundle.contrast,
+            normalisation=bundle.config.grid.normalisation,
+            skull_stripped=settings.skull_stripped,
+            omp_nthreads=settings.omp_nthreads,
+            orientation=donor.orientation,
+            seed=settings.seed,
+            name=f"donor_{donor.name}_wf",
+        )
+        wf.connect(template, "template", donor_wf, "inputnode.template")
     for job in jobs:
-        image_wf = init_image_wf(job, bundle, settings, bids_dir, output_dir)
+        image_wf = init_image_wf(
+            job, bundle, settings, bids_dir, output_dir, donor_lesion=donor.lesion_mask if donor else None
+        )
         wf.connect(template, "template", image_wf, "inputnode.template")
+        if job.lesion_from is not None and donor_wf is not None:
+            wf.connect(donor_wf, "outputnode.lesion_model", image_wf, "donor_input.lesion_model")
     return wf
 
 
@@ -157,7 +186,12 @@ def init_preprocess_wf(
 
 
 def init_image_wf(
-    job: ImageJob, bundle: ModelBundle, settings: RunSettings, bids_dir: Path, output_dir: Path
+    job: ImageJob,
+    bundle: ModelBundle,
+    settings: RunSettings,
+    bids_dir: Path,
+    output_dir: Path,
+    donor_lesion: Path | None = None,
 ) -> pe.Workflow:
     # The image workflow IS the preprocessing workflow, extended: node names stay
     # image_<name>_wf.prepare, ... as the reports (bids_usb.run) expect.
@@ -207,7 +241,7 @@ def init_image_wf(
     )
     if job.orientation is not None:
         sink.inputs.orientation = job.orientation
-    lesion_source = job.lesion_mask or job.template_lesion
+    lesion_source = job.lesion_mask or job.template_lesion or (donor_lesion if job.lesion_from else None)
     if lesion_source is not None:
         sink.inputs.lesion_source = str(lesion_source)
 
@@ -259,6 +293,19 @@ def init_image_wf(
                 (to_grid, native, [("lesion_mask", "lesion_model")]),
                 (native, sink, [("lesion_native", "lesion_native")]),
                 (to_grid, sink, [("lesion_mask", "lesion_model")]),
+            ]
+        )
+    elif job.lesion_from is not None:
+        # embed --lesion-from: the donor's lesion on the model grid, from the donor workflow.
+        from nipype.interfaces.utility import IdentityInterface
+
+        donor_input = pe.Node(IdentityInterface(fields=["lesion_model"]), name="donor_input")
+        wf.connect(
+            [
+                (donor_input, usb, [("lesion_model", "lesion_mask")]),
+                (donor_input, native, [("lesion_model", "lesion_model")]),
+                (native, sink, [("lesion_native", "lesion_native")]),
+                (donor_input, sink, [("lesion_model", "lesion_model")]),
             ]
         )
     if settings.n_samples > 1:
