@@ -5,9 +5,9 @@
 #       -v /data/bids:/data:ro -v /data/out:/out -v /scratch/work:/work \
 #       bids_usb:0.1.0 /data /out participant -w /work
 #
-# Two stages: "builder" installs the app into a virtual environment (/opt/venv) and fetches the
-# TemplateFlow templates (/opt/templateflow); "runtime" copies those two folders onto a clean
-# base. Nothing is downloaded at run time. docs/containers.md explains every choice, and
+# Two stages: "builder" installs the app into a virtual environment (/opt/venv); "runtime" copies
+# it onto a clean base. Nothing is downloaded at run time: the template every run registers to
+# is the one stored in the model's checkpoint. docs/containers.md explains every choice, and
 # tests/test_container.py checks this file against .ci/run and the repository (it cannot rot
 # silently where no Docker engine is available to build it).
 
@@ -58,22 +58,6 @@ RUN if [ "$REQUIRE_MODEL" = "1" ]; then \
     fi \
     && python -I -c "import importlib.resources as r; p = r.files('bids_usb_resources') / 'boutiques.json'; assert p.is_file(), p"
 
-# TemplateFlow templates, fetched now so that no run needs the network. The participant
-# workflow does not use them (it registers to the template in the model's checkpoint), so a
-# build machine that cannot reach TemplateFlow's server can pass --build-arg FETCH_TEMPLATEFLOW=0:
-# /opt/templateflow is then empty but for a note saying so (docs/containers.md).
-ENV TEMPLATEFLOW_HOME=/opt/templateflow
-ARG FETCH_TEMPLATEFLOW=1
-RUN mkdir -p "${TEMPLATEFLOW_HOME}" \
-    && if [ "${FETCH_TEMPLATEFLOW}" = "1" ]; then \
-        python -c "from templateflow import api; \
-files = [api.get('MNI152NLin2009aSym', resolution=1, suffix='T1w', desc=None, extension='.nii.gz'), \
-         api.get('MNI152NLin2009aSym', resolution=1, suffix='mask', desc='brain', extension='.nii.gz')]; \
-assert all(f.stat().st_size > 0 for f in files), files; print(*files)"; \
-    else \
-        echo "TemplateFlow templates not fetched: built with FETCH_TEMPLATEFLOW=0" > "${TEMPLATEFLOW_HOME}/NOT_FETCHED.txt"; \
-    fi
-
 
 FROM ${PYTHON_IMAGE} AS runtime
 
@@ -87,15 +71,12 @@ LABEL org.opencontainers.image.title="bids_usb" \
       org.opencontainers.image.vendor="bids_usb developers"
 
 COPY --from=builder /opt/venv /opt/venv
-COPY --from=builder /opt/templateflow /opt/templateflow
 
 # No USER line: the image runs as whatever uid starts it (docker run -u, Apptainer), so HOME is a
 # folder any uid can write. Thread counts default to 1 per process (nipype runs --nprocs of
 # them); raise them with -e OMP_NUM_THREADS=8 (docker) or --env (Apptainer).
 ENV PATH=/opt/venv/bin:$PATH \
     HOME=/home/bids_usb \
-    TEMPLATEFLOW_HOME=/opt/templateflow \
-    TEMPLATEFLOW_AUTOUPDATE=0 \
     OMP_NUM_THREADS=1 \
     MKL_NUM_THREADS=1 \
     OPENBLAS_NUM_THREADS=1 \

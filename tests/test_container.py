@@ -8,15 +8,12 @@ to the repository and to .ci/run, so the image cannot silently rot:
 * it installs the same torch version and the same project extras as CI (CI's test extra minus
   the test tools), from the repository, non-editable;
 * it copies what pyproject.toml needs to build, and the package data reaches the wheel;
-* its TemplateFlow query names files that exist in TemplateFlow;
 * labels, tags and the Apptainer definition carry the project's version;
 * hadolint (when installed) finds nothing.
 """
 
 from __future__ import annotations
 
-import ast
-import importlib.util
 import json
 import os
 import re
@@ -24,7 +21,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -448,15 +444,10 @@ def test_runtime_environment(dockerfile):
     env = dockerfile.env(last)
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"):
         assert env.get(name, "").isdigit(), f"{name} must be set in the runtime stage"
-    assert env.get("TEMPLATEFLOW_AUTOUPDATE") == "0"
     assert env.get("NIPYPE_NO_ET") == "1", "nipype's version check would go to the network"
-    tf_home = env.get("TEMPLATEFLOW_HOME")
-    assert tf_home and tf_home == dockerfile.env(0).get("TEMPLATEFLOW_HOME"), (
-        "TEMPLATEFLOW_HOME must be the folder filled at build time"
-    )
     copied = [copy_parts(i) for i in dockerfile.of("COPY", last)]
-    assert any(flags.get("from") and tf_home in src for flags, src, _ in copied), (
-        "the templates must be copied into the runtime stage"
+    assert any(flags.get("from") and "/opt/venv" in src for flags, src, _ in copied), (
+        "the virtual environment must be copied into the runtime stage"
     )
     assert "/opt/venv/bin" in env.get("PATH", "")
 
@@ -658,34 +649,6 @@ def test_bundled_model_is_checked_at_build(dockerfile):
         assert (source / name).is_file(), f"the bundled model lacks {name}"
 
 
-def test_templateflow_query_names_real_files(dockerfile):
-    """Each api.get(...) of the build resolves to one file of TemplateFlow's own skeleton."""
-    # Found without importing templateflow.conf, which would unpack a skeleton into ~/.cache.
-    spec = importlib.util.find_spec("templateflow")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("templateflow is not installed")
-    skeleton = Path(list(spec.submodule_search_locations)[0]) / "conf" / "templateflow-skel.zip"
-    assert skeleton.is_file(), skeleton
-    names = set(zipfile.ZipFile(skeleton).namelist())
-    calls = [m for cmd in dockerfile.runs(0) for m in re.finditer(r"api\.get\(([^()]*)\)", cmd)]
-    assert len(calls) >= 2, "the build should fetch at least the T1w template and its brain mask"
-    fetched = set()
-    for call in calls:
-        tree = ast.parse(f"f({call.group(1)})", mode="eval").body
-        template = ast.literal_eval(tree.args[0])
-        kw = {k.arg: ast.literal_eval(k.value) for k in tree.keywords}
-        entities = [f"res-{kw['resolution']}"] if kw.get("resolution") is not None else []
-        if kw.get("desc"):
-            entities.append(f"desc-{kw['desc']}")
-        name = "_".join([f"tpl-{template}", *entities, kw["suffix"]]) + kw.get("extension", ".nii.gz")
-        path = f"tpl-{template}/{name}"
-        assert path in names, f"TemplateFlow has no {path}"
-        fetched.add((template, kw["suffix"], kw.get("desc")))
-    from bids_usb.model import TEMPLATE_SPACE
-
-    assert (TEMPLATE_SPACE, "T1w", None) in fetched and (TEMPLATE_SPACE, "mask", "brain") in fetched
-
-
 def test_hadolint():
     exe = shutil.which("hadolint") or next(
         (str(p) for p in [Path(sys.executable).parent / "hadolint"] if p.is_file()), None
@@ -732,11 +695,10 @@ def test_build_script_passes_only_the_dockerfiles_args(dockerfile):
             i.args.partition("=")[0].strip() for i in dockerfile.of("ARG", stage)
         }
     passed = set(re.findall(r"--build-arg[ \"']+(\w+)=", text))
-    assert {"PYTHON_IMAGE", "TORCH_FIND_LINKS", "FETCH_TEMPLATEFLOW", "VERSION"} <= passed
+    assert {"PYTHON_IMAGE", "TORCH_FIND_LINKS", "VERSION"} <= passed
     assert passed <= declared, f"the script passes build arguments the Dockerfile lacks: {sorted(passed - declared)}"
     for default in ("TORCH_FIND_LINKS",):
         assert dockerfile.args(0).get(default) == "", f"{default} must be empty by default (PyPI's torch for users)"
-    assert dockerfile.args(0).get("FETCH_TEMPLATEFLOW") == "1", "the templates must be fetched by default"
     bash = shutil.which("bash")
     if bash:
         proc = subprocess.run([bash, "-n", str(BUILD_SCRIPT)], capture_output=True, text=True, check=False)
