@@ -274,7 +274,8 @@ def _configure_logging(verbose: int) -> None:
     libraries' only from -v on; stdout is left to the paths of what was written."""
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("bids_usb").setLevel(min(level, logging.INFO))
+    for name in ("bids_usb", "usb_model"):  # their progress lines show by default
+        logging.getLogger(name).setLevel(min(level, logging.INFO))
     if verbose < 2:
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)

@@ -80,6 +80,15 @@ def test_exit_code_and_missing_participant(run):
     assert str(run["out"] / "sub-01.html") in proc.stdout
 
 
+def test_stdout_is_report_paths_and_stderr_shows_progress(run):
+    """``bids_usb ... 2>/dev/null`` prints only report paths; progress is on stderr by default."""
+    proc = run["proc"]
+    lines = proc.stdout.split()
+    assert lines and all(line.endswith(".html") for line in lines), proc.stdout[-2000:]
+    assert "bids_usb.progress" in proc.stderr and "usb done" in proc.stderr  # a line per finished node
+    assert "sub-05" in proc.stderr.splitlines()[-1]  # the failure's one line is the last
+
+
 def test_nothing_is_written_into_the_input(run, dataset):
     assert _snapshot(dataset) == run["before"]
 

@@ -11,6 +11,8 @@ Everything here works on the model grid: images in [0, 1] and binary masks shape
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +29,8 @@ from .diffusion import Diffusion
 from .fill import brain_region, intensity_line, prefill
 from .guidance import acg_weight, apply_guidance, lcg_weight, soft_lesion_map
 from .networks import USBNetworks
+
+log = logging.getLogger("usb_model.sampling")
 
 
 @dataclass
@@ -381,7 +385,11 @@ class USB:
         """
         eta = self.cfg.sampling.ddim_eta if ddim_eta is None else ddim_eta
         clip = self.cfg.training.condition_clip
-        for t, t_prev in zip(timesteps, [*timesteps[1:], -1]):
+        report = max(1, len(timesteps) // 10)  # progress about every tenth of the walk
+        started = time.perf_counter()
+        for i, (t, t_prev) in enumerate(zip(timesteps, [*timesteps[1:], -1])):
+            if i and i % report == 0:
+                log.info("sampling step %d/%d (t = %d, %.1f s)", i, len(timesteps), t, time.perf_counter() - started)
             if x_t is not None:
                 eps_x = self._eps(self.networks.lesion, x_t, y_t, t)
                 condition = self.diffusion.brain_condition(x_t, eps_x, t, clip)

@@ -9,6 +9,8 @@ calls the same function with a cohort's preprocessed brains.
 
 from __future__ import annotations
 
+import logging
+import sys
 from pathlib import Path
 
 import click
@@ -62,6 +64,11 @@ def main(out_dir, preset, steps_text, seed, device, threads, save_every, log_eve
 
     if threads:
         torch.set_num_threads(threads)
+    # Progress (one line per logged step) on stderr; stdout gets the checkpoint's path only.
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr
+    )
+    logging.getLogger("usb_model").setLevel(logging.INFO)
     cfg = load_config(preset)
     steps = parse_steps(steps_text)
     dataset = build_dataset(cfg, seed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import math
 import time
 import warnings
@@ -37,6 +38,8 @@ LOG_FILE = "log.tsv"
 STATE_FORMAT = "usb-train-state/1"
 # Sections whose change would make saved weights meaningless; training settings may change.
 ARCHITECTURE = ("grid", "autoencoder", "denoiser", "schedule")
+
+log = logging.getLogger("usb_model.train")
 
 
 @torch.no_grad()
@@ -364,7 +367,7 @@ class Trainer:
             self.seconds[stage] += now - clock
             clock = now
             if (step + 1) % self.log_every == 0 or step + 1 == target:
-                self._log(stage, step + 1, window)
+                self._log(stage, step + 1, window, target)
                 window = {}
             if (step + 1) % self.save_every == 0 or step + 1 == target:
                 self.save()
@@ -494,8 +497,9 @@ class Trainer:
         self.ema["brain"].update(self.networks.brain)
         return {"loss": loss.item()}
 
-    def _log(self, stage: str, step: int, window: dict[str, list[float]]) -> None:
-        """Mean of each term over the window and over ranks; rank 0 appends the row."""
+    def _log(self, stage: str, step: int, window: dict[str, list[float]], target: int | None = None) -> None:
+        """Mean of each term over the window and over ranks; rank 0 appends the row to the log
+        file and reports progress (the ``usb_model.train`` logger, INFO)."""
         keys = sorted(window)
         means = torch.tensor([sum(window[k]) / len(window[k]) for k in keys], dtype=torch.float64, device=self.device)
         means = self.ctx.all_mean(means).tolist()
@@ -511,6 +515,15 @@ class Trainer:
         row.update(dict(zip(keys, means)))
         self.out_dir.mkdir(parents=True, exist_ok=True)
         append_log(self.log_path, row)
+        loss = row.get("loss")
+        log.info(
+            "%s step %d/%s%s (%.0f s)",
+            stage,
+            step,
+            target if target is not None else "?",
+            f": loss {loss:.4g}" if isinstance(loss, float) else "",
+            self.seconds[stage],
+        )
 
     def close(self) -> None:
         """Leave the process group if this trainer created it."""
