@@ -157,7 +157,9 @@ def _run_jobs(
     reports = _write_reports(graph, jobs, bundle, settings, output_dir)
     for path in reports:
         print(path)
-    if failures:
+    if failures:  # repeated last, so that a log's last line says why the exit code is not 0
+        more = f" ({len(failures) - 1} more failure(s) above)" if len(failures) > 1 else ""
+        print(f"bids_usb: error: {failures[0]}{more}", file=sys.stderr, flush=True)
         return failures[0].exit_code
     return 0
 
