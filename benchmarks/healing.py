@@ -73,6 +73,12 @@ USB_METHODS = {
     "usb_mask": [],  # the default: mask mode where a mask exists (the controls, without one, go to detection)
     "usb_acg": ["--heal-mode", "acg", "--t-start", "300", "--steps", "300"],
 }
+# Variants measured on request (--methods), e.g. a fill other than the model's default.
+EXTRA_METHODS = {
+    "usb_mask_graft": ["--fill", "graft"],
+    "usb_mask_wm": ["--fill", "wm"],
+    "usb_mask_auto": ["--fill", "auto"],
+}
 SWEEP = [(100, 34), (200, 20), (200, 67), (300, 100)]  # (t_start, steps) of the mask mode
 
 
@@ -300,20 +306,41 @@ def main(argv=None) -> int:
     parser.add_argument("--work", type=Path, default=ROOT / "scratch" / "healing")
     parser.add_argument("--cases-per-class", type=int, default=2)
     parser.add_argument("--no-sweep", action="store_true")
+    parser.add_argument(
+        "--classes", default=None, help="comma-separated lesion classes (and 'control') to run; default all"
+    )
+    parser.add_argument(
+        "--methods",
+        default=None,
+        help=f"comma-separated USB methods; default {','.join(USB_METHODS)} (also: {','.join(EXTRA_METHODS)})",
+    )
+    parser.add_argument("--no-detect", action="store_true", help="skip the mask-free detection run")
+    parser.add_argument("--results", default="healing.json", help="file name under benchmarks/results/")
     args = parser.parse_args(argv)
     work = args.work.absolute()
     cases = plan(args.cases_per_class)
+    if args.classes:
+        keep = set(args.classes.split(","))
+        cases = [c for c in cases if (c["class"] or "control") in keep]
+    methods = {**USB_METHODS, **EXTRA_METHODS}
+    chosen = args.methods.split(",") if args.methods else list(USB_METHODS)
+    usb_methods = {name: methods[name] for name in chosen}
     clock = time.perf_counter()
     write_datasets(work, cases)
     print(f"datasets written ({time.perf_counter() - clock:.0f} s)", flush=True)
     wall = {}
-    for method, extra in USB_METHODS.items():
+    for method, extra in usb_methods.items():
         wall[method] = run_app(work / "bids", work / "out" / method, work / "work", args.model, extra)
         print(f"{method}: {wall[method]:.0f} s for {len(cases)} scans", flush=True)
-    wall["usb_detect"] = run_app(
-        work / "bids_nomask", work / "out" / "usb_detect", work / "work_nomask", args.model, ["--heal-mode", "detect"]
-    )
-    print(f"usb_detect: {wall['usb_detect']:.0f} s", flush=True)
+    if not args.no_detect:
+        wall["usb_detect"] = run_app(
+            work / "bids_nomask",
+            work / "out" / "usb_detect",
+            work / "work_nomask",
+            args.model,
+            ["--heal-mode", "detect"],
+        )
+        print(f"usb_detect: {wall['usb_detect']:.0f} s", flush=True)
     sweep_runs = {}
     if not args.no_sweep:
         iso = [c["sub"] for c in cases if c["grid"] == "iso1" and c["class"]]
@@ -346,6 +373,8 @@ def main(argv=None) -> int:
         anat = work / "bids" / f"sub-{sub}" / "anat" / f"sub-{sub}_T1w.nii.gz"
         lesioned = np.asanyarray(nib.load(str(anat)).dataobj).astype(np.float32)
         zooms = truth_img.header.get_zooms()[:3]
+        if case["class"] is None and args.no_detect:
+            continue
         if case["class"] is None:
             for method, out in (("usb_detect", work / "out" / "usb_detect"),):
                 healed = np.asanyarray(nib.load(str(app_output(out, sub))).dataobj).astype(np.float32)
@@ -374,11 +403,11 @@ def main(argv=None) -> int:
                 lesioned, lesion, registered_template(work / "out" / "usb_mask", sub, anat), brain=brain
             ),
         }
-        for method in USB_METHODS:
+        for method in usb_methods:
             preds[method] = np.asanyarray(nib.load(str(app_output(work / "out" / method, sub))).dataobj).astype(
                 np.float32
             )
-        if case["grid"] == "iso1":
+        if case["grid"] == "iso1" and not args.no_detect:
             out = work / "out" / "usb_detect"
             preds["usb_detect"] = np.asanyarray(nib.load(str(app_output(out, sub))).dataobj).astype(np.float32)
             det_path = app_output(out, sub, "detected", "mask")
@@ -431,8 +460,9 @@ def main(argv=None) -> int:
                 )
 
     result = summarise(rows, control_rows, detect_rows, sweep_rows, wall, cases, args)
-    write_text(RESULTS / "healing.json", json.dumps(result, indent=2) + "\n")
-    figure(figure_cases)
+    write_text(RESULTS / args.results, json.dumps(result, indent=2) + "\n")
+    if args.results == "healing.json":  # the full run makes the figure
+        figure(figure_cases)
     print(json.dumps(result["summary"], indent=1))
     return 0
 
@@ -478,7 +508,12 @@ def summarise(rows, control_rows, detect_rows, sweep_rows, wall, cases, args) ->
     return {
         "command": "python benchmarks/healing.py"
         + (f" --model {args.model}" if args.model else "")
-        + f" --cases-per-class {args.cases_per_class}",
+        + f" --cases-per-class {args.cases_per_class}"
+        + (f" --classes {args.classes}" if args.classes else "")
+        + (f" --methods {args.methods}" if args.methods else "")
+        + (" --no-sweep" if args.no_sweep else "")
+        + (" --no-detect" if args.no_detect else "")
+        + (f" --results {args.results}" if args.results != "healing.json" else ""),
         "date": time.strftime("%Y-%m-%d"),
         "model": str(args.model or "bundled demo"),
         "seed": SEED,

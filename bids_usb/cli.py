@@ -127,9 +127,11 @@ def _opt(*names, **kw):
 )
 @_opt(
     "--fill",
-    type=click.Choice(["graft", "wm", "none"]),
+    type=click.Choice(["auto", "graft", "wm", "none"]),
     default=None,
-    help="heal (mask, detect): what the lesion holds before USB refines it: a template graft (default), a white-matter fill, or the lesion itself.",
+    help="heal (mask, detect): what the lesion holds before USB refines it: a template graft, a white-matter fill, "
+    "'auto' (the white-matter fill for lesions inside white matter, else the graft), or the lesion itself "
+    "(default: the model's).",
 )
 @_opt(
     "--detect-threshold",

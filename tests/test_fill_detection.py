@@ -44,6 +44,23 @@ def test_template_graft_maps_the_template_onto_the_scan(scene):
         prefill(lesioned, lesion, "paint")
 
 
+def test_auto_fill_uses_white_matter_inside_white_matter_and_the_graft_elsewhere(scene):
+    """Per component: the lesion in the white core gets the white-matter fill; one on the grey
+    shell gets the template's anatomy."""
+    healthy, lesioned, lesion, brain = scene
+    z, y, x = np.mgrid[:24, :24, :24]
+    cortical = (np.abs(x - 12) < 2) & (np.abs(y - 12) < 2) & (np.abs(z - 20) < 2) & brain
+    lesioned = np.where(cortical, 0.1, lesioned).astype(np.float32)
+    both = lesion | cortical
+    template = np.where(brain, 0.3, 0.0).astype(np.float32)  # a template that differs in the white core
+    template[~both] = healthy[~both] * 0.5  # ... and maps onto the scan by a line outside the lesions
+    out = prefill(lesioned, both, "auto", template=template)
+    assert np.allclose(out[lesion], 0.9, atol=1e-6)  # white-matter fill, not the template
+    graft = template_graft(lesioned, both, template)
+    assert np.allclose(out[cortical], graft[cortical], atol=1e-5)  # the graft
+    assert np.array_equal(out[~both], lesioned[~both])
+
+
 def test_heal_composite_fills_the_lesion_and_adds_only_the_change_around_it(scene):
     healthy, lesioned, lesion, brain = scene
     healed = np.full_like(lesioned, 0.7)  # a blurry decoder: wrong everywhere...

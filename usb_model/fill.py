@@ -18,7 +18,12 @@ from __future__ import annotations
 
 import numpy as np
 
-FILLS = ("graft", "wm", "none")
+FILLS = ("auto", "graft", "wm", "none")
+
+#: ``auto``: a lesion component whose rim is at least this share white matter is a white-matter
+#: lesion (WMH, a lacune in the centrum semiovale) and gets the white-matter fill; any other
+#: (cortical, deep grey, territorial) gets the template graft.
+AUTO_WM_RIM = 0.5
 
 #: White matter on a T1w brain without a tissue map: voxels at least this fraction of the brain's
 #: 99th intensity percentile (white matter is the bright mode of a T1w brain; grey matter sits
@@ -88,15 +93,45 @@ def template_graft(image, mask, template, *, brain=None) -> np.ndarray:
 
 
 def prefill(image, mask, kind: str, *, template=None) -> np.ndarray:
-    """``image`` with its lesion filled by ``kind`` (``graft``, ``wm`` or ``none``).
+    """``image`` with its lesion filled by ``kind`` (``auto``, ``graft``, ``wm`` or ``none``).
 
     ``graft`` without a template falls back to ``wm``: a checkpoint without a template on its
-    grid cannot graft.
+    grid cannot graft. ``auto`` decides per connected component of the mask
+    (``white_matter_lesions``): the white-matter fill inside white matter, where the template's
+    anatomy adds nothing but its own intensity, and the graft elsewhere, where anatomy matters.
     """
     if kind not in FILLS:
         raise ValueError(f"unknown fill {kind!r}; choose one of {', '.join(FILLS)}")
+    image = np.asarray(image, dtype=np.float32)
+    mask = np.asarray(mask) > 0
     if kind == "none":
-        return np.asarray(image, dtype=np.float32)
+        return image
+    if kind == "auto":
+        in_wm = white_matter_lesions(image, mask)
+        # Both fills see the scan as it is, every lesion excluded from their fits.
+        out = wm_fill(image, mask, noise=False)
+        rest = mask & ~in_wm
+        if rest.any() and template is not None:
+            out[rest] = template_graft(image, mask, template)[rest]
+        return out
     if kind == "graft" and template is not None:
         return template_graft(image, mask, template)
     return wm_fill(image, mask, noise=False)
+
+
+def white_matter_lesions(image, mask) -> np.ndarray:
+    """The components of ``mask`` whose one-voxel rim (inside the brain) is mostly white matter."""
+    from scipy import ndimage
+
+    image = np.asarray(image, dtype=np.float32)
+    mask = np.asarray(mask) > 0
+    brain = brain_region(image) | mask
+    wm = white_matter(image, brain, mask)
+    labels, n = ndimage.label(mask)
+    out = np.zeros_like(mask)
+    for index in range(1, n + 1):
+        component = labels == index
+        rim = ndimage.binary_dilation(component) & ~mask & brain
+        if rim.any() and wm[rim].mean() >= AUTO_WM_RIM:
+            out |= component
+    return out
