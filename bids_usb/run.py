@@ -17,7 +17,6 @@ from pathlib import Path
 from .config import RunConfig
 from .dataset import collect, validate_dataset
 from .errors import BidsUsbError, DataError, NoInput, NothingSelected, UsageError
-from .images import file_stem
 from .progress import NodeProgress, count_nodes
 
 log = logging.getLogger("bids_usb")
@@ -142,7 +141,7 @@ def _run_jobs(
     plugin_args.setdefault("status_callback", NodeProgress(count_nodes(wf)))
     started = time.time()
     try:
-        graph = wf.run(plugin=plugin, plugin_args=plugin_args)
+        wf.run(plugin=plugin, plugin_args=plugin_args)
     except RuntimeError as exc:
         data_errors = node_data_errors(work_dir / "crashes", started, jobs)
         if data_errors:
@@ -154,9 +153,9 @@ def _run_jobs(
         ) from exc
     log.info("workflow finished in %.1f s", time.time() - started)
 
-    reports = _write_reports(graph, jobs, bundle, settings, output_dir)
-    for path in reports:
-        print(path)
+    # The report nodes (one per participant, in the graph) wrote these.
+    for subject in dict.fromkeys(job.entities["subject"] for job in jobs):
+        print(output_dir / f"sub-{subject}.html", flush=True)
     if failures:  # repeated last, so that a log's last line says why the exit code is not 0
         more = f" ({len(failures) - 1} more failure(s) above)" if len(failures) > 1 else ""
         print(f"bids_usb: error: {failures[0]}{more}", file=sys.stderr, flush=True)
@@ -220,39 +219,3 @@ def _donor(label: str, bids_dir: Path, bundle, config: RunConfig):
         lesion_mask=donor.lesion_mask,
         orientation=config.workflow.assume_orientation,
     )
-
-
-def _write_reports(graph, jobs, bundle, settings, output_dir: Path) -> list[Path]:
-    """One HTML per participant, from the finished graph: its sink outputs and node timings."""
-    from usb_model import __version__
-
-    from .reports.participant import ImageReport, write_participant_report
-
-    nodes = {node.fullname: node for node in graph.nodes()}
-    template = nodes["bids_usb_wf.model_template"].result.outputs.template
-    by_subject: dict[str, list] = {}
-    for job in jobs:
-        prefix = f"bids_usb_wf.image_{job.name}_wf."
-        timings = {}
-        for fullname, node in nodes.items():
-            if fullname.startswith(prefix):
-                runtime = getattr(node.result, "runtime", None)
-                timings[fullname[len(prefix) :]] = float(getattr(runtime, "duration", 0.0) or 0.0)
-        sink = nodes[prefix + "derivatives"].result.outputs
-        usb = nodes[prefix + "usb"].result.outputs
-        prepared = nodes[prefix + "prepare"].result.outputs
-        report = ImageReport(
-            name=file_stem(job.anat),
-            anat=job.anat,
-            written=dict(sink.written),
-            template=Path(template),
-            task=settings.task,
-            parameters={**dict(usb.parameters), "skull_stripped": settings.skull_stripped},
-            timings=timings,
-            model={"Name": bundle.name, "SHA256": bundle.sha256, "Contrast": bundle.contrast, "Path": str(bundle.path)},
-            warnings=list(prepared.warnings or []),
-        )
-        by_subject.setdefault(job.entities["subject"], []).append(report)
-    return [
-        write_participant_report(output_dir, subject, images, __version__) for subject, images in by_subject.items()
-    ]

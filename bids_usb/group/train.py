@@ -193,7 +193,7 @@ def _prepare(config, cfg, model_dir: Path, steps: dict[str, int]) -> dict[str, A
     from ..dataset import collect, validate_dataset
     from ..derivatives import init_dataset
     from ..inputs import prepare_inputs
-    from ..workflows.group import TrainImage, init_group_train_wf, model_grid_outputs
+    from ..workflows.group import TrainImage, arrays_dir, init_group_train_wf
 
     bids_dir: Path = config.execution.bids_dir
     output_dir: Path = config.execution.output_dir
@@ -264,36 +264,29 @@ def _prepare(config, cfg, model_dir: Path, steps: dict[str, int]) -> dict[str, A
     )
     started = time.time()
     try:
-        graph = wf.run(plugin=plugin, plugin_args=plugin_args)
+        wf.run(plugin=plugin, plugin_args=plugin_args)
     except RuntimeError as exc:
         raise BidsUsbError(
             f"the preprocessing workflow failed ({exc}); see the crash files in {work_dir / 'crashes'} and rerun to resume"
         ) from exc
     log.info("preprocessing finished in %.1f s", time.time() - started)
-    results = model_grid_outputs(graph, images)
-
-    import numpy as np
-
-    arrays = (
-        work_dir
-        / "bids_usb_group_arrays"
-        / ("x".join(map(str, cfg.grid.shape)) + "_" + "x".join(f"{v:g}" for v in cfg.grid.voxel_size) + "mm")
-    )
+    # The TrainingArray nodes wrote each image's volume at a known path.
+    arrays = arrays_dir(work_dir, cfg.grid.shape, cfg.grid.voxel_size)
     brains, masks, mask_sources, sources = [], [], [], []
     for image in images:
-        res = results[image.name]
         if image.healthy:
-            brains.append(_as_npy(res["image"], arrays / f"{image.name}.npy"))
+            brains.append(str(arrays / f"{image.name}.npy"))
             sources.append(str(image.anat))
-        elif res["lesion_mask"]:
-            npy = _as_npy(res["lesion_mask"], arrays / f"{image.name}_lesion.npy", binary=True)
-            if np.load(npy, mmap_mode="r").any():
-                masks.append(npy)
-                mask_sources.append(str(image.lesion_mask))
-            else:
-                warn(
-                    f"{image.lesion_mask}: no lesion voxel is left on the {'x'.join(map(str, cfg.grid.shape))} model grid; not used as a shape prior"
-                )
+            continue
+        npy = arrays / f"{image.name}_lesion.npy"
+        if npy.is_file():
+            masks.append(str(npy))
+            mask_sources.append(str(image.lesion_mask))
+        else:
+            warn(
+                f"{image.lesion_mask}: no lesion voxel is left on the {'x'.join(map(str, cfg.grid.shape))} model grid; "
+                "not used as a shape prior"
+            )
     init_dataset(output_dir, bids_dir)
     add_bidsignore(output_dir)
     _apply_plan(model_dir, plan)
@@ -305,30 +298,6 @@ def _prepare(config, cfg, model_dir: Path, steps: dict[str, int]) -> dict[str, A
         "plan": plan,
         "n_failed": len(failures),
     }
-
-
-def _as_npy(nifti: str, target: Path, binary: bool = False) -> str:
-    """The model-grid volume as an uncompressed float32 .npy next to nipype's cache (rewritten
-    when the NIfTI is newer): every rank, and every DataLoader worker, memory-maps it, so a
-    cohort is held once in the page cache, not once per process."""
-    import nibabel as nib
-    import numpy as np
-
-    source = Path(nifti)
-    if not target.is_file() or target.stat().st_mtime_ns < source.stat().st_mtime_ns:
-        data = np.asarray(nib.load(str(source)).dataobj, dtype=np.float32)
-        if binary:
-            data = (data > 0.5).astype(np.float32)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.npy")
-        np.save(tmp, data)
-        os.replace(tmp, target)
-    return str(target)
-
-
-# --------------------------------------------------------------------------------------------
-# Process group
-# --------------------------------------------------------------------------------------------
 
 
 def _join_group(ranks: _Ranks, device):

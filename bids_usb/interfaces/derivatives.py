@@ -8,13 +8,12 @@ from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
     Directory,
     File,
-    SimpleInterface,
-    TraitedSpec,
     isdefined,
     traits,
 )
 
 from ..outputs import write_participant_outputs
+from .base import TimedInterface, TimedOutputSpec
 
 _OPTIONAL = ("lesion_native", "uncertainty", "lesion_model", "anomaly", "detected")
 
@@ -47,11 +46,11 @@ class _SinkInputSpec(BaseInterfaceInputSpec):
     detected = File(exists=True, desc="heal without a mask: the detected lesion (native grid)")
 
 
-class _SinkOutputSpec(TraitedSpec):
+class _SinkOutputSpec(TimedOutputSpec):
     written = traits.Dict()
 
 
-class DerivativesSink(SimpleInterface):
+class DerivativesSink(TimedInterface):
     input_spec = _SinkInputSpec
     output_spec = _SinkOutputSpec
 

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, isdefined, traits
+from nipype.interfaces.base import BaseInterfaceInputSpec, File, isdefined, traits
 
 from .. import preprocessing as prep
 from ..images import load_image
 from ..native import to_native_edit
+from .base import TimedInterface, TimedOutputSpec
 
 
 class _NativeInputSpec(BaseInterfaceInputSpec):
@@ -33,7 +34,7 @@ class _NativeInputSpec(BaseInterfaceInputSpec):
     )
 
 
-class _NativeOutputSpec(TraitedSpec):
+class _NativeOutputSpec(TimedOutputSpec):
     out_file = File(exists=True)
     edit_region = File(exists=True)
     lesion_native = File(desc="the lesion (heal: as given; embed: as drawn) on the anat's grid")
@@ -41,7 +42,7 @@ class _NativeOutputSpec(TraitedSpec):
     anomaly = File(desc="the anomaly map on the anat's grid")
 
 
-class ToNative(SimpleInterface):
+class ToNative(TimedInterface):
     input_spec = _NativeInputSpec
     output_spec = _NativeOutputSpec
 

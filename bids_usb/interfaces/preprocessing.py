@@ -22,6 +22,7 @@ from usb_model.intensity import intensity_top
 from .. import inputs as inp
 from .. import preprocessing as prep
 from ..model import TEMPLATE_SPACE, ModelBundle
+from .base import TimedInterface, TimedOutputSpec
 
 
 def _save(img: nib.Nifti1Image, cwd: str, name: str) -> str:
@@ -61,14 +62,14 @@ class _PrepareInputSpec(BaseInterfaceInputSpec):
     )
 
 
-class _PrepareOutputSpec(TraitedSpec):
+class _PrepareOutputSpec(TimedOutputSpec):
     anat_ras = File(exists=True)
     lesion_ras = File(desc="the lesion mask on the anat's RAS grid (absent when there is none)")
     lesion_native = File(desc="the lesion mask on the anat's own grid, binary uint8")
     warnings = traits.List(traits.Str)
 
 
-class PrepareInputs(SimpleInterface):
+class PrepareInputs(TimedInterface):
     """Check the anat and mask, bring the mask onto the anat's grid, reorient both to RAS."""
 
     input_spec = _PrepareInputSpec
@@ -94,12 +95,12 @@ class _BiasInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True)
 
 
-class _BiasOutputSpec(TraitedSpec):
+class _BiasOutputSpec(TimedOutputSpec):
     out_file = File(exists=True)
     bias_field = File(exists=True)
 
 
-class BiasCorrect(SimpleInterface):
+class BiasCorrect(TimedInterface):
     """N4 bias-field correction (ANTs)."""
 
     input_spec = _BiasInputSpec
@@ -117,12 +118,12 @@ class _StripInputSpec(BaseInterfaceInputSpec):
     skull_stripped = traits.Bool(False, usedefault=True, desc="the input is already skull-stripped")
 
 
-class _StripOutputSpec(TraitedSpec):
+class _StripOutputSpec(TimedOutputSpec):
     brain_mask = File(exists=True)
     brain = File(exists=True)
 
 
-class SkullStrip(SimpleInterface):
+class SkullStrip(TimedInterface):
     """Brain mask with deepbet, or from the non-zero voxels of an already stripped image."""
 
     input_spec = _StripInputSpec
@@ -145,11 +146,11 @@ class _RegisterInputSpec(BaseInterfaceInputSpec):
     seed = traits.Int(0, usedefault=True, desc="seeds ANTs' random sampling of the metric (reproducible runs)")
 
 
-class _RegisterOutputSpec(TraitedSpec):
+class _RegisterOutputSpec(TimedOutputSpec):
     transform = File(exists=True, desc="native-to-template affine (ITK .mat)")
 
 
-class RegisterToTemplate(SimpleInterface):
+class RegisterToTemplate(TimedInterface):
     """Affine registration of the brain to the model's template, lesion masked out (ANTs)."""
 
     input_spec = _RegisterInputSpec
@@ -176,14 +177,14 @@ class _ToModelInputSpec(BaseInterfaceInputSpec):
     normalisation = traits.Enum("percentile", "minmax", usedefault=True, desc="the model's grid.normalisation")
 
 
-class _ToModelOutputSpec(TraitedSpec):
+class _ToModelOutputSpec(TimedOutputSpec):
     image = File(exists=True, desc="normalised brain on the model grid, [0, 1]")
     brain_mask = File(exists=True)
     lesion_mask = File(desc="lesion on the model grid")
     scale = traits.Float(desc="native intensity = model intensity x scale x bias")
 
 
-class ToModelGrid(SimpleInterface):
+class ToModelGrid(TimedInterface):
     """Resample to the model grid through the affine; normalise intensities to [0, 1]."""
 
     input_spec = _ToModelInputSpec
@@ -219,11 +220,11 @@ class _TemplateMaskInputSpec(BaseInterfaceInputSpec):
     template = File(exists=True, mandatory=True)
 
 
-class _TemplateMaskOutputSpec(TraitedSpec):
+class _TemplateMaskOutputSpec(TimedOutputSpec):
     lesion_mask = File(exists=True)
 
 
-class TemplateMaskToModel(SimpleInterface):
+class TemplateMaskToModel(TimedInterface):
     """A template-space lesion mask (any grid) onto the model grid, by world coordinates."""
 
     input_spec = _TemplateMaskInputSpec

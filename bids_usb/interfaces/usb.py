@@ -10,14 +10,13 @@ from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
     Directory,
     File,
-    SimpleInterface,
-    TraitedSpec,
     isdefined,
     traits,
 )
 
 from ..editing import run_edit
 from ..model import ModelBundle
+from .base import TimedInterface, TimedOutputSpec
 
 
 class _USBInputSpec(BaseInterfaceInputSpec):
@@ -31,7 +30,7 @@ class _USBInputSpec(BaseInterfaceInputSpec):
     device = traits.Str("auto", usedefault=True)
 
 
-class _USBOutputSpec(TraitedSpec):
+class _USBOutputSpec(TimedOutputSpec):
     edited = File(exists=True, desc="the edited brain on the model grid, [0, 1]")
     uncertainty = File(desc="voxelwise std over samples (only when n_samples > 1)")
     lesion_mask = File(desc="the lesion mask used, on the model grid")
@@ -42,7 +41,7 @@ class _USBOutputSpec(TraitedSpec):
     parameters = traits.Dict(desc="every parameter the sampler used, for the sidecars")
 
 
-class RunUSB(SimpleInterface):
+class RunUSB(TimedInterface):
     input_spec = _USBInputSpec
     output_spec = _USBOutputSpec
 

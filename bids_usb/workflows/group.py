@@ -19,7 +19,7 @@ from typing import Any
 from nipype.pipeline import engine as pe
 
 from ..images import node_name
-from ..interfaces.group import GridTemplate
+from ..interfaces.group import GridTemplate, TrainingArray
 from .participant import init_preprocess_wf
 
 WORKFLOW_NAME = "bids_usb_group_wf"
@@ -40,6 +40,12 @@ class TrainImage:
         return node_name(self.anat)
 
 
+def arrays_dir(work_dir: Path, grid_shape, voxel_size) -> Path:
+    """Where the training arrays of one grid are kept (inside the work directory)."""
+    grid = "x".join(str(int(s)) for s in grid_shape) + "_" + "x".join(f"{float(v):g}" for v in voxel_size) + "mm"
+    return Path(work_dir) / "bids_usb_group_arrays" / grid
+
+
 def init_group_train_wf(
     images: list[TrainImage],
     grid_shape,
@@ -51,12 +57,14 @@ def init_group_train_wf(
     omp_nthreads: int = 1,
 ) -> pe.Workflow:
     """One preprocessing sub-workflow per image (``image_<name>_wf``), all registered to the
-    template on the training grid (node ``grid_template``)."""
+    template on the training grid (node ``grid_template``), each ending in a ``TrainingArray``
+    node that writes its volume to ``arrays_dir(...)/<name>.npy`` (or ``<name>_lesion.npy``)."""
     wf = pe.Workflow(name=WORKFLOW_NAME, base_dir=str(work_dir))
     template = pe.Node(
         GridTemplate(shape=tuple(int(s) for s in grid_shape), voxel_size=tuple(float(v) for v in voxel_size)),
         name="grid_template",
     )
+    out_dir = arrays_dir(work_dir, grid_shape, voxel_size)
     for image in images:
         pre = init_preprocess_wf(
             image.anat,
@@ -67,24 +75,13 @@ def init_group_train_wf(
             omp_nthreads=omp_nthreads,
             name=f"image_{image.name}_wf",
         )
+        array = pe.Node(
+            TrainingArray(healthy=image.healthy, out_dir=str(out_dir), name=image.name),
+            name=f"array_{image.name}",
+            overwrite=True,  # cheap, and the file must exist whenever the run says it does
+        )
         wf.connect(template, "template", pre, "inputnode.template")
+        wf.connect(pre, "outputnode.image", array, "image")
+        if image.lesion_mask is not None:
+            wf.connect(pre, "outputnode.lesion_model", array, "lesion_mask")
     return wf
-
-
-def model_grid_outputs(graph, images: list[TrainImage]) -> dict[str, dict[str, Any]]:
-    """From the finished graph: per image name, its ``to_model_grid`` and ``prepare`` outputs
-    (``image``, ``brain_mask``, ``lesion_mask`` when there is one, ``warnings``)."""
-    nodes = {node.fullname: node for node in graph.nodes()}
-    out: dict[str, dict[str, Any]] = {}
-    for image in images:
-        prefix = f"{WORKFLOW_NAME}.image_{image.name}_wf."
-        grid = nodes[prefix + "to_model_grid"].result.outputs
-        prepared = nodes[prefix + "prepare"].result.outputs
-        lesion = getattr(grid, "lesion_mask", None)
-        out[image.name] = {
-            "image": str(grid.image),
-            "brain_mask": str(grid.brain_mask),
-            "lesion_mask": str(lesion) if lesion and isinstance(lesion, str) else None,
-            "warnings": list(prepared.warnings or []),
-        }
-    return out

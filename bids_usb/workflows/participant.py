@@ -16,9 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nipype.interfaces.utility import Merge
 from nipype.pipeline import engine as pe
 
-from ..images import node_name
+from usb_model import __version__
+
+from ..images import file_stem, node_name
 from ..interfaces.derivatives import DerivativesSink
 from ..interfaces.native import ToNative
 from ..interfaces.preprocessing import (
@@ -29,6 +32,7 @@ from ..interfaces.preprocessing import (
     SkullStrip,
     ToModelGrid,
 )
+from ..interfaces.reports import ImageSummary, ParticipantReport
 from ..interfaces.usb import RunUSB
 from ..model import ModelBundle
 
@@ -90,6 +94,7 @@ def init_participant_wf(
             name=f"donor_{donor.name}_wf",
         )
         wf.connect(template, "template", donor_wf, "inputnode.template")
+    by_subject: dict[str, list[pe.Workflow]] = {}
     for job in jobs:
         image_wf = init_image_wf(
             job, bundle, settings, bids_dir, output_dir, donor_lesion=donor.lesion_mask if donor else None
@@ -97,6 +102,28 @@ def init_participant_wf(
         wf.connect(template, "template", image_wf, "inputnode.template")
         if job.lesion_from is not None and donor_wf is not None:
             wf.connect(donor_wf, "outputnode.lesion_model", image_wf, "donor_input.lesion_model")
+        by_subject.setdefault(job.entities["subject"], []).append(image_wf)
+    for subject, image_wfs in by_subject.items():
+        merge = pe.Node(Merge(len(image_wfs)), name=f"summaries_sub_{node_name(subject)}", run_without_submitting=True)
+        report = pe.Node(
+            ParticipantReport(
+                output_dir=str(output_dir),
+                subject=subject,
+                version=__version__,
+                task=settings.task,
+                model={
+                    "Name": bundle.name,
+                    "SHA256": bundle.sha256,
+                    "Contrast": bundle.contrast,
+                    "Path": str(bundle.path),
+                },
+            ),
+            name=f"report_sub_{node_name(subject)}",
+            overwrite=True,  # the report always describes the output folder as it is now
+        )
+        for index, image_wf in enumerate(image_wfs, 1):
+            wf.connect(image_wf, "summary.summary", merge, f"in{index}")
+        wf.connect([(merge, report, [("out", "summaries")]), (template, report, [("template", "template")])])
     return wf
 
 
@@ -310,4 +337,29 @@ def init_image_wf(
         )
     if settings.n_samples > 1:
         wf.connect([(usb, native, [("uncertainty", "uncertainty")]), (native, sink, [("uncertainty", "uncertainty")])])
+
+    # What the participant's report needs about this image, each step's time included.
+    summary = pe.Node(
+        ImageSummary(name=file_stem(job.anat), anat=str(job.anat), skull_stripped=settings.skull_stripped),
+        name="summary",
+        run_without_submitting=True,
+    )
+    steps = {
+        "prepare": prepare,
+        "bias_correct": n4,
+        "skull_strip": strip,
+        "register": register,
+        "to_model_grid": to_model,
+        "usb": usb,
+        "to_native": native,
+        "derivatives": sink,
+    }
+    wf.connect([(node, summary, [("seconds", f"seconds_{step}")]) for step, node in steps.items()])
+    wf.connect(
+        [
+            (sink, summary, [("written", "written")]),
+            (usb, summary, [("parameters", "parameters")]),
+            (prepare, summary, [("warnings", "warnings")]),
+        ]
+    )
     return wf

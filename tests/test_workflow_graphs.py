@@ -1,0 +1,85 @@
+"""The participant graph for each combination of options, built but not run (as fMRIPrep's
+``workflows/tests/test_base.py`` does): the nodes an option adds are there, every image feeds
+its participant's report node, and the donor of ``--lesion-from`` feeds the images."""
+
+from __future__ import annotations
+
+import itertools
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from bids_usb.model import ModelBundle
+from bids_usb.workflows.participant import ImageJob, RunSettings, init_participant_wf
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("graphs")
+    out = {}
+    for sub in ("01", "02"):
+        anat = root / f"sub-{sub}_T1w.nii.gz"
+        nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4)), anat)
+        mask = root / f"sub-{sub}_label-lesion_roi.nii.gz"
+        nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.uint8), np.eye(4)), mask)
+        out[sub] = (anat, mask)
+    template_mask = root / "space-MNI152NLin2009aSym_mask.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.uint8), np.eye(4)), template_mask)
+    out["template_mask"] = template_mask
+    out["root"] = root
+    return out
+
+
+def _graph(wf):
+    flat = wf._create_flat_graph()  # nipype's own expansion of nested workflows
+    names = {n.fullname for n in flat.nodes()}
+    edges = {(a.fullname, b.fullname) for a, b in flat.edges()}
+    return names, edges
+
+
+CASES = list(itertools.product(["heal", "embed"], ["mask", "none", "template", "donor"], [1, 3]))
+
+
+@pytest.mark.parametrize("task,lesion,n_samples", CASES, ids=[f"{t}-{lesion}-n{n}" for t, lesion, n in CASES])
+def test_participant_graph(files, tiny_checkpoint, task, lesion, n_samples):
+    if task == "heal" and lesion in ("template", "donor"):
+        pytest.skip("template-space lesions and donors are for embedding")
+    if task == "embed" and lesion == "none":
+        pytest.skip("embedding needs a lesion (the run refuses it before building the graph)")
+    bundle = ModelBundle.open(tiny_checkpoint)
+    jobs, donor = [], None
+    for sub in ("01", "02"):
+        anat, mask = files[sub]
+        job = ImageJob(anat=anat, entities={"subject": sub})
+        if lesion == "mask":
+            job.lesion_mask = mask
+        elif lesion == "template":
+            job.template_lesion = files["template_mask"]
+        elif lesion == "donor":
+            job.lesion_from = files["01"][0]
+        jobs.append(job)
+    if lesion == "donor":
+        donor = ImageJob(anat=files["01"][0], entities={"subject": "01"}, lesion_mask=files["01"][1])
+    settings = RunSettings(task=task, n_samples=n_samples)
+    root = files["root"]
+    wf = init_participant_wf(jobs, bundle, settings, root, root / "out", root / "work", donor=donor)
+    names, edges = _graph(wf)
+    for job in jobs:
+        prefix = f"bids_usb_wf.image_{job.name}_wf."
+        for node in ("prepare", "bias_correct", "skull_strip", "register", "to_model_grid", "usb", "to_native"):
+            assert prefix + node in names
+            assert (prefix + node, prefix + "summary") in edges, f"{node}'s time must reach the report"
+        assert (prefix + "derivatives", prefix + "summary") in edges
+        subject = job.entities["subject"]
+        assert (prefix + "summary", f"bids_usb_wf.summaries_sub_{subject}") in edges
+        assert (f"bids_usb_wf.summaries_sub_{subject}", f"bids_usb_wf.report_sub_{subject}") in edges
+        assert (prefix + "template_lesion" in names) == (lesion == "template")
+        if lesion == "donor":
+            donor_out = f"bids_usb_wf.donor_{donor.name}_wf.outputnode"
+            assert (donor_out, prefix + "donor_input") in edges and (prefix + "donor_input", prefix + "usb") in edges, (
+                "the donor's lesion must reach the sampler"
+            )
+    assert any(n.startswith("bids_usb_wf.donor_") for n in names) == (lesion == "donor")
+    usb = [n for n in wf._create_flat_graph().nodes() if n.fullname.endswith(".usb")]
+    assert all(n.inputs.n_samples == n_samples and n.inputs.task == task for n in usb)
