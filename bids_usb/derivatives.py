@@ -55,6 +55,14 @@ def entity_order() -> list[str]:
     return order[:at] + ["from", "to", "mode"] + order[at:]
 
 
+def parse_entities(path: str | os.PathLike) -> dict[str, Any]:
+    """A file name's entities, suffix and extension, as pybids parses them (raw and derivative
+    entities alike): the one way this package reads BIDS names."""
+    from bids.layout import parse_file_entities
+
+    return parse_file_entities(str(path), config=["bids", "derivatives"])
+
+
 def bids_name(entities: dict[str, Any], suffix: str, extension: str) -> str:
     """``sub-01_ses-a_..._<suffix><extension>`` from pybids-style (long) or short entity names."""
     names = short_names()

@@ -9,7 +9,6 @@ registration for it would silently heal the wrong place.
 
 from __future__ import annotations
 
-import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import nibabel as nib
 import numpy as np
 from nibabel.processing import resample_from_to
 
+from .derivatives import parse_entities
 from .errors import DataError
 from .images import check_head, load_image, load_mask, same_grid
 
@@ -36,8 +36,7 @@ class PreparedInputs:
 
 
 def _space(path: str | Path) -> str | None:
-    m = re.search(r"_space-([a-zA-Z0-9]+)", Path(path).name)
-    return m.group(1) if m else None
+    return parse_entities(path).get("space")
 
 
 def head_mask(img: nib.Nifti1Image) -> np.ndarray:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,15 +35,16 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from ..derivatives import parse_entities
 from ..errors import DataError, NoInput, UsageError
 from ._common import add_bidsignore, finite_or_text, say, tsv_cell, warn, written
 
 #: A voxel of an embedded image counts as changed when it differs from the input by more than
 #: this fraction of the input brain's intensity range.
 CHANGE_THRESHOLD = 0.05
-OUTPUT_RE = re.compile(
-    r"^(?P<stem>sub-[a-zA-Z0-9]+(?:_[a-z]+-[a-zA-Z0-9]+)*)_desc-(?P<desc>healed|lesioned)_(?P<suffix>T1w|FLAIR)\.nii(?:\.gz)?$"
-)
+#: What a participant-level output image is: its desc and suffix (native space: no space-).
+OUTPUT_DESCS = {"healed": "heal", "lesioned": "embed"}
+CONTRASTS = ("T1w", "FLAIR")
 REGIONS = ("brain", "lesion", "outside")
 COLUMNS = [
     "participant_id",
@@ -91,12 +91,11 @@ class Output:
 
     @property
     def subject(self) -> str:
-        return self.stem.split("_")[0][4:]
+        return parse_entities(self.path)["subject"]
 
     @property
     def session(self) -> str | None:
-        m = re.search(r"_ses-([a-zA-Z0-9]+)", self.stem)
-        return m.group(1) if m else None
+        return parse_entities(self.path).get("session")
 
     def sibling(self, root: Path, name: str) -> Path:
         return root / self.folder / f"{self.stem}_{name}"
@@ -105,14 +104,16 @@ class Output:
 def find_outputs(output_dir: Path, participants: list[str] | None = None) -> list[Output]:
     found = []
     for path in sorted(output_dir.glob("sub-*/**/anat/*_desc-*.nii*")):
-        m = OUTPUT_RE.match(path.name)
-        if not m or "_space-" in m.group("stem"):
+        entities = parse_entities(path)
+        if entities.get("desc") not in OUTPUT_DESCS or entities.get("suffix") not in CONTRASTS:
+            continue
+        if "space" in entities or "subject" not in entities:
             continue
         out = Output(
             path=path,
-            stem=m.group("stem"),
-            task="heal" if m.group("desc") == "healed" else "embed",
-            suffix=m.group("suffix"),
+            stem=path.name.split("_desc-")[0],
+            task=OUTPUT_DESCS[entities["desc"]],
+            suffix=entities["suffix"],
             folder=path.parent.relative_to(output_dir),
         )
         if participants and out.subject not in participants:
@@ -339,7 +340,7 @@ def _generated_cohort(output_dir: Path) -> list[Path]:
     )
     if not ours:
         return []
-    return sorted(p for p in output_dir.glob("sub-*/anat/sub-*_*.nii*") if re.search(r"_(T1w|FLAIR)\.nii", p.name))
+    return sorted(p for p in output_dir.glob("sub-*/anat/sub-*_*.nii*") if parse_entities(p).get("suffix") in CONTRASTS)
 
 
 def _reference_cohort(bids_dir: Path, gt_dir: Path | None) -> tuple[list[tuple[Path, Path | None]], str]:
@@ -352,7 +353,7 @@ def _reference_cohort(bids_dir: Path, gt_dir: Path | None) -> tuple[list[tuple[P
     images = [
         p
         for p in sorted(bids_dir.glob("sub-*/**/anat/*.nii*"))
-        if re.search(r"_(T1w|FLAIR)\.nii", p.name) and "_desc-" not in p.name
+        if parse_entities(p).get("suffix") in CONTRASTS and "desc" not in parse_entities(p)
     ]
     return [(p, None) for p in images], f"the images of {bids_dir} (non-zero voxels: skull-stripped images are assumed)"
 

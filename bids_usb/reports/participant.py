@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 from usb_model.atomic import write_text
 
-from ..images import file_stem
+from ..derivatives import bids_name, parse_entities
 
 LOGGER = logging.getLogger("bids_usb.reports")
 
@@ -121,28 +121,23 @@ class ImageReport:
 # --- names ------------------------------------------------------------------------------------
 
 
-def _figure_stem(image: ImageReport) -> tuple[list[str], str]:
-    """(entities, suffix) of the input file name, e.g. (["sub-01", "ses-1"], "T1w")."""
-    stem = file_stem(image.anat)
-    parts = stem.split("_")
-    if (
-        len(parts) >= 2
-        and all(re.fullmatch(r"[a-zA-Z]+-[a-zA-Z0-9]+", p) for p in parts[:-1])
-        and re.fullmatch(r"[a-zA-Z0-9]+", parts[-1])
-    ):
-        return [p for p in parts[:-1] if not p.startswith("desc-")], parts[-1]
-    return [re.sub(r"[^a-zA-Z0-9-]", "", image.name) or "image"], "T1w"
+def _figure_stem(image: ImageReport) -> tuple[dict[str, Any], str]:
+    """(entities, suffix) of the input file name as pybids parses it, without ``desc``."""
+    parsed = parse_entities(image.anat)
+    suffix = parsed.get("suffix") or "T1w"
+    entities = {k: v for k, v in parsed.items() if k not in ("suffix", "extension", "datatype", "desc")}
+    if "subject" not in entities:  # not a BIDS name: keep the file's stem as the subject
+        entities = {"subject": re.sub(r"[^a-zA-Z0-9]", "", image.name) or "image"}
+    return entities, suffix
 
 
 def _figure_name(image: ImageReport, desc: str, space: str | None = None) -> str:
     entities, suffix = _figure_stem(image)
-    extra = [f"space-{space}"] if space else []
-    return "_".join([*entities, *extra, f"desc-{desc}", suffix]) + ".png"
+    return bids_name({**entities, "space": space, "desc": desc}, suffix, ".png")
 
 
 def _space(path: str | None) -> str | None:
-    m = re.search(r"_space-([a-zA-Z0-9]+)_", Path(path).name) if path else None
-    return m.group(1) if m else None
+    return parse_entities(path).get("space") if path else None
 
 
 def _anchor(text: str) -> str:
