@@ -358,3 +358,29 @@ def test_the_brain_condition_is_clamped_like_at_sampling():
     assert free.abs().max() > 5.0
     assert clamped.abs().max() <= 5.0
     assert torch.equal(clamped, free.clamp(-5, 5))
+
+
+def test_init_autoencoder_loads_checked_weights(tmp_path, tiny_cfg):
+    """usb-train --init-autoencoder: training continues from saved autoencoder weights (e.g. the
+    CPU-trained one in benchmarks/checkpoints); a file of another shape is refused by name."""
+    import torch
+    from safetensors.torch import save_file
+
+    from usb_model.checkpoint import CheckpointError
+    from usb_model.networks import USBNetworks
+    from usb_model.train.cli import networks_with_autoencoder
+
+    torch.manual_seed(1)
+    source = USBNetworks(tiny_cfg)
+    path = tmp_path / "ae.safetensors"
+    save_file({f"autoencoder.{k}": v.contiguous() for k, v in source.autoencoder.state_dict().items()}, str(path))
+    loaded = networks_with_autoencoder(tiny_cfg, path)
+    for key, value in source.autoencoder.state_dict().items():
+        assert torch.equal(loaded.autoencoder.state_dict()[key], value)
+    wrong = {
+        f"autoencoder.{k}": v[..., :1].contiguous() if v.dim() else v
+        for k, v in source.autoencoder.state_dict().items()
+    }
+    save_file(wrong, str(tmp_path / "wrong.safetensors"))
+    with pytest.raises(CheckpointError, match="wrong.safetensors"):
+        networks_with_autoencoder(tiny_cfg, tmp_path / "wrong.safetensors")

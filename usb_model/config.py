@@ -104,13 +104,10 @@ class SamplingConfig:
     # "auto" is "mask" with a mask and "detect" without.
     heal_mode: str = "auto"
     heal_fill: str = "graft"  # what the lesion is filled with before encoding (usb_model.fill)
-    t_start_mask: int = (
-        100  # start of mask-aware healing (t_start_heal is the paper's ACG healing's); benchmarks/healing.py sweep
-    )
-    band_mm: tuple[float, float] = (
-        1.0,
-        4.0,
-    )  # blend band around the lesion: weight 1 inside the first, 0 beyond the second
+    # Start of mask-aware healing (t_start_heal is the paper's ACG healing's); benchmarks/healing.py sweep.
+    t_start_mask: int = 100
+    # Blend band around the lesion: weight 1 inside the first distance (mm), 0 beyond the second.
+    band_mm: tuple[float, float] = (1.0, 4.0)
     detect_t_start: int = 400  # noise level of the healing pass whose departure from the input is the anomaly map
     detect_threshold: float = 0.1  # anomaly (decoded, [0, 1] intensity) above which a voxel is lesion
     detect_min_ml: float = 1.0  # smaller connected components are not lesions

@@ -55,7 +55,14 @@ def build_dataset(cfg, seed: int, images=None, lesion_masks=None, length: int = 
 @click.option("--save-every", type=int, default=50, show_default=True)
 @click.option("--log-every", type=int, default=10, show_default=True)
 @click.option("--resume/--no-resume", default=True, show_default=True)
-def main(out_dir, preset, steps_text, seed, device, threads, save_every, log_every, resume):
+@click.option(
+    "--init-autoencoder",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Start from these autoencoder weights (a safetensors file of autoencoder.* tensors, e.g. "
+    "benchmarks/checkpoints/ae_f2c4_step1300.safetensors); a resumed training state overrides them.",
+)
+def main(out_dir, preset, steps_text, seed, device, threads, save_every, log_every, resume, init_autoencoder):
     import torch
 
     from usb_model.config import load_config
@@ -72,6 +79,9 @@ def main(out_dir, preset, steps_text, seed, device, threads, save_every, log_eve
     cfg = load_config(preset)
     steps = parse_steps(steps_text)
     dataset = build_dataset(cfg, seed)
+    options = {}
+    if init_autoencoder is not None:
+        options["networks"] = networks_with_autoencoder(cfg, init_autoencoder)
     train_all(
         cfg,
         dataset,
@@ -83,8 +93,24 @@ def main(out_dir, preset, steps_text, seed, device, threads, save_every, log_eve
         save_every=save_every,
         seed=seed,
         training_data={"source": "usb_model.synth from the MNI ICBM 2009a template", "seed": seed},
+        **options,
     )
     click.echo(str(Path(out_dir) / "checkpoint"))
+
+
+def networks_with_autoencoder(cfg, path: Path):
+    """Fresh networks for ``cfg`` with the autoencoder's weights from ``path`` (checked: every
+    autoencoder tensor present and of the config's shape)."""
+    from safetensors.torch import load_file
+
+    from usb_model.checkpoint import load_weights
+    from usb_model.networks import USBNetworks
+
+    networks = USBNetworks(cfg)
+    prefix = "autoencoder."
+    tensors = {k[len(prefix) :]: v for k, v in load_file(str(path)).items() if k.startswith(prefix)}
+    load_weights(networks.autoencoder, tensors, source=path)
+    return networks
 
 
 if __name__ == "__main__":
