@@ -274,6 +274,33 @@ def calibration_section(c) -> list[str]:
     ]
 
 
+def fill_section(h) -> list[str]:
+    """The fill variants (benchmarks/healing.py --methods ... --results healing-fill.json)."""
+    if not h:
+        return []
+    out = [
+        "### Which fill USB starts from",
+        "",
+        f"`{h['command']}` ({h['date']}, {h['n_scans']} scans, single sample): `usb_mask` starts from the "
+        "model's default fill, `usb_mask_auto` from `--fill auto` (the white-matter fill for lesion components whose "
+        "rim is white matter, the template graft elsewhere). Lesion PSNR / SSIM (BraTS `inpainting`):",
+        "",
+    ]
+    summary = h["summary"]
+    classes = [k for k in ("all", "wmh", "lacune", "infarct", "territorial") if k in summary and summary[k]]
+    methods = list(summary["all"])
+    out += ["| method | " + " | ".join(classes) + " |", "| --- |" + " --- |" * len(classes)]
+    for m in methods:
+        cells = []
+        for k in classes:
+            v = summary[k].get(m, {})
+            psnr, ssim = v.get("psnr"), v.get("ssim")
+            cells.append("n/a" if psnr is None or psnr != psnr else f"{psnr:.2f} / {ssim:.3f}")
+        out.append(f"| {m} | " + " | ".join(cells) + " |")
+    out.append("")
+    return out
+
+
 def main() -> None:
     sampling = load("sampling-cpu.json")
     synth = load("synth.json")
@@ -291,6 +318,7 @@ def main() -> None:
     ]
     out += ["## Healing native scans end to end (what users run)", ""]
     out += healing_section(load("healing.json"))
+    out += fill_section(load("healing-fill.json"))
     out += calibration_section(load("detection-calibration.json"))
     out += ["## Autoencoder reconstruction", ""]
     out += autoencoder_section(load("autoencoder.json"))
