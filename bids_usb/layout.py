@@ -397,6 +397,12 @@ def _clean_entities(entities: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _layout(root: Path):
+    return bids_layout(root)
+
+
+def bids_layout(root: Path):
+    """A pybids layout of ``root`` with the raw and derivatives entities (no validation: lesion
+    ``_roi`` files and derivatives are kept). Both levels discover files through this."""
     from bids import BIDSLayout
 
     return BIDSLayout(str(root), validate=False, config=["bids", "derivatives"])

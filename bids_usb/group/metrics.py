@@ -37,6 +37,7 @@ import numpy as np
 
 from ..derivatives import parse_entities
 from ..errors import DataError, NoInput, UsageError
+from ..layout import bids_layout
 from ._common import add_bidsignore, finite_or_text, say, tsv_cell, warn, written
 
 #: A voxel of an embedded image counts as changed when it differs from the input by more than
@@ -102,13 +103,21 @@ class Output:
 
 
 def find_outputs(output_dir: Path, participants: list[str] | None = None) -> list[Output]:
+    """The participant level's native-space outputs in OUTPUT_DIR, found by pybids."""
+    from bids.layout import Query
+
     found = []
-    for path in sorted(output_dir.glob("sub-*/**/anat/*_desc-*.nii*")):
-        entities = parse_entities(path)
-        if entities.get("desc") not in OUTPUT_DESCS or entities.get("suffix") not in CONTRASTS:
-            continue
-        if "space" in entities or "subject" not in entities:
-            continue
+    files = bids_layout(output_dir).get(
+        datatype="anat",
+        desc=list(OUTPUT_DESCS),
+        suffix=list(CONTRASTS),
+        extension=[".nii", ".nii.gz"],
+        space=Query.NONE,
+        subject=list(participants) if participants else Query.ANY,
+    )
+    for item in sorted(files, key=lambda f: f.path):
+        path = Path(item.path)
+        entities = item.get_entities()
         out = Output(
             path=path,
             stem=path.name.split("_desc-")[0],
@@ -116,8 +125,6 @@ def find_outputs(output_dir: Path, participants: list[str] | None = None) -> lis
             suffix=entities["suffix"],
             folder=path.parent.relative_to(output_dir),
         )
-        if participants and out.subject not in participants:
-            continue
         sidecar = path.with_name(path.name.split(".nii")[0] + ".json")
         if sidecar.is_file():
             try:
