@@ -287,9 +287,10 @@ class RunConfig:
         lesion_from = opts.get("lesion_from")
         workflow = Workflow(
             task=task,
-            model=Path(opts["model"]) if opts.get("model") else None,
-            lesion_masks=opts.get("lesion_masks"),
-            lesion_mask=opts.get("lesion_mask"),
+            # Absolute: nipype runs each node in its own folder, where a relative path means nothing.
+            model=Path(opts["model"]).expanduser().absolute() if opts.get("model") else None,
+            lesion_masks=_absolute(opts.get("lesion_masks")),
+            lesion_mask=_absolute(opts.get("lesion_mask")),
             lesion_from=lesion_from[4:] if lesion_from and lesion_from.startswith("sub-") else lesion_from,
             sampling=sampling_from_options(opts, task),
             n_samples=int(opts.get("n_samples") or 1),
@@ -329,6 +330,10 @@ class RunConfig:
                 raise UsageError(
                     f"{option_flag(name)} does not apply to the {scope.replace(':', ' ')} run; it is for: {where}"
                 )
+
+
+def _absolute(path) -> Path | None:
+    return Path(path).expanduser().absolute() if path else None
 
 
 def option_flag(name: str) -> str:

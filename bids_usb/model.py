@@ -43,7 +43,8 @@ class ModelBundle:
 
     @classmethod
     def open(cls, path: str | Path | None) -> ModelBundle:
-        path = Path(path) if path is not None else default_model_dir()
+        # Absolute: the workflow's nodes run in folders of their own.
+        path = Path(path).expanduser().absolute() if path is not None else default_model_dir()
         if (path / "checkpoint" / CONFIG_FILE).is_file():  # a training directory (usb-train, group train)
             path = path / "checkpoint"
         if not path.is_dir():

@@ -61,3 +61,17 @@ def test_options_that_apply_are_accepted():
         given=["group_task", "preset", "train_steps"],
     )
     assert config.scope == "group:train" and config.group.preset == "tiny"
+
+
+def test_paths_the_workflow_reads_are_made_absolute(tmp_path, monkeypatch, tiny_checkpoint):
+    """nipype runs each node in its own folder: a relative --model or --lesion-mask given on the
+    command line (found in the main process) would name nothing there."""
+    import shutil
+
+    from bids_usb.model import ModelBundle
+
+    shutil.copytree(tiny_checkpoint, tmp_path / "tiny")
+    monkeypatch.chdir(tmp_path)
+    config = RunConfig.from_options(_opts(model="tiny", task="embed", lesion_mask="mask.nii.gz"), given=["task"])
+    assert config.workflow.model == tmp_path / "tiny" and config.workflow.lesion_mask == tmp_path / "mask.nii.gz"
+    assert ModelBundle.open("tiny").path == tmp_path / "tiny"
