@@ -66,7 +66,7 @@ def assume_orientation(img: nib.Nifti1Image, orientation: str) -> nib.Nifti1Imag
         affine = header.get_base_affine()
     else:
         raise ValueError(f"unknown orientation {orientation!r}; use one of {ORIENTATIONS}")
-    out = nib.Nifti1Image(np.asanyarray(img.dataobj), affine, header)
+    out = nib.Nifti1Image(img.dataobj, affine, header)  # the data stay lazy (an array proxy) when they were
     out.set_sform(affine, code="scanner")
     out.set_qform(affine, code="scanner")
     return out

@@ -396,10 +396,6 @@ def _clean_entities(entities: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _layout(root: Path):
-    return bids_layout(root)
-
-
 def bids_layout(root: Path):
     """A pybids layout of ``root`` with the raw and derivatives entities (no validation: lesion
     ``_roi`` files and derivatives are kept). Both levels discover files through this."""
@@ -453,7 +449,7 @@ def _raw_masks(layout, subjects: list[str], lesion_query: dict) -> list[_Mask]:
 
 
 def _derivative_masks(root: Path, rank: int, subjects: list[str], lesion_query: dict) -> list[_Mask]:
-    layout = _layout(root)
+    layout = bids_layout(root)
     masks: list[_Mask] = []
     query = dict(
         datatype="anat",
@@ -590,7 +586,7 @@ def collect_inputs(
     filters = _normalise_filter(bids_filter, "bids filter") if bids_filter else {}
     mask_roots = _derivative_roots(lesion_masks_dir, derivatives)
 
-    layout = _layout(root)
+    layout = bids_layout(root)
     known_entities = layout.get_entities().keys()
     available = sorted(layout.get_subjects())
 

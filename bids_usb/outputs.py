@@ -12,7 +12,7 @@ import numpy as np
 from usb_model.atomic import atomic_write
 
 from . import derivatives as d
-from .images import load_image
+from .images import check_orientation
 from .model import TEMPLATE_SPACE
 from .native import from_ras
 
@@ -39,7 +39,8 @@ def write_participant_outputs(
     Returns {role: written path}.
     """
     output_dir, anat = Path(output_dir), Path(anat)
-    original = load_image(anat, orientation=orientation)
+    # Only the grid and orientation are needed here (the data were checked and read upstream).
+    original = check_orientation(nib.load(str(anat)), anat, "image", orientation)
     src = d.bids_uri("raw", bids_dir, anat)
     sources = [src]
     if lesion_source is not None:

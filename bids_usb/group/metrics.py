@@ -357,11 +357,8 @@ def _reference_cohort(bids_dir: Path, gt_dir: Path | None) -> tuple[list[tuple[P
             stem = p.name.split("_desc-healthy_")[0]
             pairs.append((p, _gz_or_nii(p.parent / f"{stem}_desc-brain_mask")))
         return pairs, f"the healthy images of {gt_dir}"
-    images = [
-        p
-        for p in sorted(bids_dir.glob("sub-*/**/anat/*.nii*"))
-        if parse_entities(p).get("suffix") in CONTRASTS and "desc" not in parse_entities(p)
-    ]
+    parsed = ((p, parse_entities(p)) for p in sorted(bids_dir.glob("sub-*/**/anat/*.nii*")))
+    images = [p for p, entities in parsed if entities.get("suffix") in CONTRASTS and "desc" not in entities]
     return [(p, None) for p in images], f"the images of {bids_dir} (non-zero voxels: skull-stripped images are assumed)"
 
 

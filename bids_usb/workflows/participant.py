@@ -81,18 +81,7 @@ def init_participant_wf(
     template = pe.Node(ModelTemplate(model_dir=str(bundle.path)), name="model_template")
     donor_wf = None
     if donor is not None:
-        donor_wf = init_preprocess_wf(
-            donor.anat,
-            lesion_mask=donor.lesion_mask,
-            task="embed",
-            contrast=bundle.contrast,
-            normalisation=bundle.config.grid.normalisation,
-            skull_stripped=settings.skull_stripped,
-            omp_nthreads=settings.omp_nthreads,
-            orientation=donor.orientation,
-            seed=settings.seed,
-            name=f"donor_{donor.name}_wf",
-        )
+        donor_wf = _preprocess_job(donor, bundle, settings, task="embed", name=f"donor_{donor.name}_wf")
         wf.connect(template, "template", donor_wf, "inputnode.template")
     by_subject: dict[str, list[pe.Workflow]] = {}
     for job in jobs:
@@ -212,6 +201,23 @@ def init_preprocess_wf(
     return wf
 
 
+def _preprocess_job(job: ImageJob, bundle: ModelBundle, settings: RunSettings, *, task: str, name: str) -> pe.Workflow:
+    """``init_preprocess_wf`` for one job, with the model's contrast and normalisation and the
+    run's settings (the images and the ``--lesion-from`` donor alike)."""
+    return init_preprocess_wf(
+        job.anat,
+        lesion_mask=job.lesion_mask,
+        task=task,
+        contrast=bundle.contrast,
+        normalisation=bundle.config.grid.normalisation,
+        skull_stripped=settings.skull_stripped,
+        omp_nthreads=settings.omp_nthreads,
+        orientation=job.orientation,
+        seed=settings.seed,
+        name=name,
+    )
+
+
 def init_image_wf(
     job: ImageJob,
     bundle: ModelBundle,
@@ -220,20 +226,9 @@ def init_image_wf(
     output_dir: Path,
     donor_lesion: Path | None = None,
 ) -> pe.Workflow:
-    # The image workflow IS the preprocessing workflow, extended: node names stay
-    # image_<name>_wf.prepare, ... as the reports (bids_usb.run) expect.
-    wf = init_preprocess_wf(
-        job.anat,
-        lesion_mask=job.lesion_mask,
-        task=settings.task if job.lesion_mask is not None else "heal",  # prepare checks a native mask only
-        contrast=bundle.contrast,
-        normalisation=bundle.config.grid.normalisation,
-        skull_stripped=settings.skull_stripped,
-        omp_nthreads=settings.omp_nthreads,
-        orientation=job.orientation,
-        seed=settings.seed,
-        name=f"image_{job.name}_wf",
-    )
+    # The image workflow IS the preprocessing workflow, extended (node names image_<name>_wf.prepare, ...).
+    task = settings.task if job.lesion_mask is not None else "heal"  # prepare checks a native mask only
+    wf = _preprocess_job(job, bundle, settings, task=task, name=f"image_{job.name}_wf")
     inputnode = wf.get_node("inputnode")
     prepare, n4, strip = wf.get_node("prepare"), wf.get_node("bias_correct"), wf.get_node("skull_strip")
     register, to_model = wf.get_node("register"), wf.get_node("to_model_grid")
