@@ -51,3 +51,25 @@ def test_the_schema_order_and_the_transform_entities():
 def test_an_unknown_entity_is_an_error_not_a_silent_drop():
     with pytest.raises(ValueError, match="no BIDS entity"):
         bids_name({"subject": "01", "colour": "red"}, "T1w", ".nii.gz")
+
+
+def test_every_output_role_has_its_own_file(tmp_path):
+    """One sink per output: no two roles of one image may write the same path."""
+    from bids_usb.outputs import OUTPUTS, ImageContext, output_path, sidecar
+
+    for task in ("heal", "embed"):
+        ctx = ImageContext(
+            output_dir=tmp_path,
+            bids_dir=tmp_path,
+            anat=tmp_path / "sub-01" / "anat" / "sub-01_T1w.nii.gz",
+            entities={"subject": "01"},
+            suffix="T1w",
+            task=task,
+            res_label="3",
+        )
+        paths = [output_path(role, ctx) for role in OUTPUTS]
+        assert len(set(paths)) == len(paths), paths
+        assert all(p.is_relative_to(tmp_path / "sub-01" / "anat") for p in paths)
+        for role in OUTPUTS:
+            if role != "transform":
+                assert sidecar(role, ctx)["Sources"][0] == "bids:raw:sub-01/anat/sub-01_T1w.nii.gz"

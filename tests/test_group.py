@@ -94,7 +94,8 @@ def test_participant_workflow_keeps_its_node_names(tiny_checkpoint, tmp_path):
         "to_model_grid",
         "usb",
         "to_native",
-        "derivatives",
+        "ds_edited",  # one sink per output, named after its role
+        "ds_brain_mask",
     ):
         assert f"bids_usb_wf.image_sub_01_T1w_wf.{node}" in names
     pre = init_preprocess_wf(anat, lesion_mask=mask)

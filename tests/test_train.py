@@ -384,3 +384,40 @@ def test_init_autoencoder_loads_checked_weights(tmp_path, tiny_cfg):
     save_file(wrong, str(tmp_path / "wrong.safetensors"))
     with pytest.raises(CheckpointError, match="wrong.safetensors"):
         networks_with_autoencoder(tiny_cfg, tmp_path / "wrong.safetensors")
+
+
+# --- learning-rate schedule -----------------------------------------------------------------------
+
+
+def test_cosine_schedule_falls_to_its_floor_and_holds():
+    from usb_model.train.schedule import lr_factor
+
+    tr = (
+        load_preset("tiny")
+        .replace(training={"lr_schedule": "cosine", "lr_decay_steps": 10, "lr_min_ratio": 0.1})
+        .training
+    )
+    factors = [lr_factor(s, tr) for s in range(14)]
+    assert factors[0] == 1.0
+    assert all(a > b for a, b in zip(factors[:10], factors[1:11]))  # strictly falling over the decay
+    assert factors[10:] == pytest.approx([0.1] * 4)  # then held at the floor
+    assert factors[5] == pytest.approx(0.1 + 0.9 * 0.5)  # half-way: half-way between 1 and the floor
+    constant = load_preset("tiny").training
+    assert {lr_factor(s, constant) for s in (0, 7, 10_000)} == {1.0}
+    with pytest.raises(ValueError, match="lr_schedule"):
+        lr_factor(0, load_preset("tiny").replace(training={"lr_schedule": "step"}).training)
+
+
+def test_training_follows_the_cosine_schedule_across_a_resume(cfg, data, tmp_path):
+    """The logged rate is the schedule's, and a run split in two logs the same rates."""
+    from usb_model.train.schedule import lr_factor
+
+    cfg = cfg.replace(training={"lr_schedule": "cosine", "lr_decay_steps": 4, "lr_min_ratio": 0.25})
+    T.train_all(cfg, data, tmp_path / "a", {"autoencoder": 5}, log_every=1, save_every=100)
+    T.train_all(cfg, data, tmp_path / "b", {"autoencoder": 2}, log_every=1, save_every=100)
+    T.train_all(cfg, data, tmp_path / "b", {"autoencoder": 5}, log_every=1, save_every=100, resume=True)
+    expected = [cfg.training.vae_lr * lr_factor(s, cfg.training) for s in range(5)]
+    for run in ("a", "b"):
+        rows = T.read_log(tmp_path / run / "log.tsv")
+        assert [r["lr"] for r in rows] == pytest.approx(expected)
+    assert_same_tensors(tensors_of(tmp_path / "a"), tensors_of(tmp_path / "b"))

@@ -42,6 +42,12 @@ LESIONS = {"heal": ("mask", "none"), "embed": ("mask", "template", "donor")}
 CASES = [(task, lesion, n) for task, lesions in LESIONS.items() for lesion in lesions for n in (1, 3)]
 
 
+def _expected_roles(task, lesion, n_samples):
+    roles = {"edited", "edit_region", "brain_mask", "preproc", "transform", "preproc_model", "edited_model"}
+    roles |= {"anomaly", "detected"} if lesion == "none" else {"lesion", "lesion_model"}
+    return roles | ({"uncertainty"} if n_samples > 1 else set())
+
+
 @pytest.mark.parametrize("task,lesion,n_samples", CASES, ids=[f"{t}-{lesion}-n{n}" for t, lesion, n in CASES])
 def test_participant_graph(files, tiny_checkpoint, task, lesion, n_samples):
     bundle = ModelBundle.open(tiny_checkpoint)
@@ -67,7 +73,12 @@ def test_participant_graph(files, tiny_checkpoint, task, lesion, n_samples):
         for node in ("prepare", "bias_correct", "skull_strip", "register", "to_model_grid", "usb", "to_native"):
             assert prefix + node in names
             assert (prefix + node, prefix + "summary") in edges, f"{node}'s time must reach the report"
-        assert (prefix + "derivatives", prefix + "summary") in edges
+        # One sink per output, each feeding the report through the "written" merge.
+        roles = {n[len(prefix + "ds_") :] for n in names if n.startswith(prefix + "ds_")}
+        assert roles == _expected_roles(task, lesion, n_samples)
+        for role in roles:
+            assert (prefix + f"ds_{role}", prefix + "written") in edges
+        assert (prefix + "written", prefix + "summary") in edges
         subject = job.entities["subject"]
         assert (prefix + "summary", f"bids_usb_wf.summaries_sub_{subject}") in edges
         assert (f"bids_usb_wf.summaries_sub_{subject}", f"bids_usb_wf.report_sub_{subject}") in edges

@@ -177,6 +177,13 @@ class TrainingConfig:
     sigmoid_weighting: bool = False  # upstream's sigmoid(cond) voxel weighting; off by default
     antithetic_timesteps: bool = True
     mixed_precision: bool = True  # bf16 autocast on CUDA; ignored on the CPU
+    # Learning rate within each stage: "constant", or "cosine" from the stage's base rate down to
+    # lr_min_ratio of it over lr_decay_steps steps of that stage (then held). A pure function of
+    # the stage's step, so a resumed run continues the same curve whatever --steps asks for.
+    # With a constant 5e-4 the f2c4 autoencoder's held-out PSNR wandered by 3 dB between saves.
+    lr_schedule: str = "constant"
+    lr_decay_steps: int = 0
+    lr_min_ratio: float = 0.02
 
 
 @dataclass

@@ -1,53 +1,45 @@
-"""The sink: a finished image's results into the BIDS-Derivatives dataset."""
+"""The sink: one finished work file into the BIDS-Derivatives dataset, as one named output.
+
+The participant workflow runs one ``DerivativesSink`` per output (sMRIPrep's
+``DerivativesDataSink`` habit), so each file is written by the node that owns it and a failed
+image leaves only whole files behind; ``bids_usb.outputs`` says what each ``role`` is called.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from nipype.interfaces.base import (
-    BaseInterfaceInputSpec,
-    Directory,
-    File,
-    isdefined,
-    traits,
-)
+from nipype.interfaces.base import BaseInterfaceInputSpec, Directory, File, isdefined, traits
 
-from ..outputs import write_participant_outputs
+from ..outputs import OUTPUTS, ImageContext, write_output
 from .base import TimedInterface, TimedOutputSpec
-
-_OPTIONAL = ("lesion_native", "uncertainty", "lesion_model", "anomaly", "detected")
 
 
 class _SinkInputSpec(BaseInterfaceInputSpec):
+    role = traits.Enum(*OUTPUTS, mandatory=True, desc="which derivative this is (bids_usb.outputs.OUTPUTS)")
+    in_file = File(
+        exists=True, desc="the finished file in the work directory; undefined (nothing detected): nothing written"
+    )
     output_dir = Directory(mandatory=True)
     bids_dir = Directory(exists=True, mandatory=True)
-    anat = File(exists=True, mandatory=True)
+    anat = File(exists=True, mandatory=True, desc="the input image (names, sources and grid)")
     entities = traits.Dict(mandatory=True)
     suffix = traits.Str(mandatory=True)
     task = traits.Str(mandatory=True)
-    parameters = traits.Dict(mandatory=True)
-    model = traits.Dict(mandatory=True)
     res_label = traits.Str(mandatory=True)
+    model = traits.Dict(desc="the checkpoint's name, SHA-256 and contrast, for the USB sidecars")
+    parameters = traits.Dict(
+        mandatory=True, desc="every parameter the sampler used; every sink waits for them, so files appear after USB"
+    )
     lesion_source = File(exists=True)
     orientation = traits.Enum(
         "sform", "qform", "voxel", desc="--assume-orientation: how to read an image whose qform and sform codes are 0"
     )
-    edited = File(exists=True, mandatory=True)
-    edit_region = File(exists=True, mandatory=True)
-    brain_mask_ras = File(exists=True, mandatory=True)
-    preproc_ras = File(exists=True, mandatory=True)
-    transform = File(exists=True, mandatory=True)
-    image_model = File(exists=True, mandatory=True)
-    edited_model = File(exists=True, mandatory=True)
-    lesion_native = File(exists=True)
-    uncertainty = File(exists=True)
-    lesion_model = File(exists=True)
-    anomaly = File(exists=True, desc="heal without a mask: the anomaly map (native grid)")
-    detected = File(exists=True, desc="heal without a mask: the detected lesion (native grid)")
 
 
 class _SinkOutputSpec(TimedOutputSpec):
-    written = traits.Dict()
+    out_file = File(desc="the derivative written")
+    written = traits.Dict(desc="{role: path}, for the report")
 
 
 class DerivativesSink(TimedInterface):
@@ -56,21 +48,23 @@ class DerivativesSink(TimedInterface):
 
     def _run_interface(self, runtime):
         i = self.inputs
-        names = ("edited", "edit_region", "brain_mask_ras", "preproc_ras", "transform", "image_model", "edited_model")
-        files = {n: getattr(i, n) for n in names}
-        files.update({n: (getattr(i, n) if isdefined(getattr(i, n)) else None) for n in _OPTIONAL})
-        self._results["written"] = write_participant_outputs(
+        self._results["written"] = {}
+        if not isdefined(i.in_file):
+            return runtime
+        ctx = ImageContext(
             output_dir=Path(i.output_dir),
             bids_dir=Path(i.bids_dir),
             anat=Path(i.anat),
             entities=dict(i.entities),
             suffix=i.suffix,
             task=i.task,
-            files=files,
-            parameters=dict(i.parameters),
-            model=dict(i.model),
-            lesion_source=Path(i.lesion_source) if isdefined(i.lesion_source) else None,
             res_label=i.res_label,
+            model=dict(i.model) if isdefined(i.model) else {},
+            parameters=dict(i.parameters),
+            lesion_source=Path(i.lesion_source) if isdefined(i.lesion_source) else None,
             orientation=i.orientation if isdefined(i.orientation) else None,
         )
+        path = write_output(i.role, i.in_file, ctx)
+        self._results["out_file"] = path
+        self._results["written"] = {i.role: path}
         return runtime

@@ -27,14 +27,17 @@ STEPS = ("prepare", "bias_correct", "skull_strip", "register", "to_model_grid", 
 class _ImageSummaryInputSpec(BaseInterfaceInputSpec):
     name = traits.Str(mandatory=True, desc="the input's file stem, e.g. sub-01_T1w")
     anat = File(mandatory=True, desc="the input image")
-    written = traits.Dict(mandatory=True, desc="role -> derivative path (the sink's output)")
+    written = traits.List(traits.Dict, mandatory=True, desc="each sink's {role: derivative path}")
     parameters = traits.Dict(mandatory=True, desc="every parameter the sampler used")
     warnings = traits.List(traits.Str, desc="the input checks' warnings")
     skull_stripped = traits.Bool(False, usedefault=True)
 
 
 for _step in STEPS:
-    _ImageSummaryInputSpec.add_class_trait(f"seconds_{_step}", traits.Float(desc=f"wall time of {_step}"))
+    # "derivatives" is several sink nodes, one per output: their times are added up.
+    _ImageSummaryInputSpec.add_class_trait(
+        f"seconds_{_step}", traits.Either(traits.Float, traits.List(traits.Float), desc=f"wall time of {_step}")
+    )
 
 
 class _ImageSummaryOutputSpec(TraitedSpec):
@@ -51,11 +54,11 @@ class ImageSummary(SimpleInterface):
         for step in STEPS:
             value = getattr(i, f"seconds_{step}")
             if isdefined(value):
-                timings[step] = float(value)
+                timings[step] = float(sum(value) if isinstance(value, list) else value)
         self._results["summary"] = {
             "name": i.name,
             "anat": str(i.anat),
-            "written": dict(i.written),
+            "written": {role: path for sink in i.written for role, path in sink.items()},
             "parameters": {**dict(i.parameters), "skull_stripped": bool(i.skull_stripped)},
             "warnings": list(i.warnings) if isdefined(i.warnings) else [],
             "timings": timings,

@@ -247,26 +247,17 @@ def init_image_wf(
     native = pe.Node(ToNative(anat=str(job.anat)), name="to_native")
     if job.orientation is not None:
         native.inputs.orientation = job.orientation
-    sink = pe.Node(
-        DerivativesSink(
-            output_dir=str(output_dir),
-            bids_dir=str(bids_dir),
-            anat=str(job.anat),
-            entities=job.entities,
-            suffix=job.suffix,
-            task=settings.task,
-            model={"Name": bundle.name, "SHA256": bundle.sha256, "Contrast": bundle.contrast},
-            res_label=bundle.res_label,
-        ),
-        name="derivatives",
-        run_without_submitting=True,
-    )
-    if job.orientation is not None:
-        sink.inputs.orientation = job.orientation
     lesion_source = job.lesion_mask or job.template_lesion or (donor_lesion if job.lesion_from else None)
-    if lesion_source is not None:
-        sink.inputs.lesion_source = str(lesion_source)
-
+    # (role, producing node, its output): one DerivativesSink per output, built below.
+    outputs = [
+        ("edited", native, "out_file"),
+        ("edit_region", native, "edit_region"),
+        ("brain_mask", strip, "brain_mask"),
+        ("preproc", n4, "out_file"),
+        ("transform", register, "transform"),
+        ("preproc_model", to_model, "image"),
+        ("edited_model", usb, "edited"),
+    ]
     wf.connect(
         [
             (to_model, usb, [("image", "image")]),
@@ -274,12 +265,6 @@ def init_image_wf(
             (to_model, native, [("image", "image_model"), ("scale", "scale")]),
             (register, native, [("transform", "transform")]),
             (n4, native, [("bias_field", "bias_field")]),
-            (native, sink, [("out_file", "edited"), ("edit_region", "edit_region")]),
-            (strip, sink, [("brain_mask", "brain_mask_ras")]),
-            (n4, sink, [("out_file", "preproc_ras")]),
-            (register, sink, [("transform", "transform")]),
-            (to_model, sink, [("image", "image_model")]),
-            (usb, sink, [("edited", "edited_model"), ("parameters", "parameters")]),
         ]
     )
     if settings.task == "heal":
@@ -287,20 +272,11 @@ def init_image_wf(
         if job.lesion_mask is not None:
             wf.connect(to_model, "lesion_mask", usb, "lesion_mask")
         else:
-            wf.connect(
-                [
-                    (usb, native, [("anomaly", "anomaly"), ("detected", "detected")]),
-                    (native, sink, [("anomaly", "anomaly"), ("lesion_native", "detected")]),
-                ]
-            )
+            wf.connect([(usb, native, [("anomaly", "anomaly"), ("detected", "detected")])])
+            outputs += [("anomaly", native, "anomaly"), ("detected", native, "lesion_native")]
     if job.lesion_mask is not None:
-        wf.connect(
-            [
-                (prepare, native, [("lesion_native", "lesion_native")]),
-                (native, sink, [("lesion_native", "lesion_native")]),
-                (to_model, sink, [("lesion_mask", "lesion_model")]),
-            ]
-        )
+        wf.connect([(prepare, native, [("lesion_native", "lesion_native")])])
+        outputs += [("lesion", native, "lesion_native"), ("lesion_model", to_model, "lesion_mask")]
         if settings.task == "embed":
             wf.connect(to_model, "lesion_mask", usb, "lesion_mask")
     elif job.template_lesion is not None:
@@ -313,10 +289,9 @@ def init_image_wf(
                 (inputnode, to_grid, [("template", "template")]),
                 (to_grid, usb, [("lesion_mask", "lesion_mask")]),
                 (to_grid, native, [("lesion_mask", "lesion_model")]),
-                (native, sink, [("lesion_native", "lesion_native")]),
-                (to_grid, sink, [("lesion_mask", "lesion_model")]),
             ]
         )
+        outputs += [("lesion", native, "lesion_native"), ("lesion_model", to_grid, "lesion_mask")]
     elif job.lesion_from is not None:
         # embed --lesion-from: the donor's lesion on the model grid, from the donor workflow.
         from nipype.interfaces.utility import IdentityInterface
@@ -326,12 +301,38 @@ def init_image_wf(
             [
                 (donor_input, usb, [("lesion_model", "lesion_mask")]),
                 (donor_input, native, [("lesion_model", "lesion_model")]),
-                (native, sink, [("lesion_native", "lesion_native")]),
-                (donor_input, sink, [("lesion_model", "lesion_model")]),
             ]
         )
+        outputs += [("lesion", native, "lesion_native"), ("lesion_model", donor_input, "lesion_model")]
     if settings.n_samples > 1:
-        wf.connect([(usb, native, [("uncertainty", "uncertainty")]), (native, sink, [("uncertainty", "uncertainty")])])
+        wf.connect(usb, "uncertainty", native, "uncertainty")
+        outputs.append(("uncertainty", native, "uncertainty"))
+    context = {
+        "output_dir": str(output_dir),
+        "bids_dir": str(bids_dir),
+        "anat": str(job.anat),
+        "entities": job.entities,
+        "suffix": job.suffix,
+        "task": settings.task,
+        "model": {"Name": bundle.name, "SHA256": bundle.sha256, "Contrast": bundle.contrast},
+        "res_label": bundle.res_label,
+    }
+    if job.orientation is not None:
+        context["orientation"] = job.orientation
+    if lesion_source is not None:
+        context["lesion_source"] = str(lesion_source)
+    written = pe.Node(Merge(len(outputs)), name="written", run_without_submitting=True)
+    sink_seconds = pe.Node(Merge(len(outputs)), name="sink_seconds", run_without_submitting=True)
+    for index, (role, node, field_name) in enumerate(outputs, start=1):
+        sink = pe.Node(DerivativesSink(role=role, **context), name=f"ds_{role}", run_without_submitting=True)
+        wf.connect(
+            [
+                (node, sink, [(field_name, "in_file")]),
+                (usb, sink, [("parameters", "parameters")]),
+                (sink, written, [("written", f"in{index}")]),
+                (sink, sink_seconds, [("seconds", f"in{index}")]),
+            ]
+        )
 
     # What the participant's report needs about this image, each step's time included.
     summary = pe.Node(
@@ -347,12 +348,12 @@ def init_image_wf(
         "to_model_grid": to_model,
         "usb": usb,
         "to_native": native,
-        "derivatives": sink,
     }
     wf.connect([(node, summary, [("seconds", f"seconds_{step}")]) for step, node in steps.items()])
     wf.connect(
         [
-            (sink, summary, [("written", "written")]),
+            (written, summary, [("out", "written")]),
+            (sink_seconds, summary, [("out", "seconds_derivatives")]),
             (usb, summary, [("parameters", "parameters")]),
             (prepare, summary, [("warnings", "warnings")]),
         ]

@@ -29,6 +29,7 @@ from .distributed import Distributed, setup_distributed
 from .ema import EMA
 from .log import append_log, truncate_log
 from .losses import autoencoder_loss, brain_inputs, brain_loss, build_discriminator, discriminator_loss, lesion_loss
+from .schedule import lr_factor
 
 STAGES = ("autoencoder", "lesion", "brain")
 STATE_DIR = "state"
@@ -138,6 +139,7 @@ class Trainer:
 
     def _build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         tr = self.cfg.training
+        lr_factor(0, tr)  # an unknown schedule fails here, not after the first stage
         return {
             "autoencoder": torch.optim.Adam(self.networks.autoencoder.parameters(), lr=tr.vae_lr),
             "discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=tr.vae_lr),
@@ -359,6 +361,7 @@ class Trainer:
         window: dict[str, list[float]] = {}
         clock = time.perf_counter()
         for step, batch in zip(range(start, target), source):
+            self._set_lr(stage, step)
             terms = step_fn(batch, self._step_random(stage, step))
             for key, value in terms.items():
                 window.setdefault(key, []).append(value)
@@ -373,6 +376,15 @@ class Trainer:
                 self.save()
                 clock = time.perf_counter()
         self._wrapped = {}
+
+    def _set_lr(self, stage: str, step: int) -> None:
+        tr = self.cfg.training
+        factor = lr_factor(step, tr)
+        names = ("autoencoder", "discriminator") if stage == "autoencoder" else (stage,)
+        base = tr.vae_lr if stage == "autoencoder" else tr.diffusion_lr
+        for name in names:
+            for group in self.optimizers[name].param_groups:
+                group["lr"] = base * factor
 
     def _step_random(self, stage: str, step: int) -> _StepRandom:
         """Seeds for step ``step`` of ``stage`` on this rank; also seeds torch's global RNG,
