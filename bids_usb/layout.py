@@ -464,6 +464,21 @@ def _derivative_masks(root: Path, rank: int, subjects: list[str], lesion_query: 
     return masks
 
 
+def lesion_masks(root: Path) -> list[Path]:
+    """Every lesion mask of a BIDS dataset, found as the participant level finds them: raw
+    ``label-lesion_roi`` files, raw ``_mask`` files that say lesion, and the masks of each
+    derivatives dataset under ``root/derivatives`` (one with a ``dataset_description.json``)."""
+    from bids.layout import Query
+
+    root = Path(root)
+    masks = _raw_masks(bids_layout(root), Query.ANY, {})
+    derivatives = root / "derivatives"
+    if derivatives.is_dir():
+        for sub in sorted(p for p in derivatives.iterdir() if (p / "dataset_description.json").is_file()):
+            masks += _derivative_masks(sub, _SOURCE_RANK["derivatives"], Query.ANY, {})
+    return sorted({m.path for m in masks})
+
+
 def _derivative_roots(
     lesion_masks_dir: str | os.PathLike | None,
     derivatives: str | os.PathLike | Iterable[str | os.PathLike] | None,

@@ -504,3 +504,31 @@ def test_generate_from_template_space_masks(trained, tmp_path):
         assert np.allclose(centre, (25, -10, 15), atol=6)
         assert "ball.nii.gz" in json.loads((out / sub / "anat" / f"{sub}_T1w.json").read_text())["Sources"][0]
     assert (out / "participants.tsv").read_text().count("ball.nii.gz") == 2
+
+
+def test_generate_finds_a_bids_datasets_lesion_masks_through_pybids(tmp_path):
+    """Raw label-lesion ROIs and lesion masks of derivatives datasets are found; brain masks, a
+    derivatives folder without a dataset_description.json and the images themselves are not."""
+    from bids_usb.group.generate import find_masks
+
+    def save(rel, meta=None):
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4)), path)
+        if meta is not None:
+            path.with_name(path.name.replace(".nii.gz", ".json")).write_text(json.dumps(meta))
+        return path
+
+    (tmp_path / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.9.0"}')
+    expected = {
+        save("sub-01/anat/sub-01_label-lesion_roi.nii.gz"),
+        save("sub-02/anat/sub-02_acq-mprage_mask.nii.gz", {"Type": "Lesion"}),
+        save("derivatives/masks/sub-03/anat/sub-03_desc-lesion_mask.nii.gz"),
+    }
+    (tmp_path / "derivatives" / "masks" / "dataset_description.json").write_text(
+        '{"Name": "m", "BIDSVersion": "1.9.0", "DatasetType": "derivative"}'
+    )
+    save("sub-01/anat/sub-01_T1w.nii.gz")
+    save("sub-01/anat/sub-01_desc-brain_mask.nii.gz", {"Type": "Brain"})
+    save("derivatives/loose/sub-04/anat/sub-04_desc-lesion_mask.nii.gz")  # not a dataset
+    assert set(find_masks(tmp_path)) == expected

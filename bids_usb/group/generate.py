@@ -40,6 +40,7 @@ import numpy as np
 from usb_model.bids import BIDS_VERSION
 
 from ..errors import CannotCreateOutput, DataError, NoInput, UsageError
+from ..layout import lesion_masks
 from ._common import pick_device, say, warn, written
 
 DERIVATIVES_NAME = "usb-generate"
@@ -56,8 +57,8 @@ class MaskSource:
 
 
 def find_masks(root: Path) -> list[Path]:
-    """Lesion masks under ``root``: a file; a BIDS dataset's ``_mask``/``_roi`` files that say
-    lesion (sidecar ``"Type": "Lesion"``, or a label/desc with "lesion"); else every NIfTI."""
+    """Lesion masks under ``root``: a file; a BIDS dataset's lesion masks as pybids finds them
+    (``layout.lesion_masks``, the participant level's rules); else every NIfTI in the folder."""
     if root.is_file():
         return [root]
     if not root.is_dir():
@@ -69,22 +70,7 @@ def find_masks(root: Path) -> list[Path]:
     )
     if not (root / "dataset_description.json").is_file():
         return files
-    chosen = []
-    for p in files:
-        stem = p.name.split(".nii")[0]
-        if not stem.endswith(("_mask", "_roi")):
-            continue
-        kind = None
-        sidecar = p.with_name(stem + ".json")
-        if sidecar.is_file():
-            try:
-                kind = json.loads(sidecar.read_text()).get("Type")
-            except (ValueError, AttributeError):
-                kind = None
-        named = "label-lesion" in stem or ("_desc-" in stem and "lesion" in stem.split("_desc-")[1].lower())
-        if (isinstance(kind, str) and kind.lower() == "lesion") or (kind in (None, "ROI", "roi") and named):
-            chosen.append(p)
-    return chosen
+    return lesion_masks(root)
 
 
 def mask_to_grid(path: Path, shape, affine) -> np.ndarray:
@@ -226,10 +212,12 @@ def run_generate(config) -> int:
     records: list[dict[str, Any]] = []
 
     def write(index: int, image: np.ndarray, mask: np.ndarray, provenance: dict[str, Any], source: Path | None) -> None:
-        sub = f"sub-g{index + 1:0{width}d}"
-        anat = output_dir / sub / "anat"
-        raw_rel = f"{sub}/anat/{sub}_{cfg.grid.contrast}.nii.gz"
-        d.write_nifti(_nifti(np.clip(image, 0.0, 1.0), affine, np.float32), output_dir / raw_rel)
+        subject = {"subject": f"g{index + 1:0{width}d}"}
+        sub = f"sub-{subject['subject']}"
+        brain_path = d.derivative_path(output_dir, subject, cfg.grid.contrast)
+        mask_path = d.derivative_path(deriv, subject, "mask", desc="lesion")
+        raw_rel = brain_path.relative_to(output_dir).as_posix()
+        d.write_nifti(_nifti(np.clip(image, 0.0, 1.0), affine, np.float32), brain_path)
         sources = [Path(source).resolve().as_uri()] if source is not None else []
         d.write_json(
             {
@@ -238,11 +226,11 @@ def run_generate(config) -> int:
                 **({"Sources": sources} if sources else {}),
                 "USB": {"Task": mode, "Model": model_info, **sampling, **provenance},
             },
-            output_dir / sub / "anat" / f"{sub}_{cfg.grid.contrast}.json",
+            d.derivative_path(output_dir, subject, cfg.grid.contrast, ".json"),
         )
         binary = np.asarray(mask) > 0.5
-        d.write_nifti(_nifti(binary, affine, np.uint8), anat / f"{sub}_label-lesion_roi.nii.gz")
-        d.write_nifti(_nifti(binary, affine, np.uint8), deriv / sub / "anat" / f"{sub}_desc-lesion_mask.nii.gz")
+        d.write_nifti(_nifti(binary, affine, np.uint8), d.derivative_path(output_dir, subject, "roi", label="lesion"))
+        d.write_nifti(_nifti(binary, affine, np.uint8), mask_path)
         d.write_json(
             {
                 "Type": "Lesion",
@@ -255,7 +243,7 @@ def run_generate(config) -> int:
                 ),
                 "USB": {"Task": mode, "Model": model_info, **provenance},
             },
-            deriv / sub / "anat" / f"{sub}_desc-lesion_mask.json",
+            d.derivative_path(deriv, subject, "mask", ".json", desc="lesion"),
         )
         records.append(
             {

@@ -35,7 +35,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from ..derivatives import parse_entities
+from ..derivatives import derivative_path
 from ..errors import DataError, NoInput, UsageError
 from ..layout import bids_layout
 from ._common import add_bidsignore, finite_or_text, say, tsv_cell, warn, written
@@ -84,22 +84,31 @@ class Output:
     """One participant-level output image and what belongs to it."""
 
     path: Path
-    stem: str
+    entities: dict[str, Any]  # pybids' entities of ``path``
     task: str  # heal | embed
-    suffix: str
-    folder: Path  # relative to OUTPUT_DIR, e.g. sub-01/anat
     sidecar: dict[str, Any] = field(default_factory=dict)
 
     @property
     def subject(self) -> str:
-        return parse_entities(self.path)["subject"]
+        return self.entities["subject"]
 
     @property
     def session(self) -> str | None:
-        return parse_entities(self.path).get("session")
+        return self.entities.get("session")
 
-    def sibling(self, root: Path, name: str) -> Path:
-        return root / self.folder / f"{self.stem}_{name}"
+    @property
+    def suffix(self) -> str:
+        return self.entities["suffix"]
+
+    def companion(self, root: Path, suffix: str, **entities: Any) -> Path | None:
+        """The file of ``root`` that shares this image's entities, with ``suffix`` and the given
+        derivative entities (``desc="healthy"``; none for the raw input); None when absent.
+        Named by the same function that names the participant level's outputs."""
+        for extension in (".nii.gz", ".nii"):
+            path = derivative_path(root, self.entities, suffix, extension, **entities)
+            if path.is_file():
+                return path
+        return None
 
 
 def find_outputs(output_dir: Path, participants: list[str] | None = None) -> list[Output]:
@@ -118,13 +127,7 @@ def find_outputs(output_dir: Path, participants: list[str] | None = None) -> lis
     for item in sorted(files, key=lambda f: f.path):
         path = Path(item.path)
         entities = item.get_entities()
-        out = Output(
-            path=path,
-            stem=path.name.split("_desc-")[0],
-            task=OUTPUT_DESCS[entities["desc"]],
-            suffix=entities["suffix"],
-            folder=path.parent.relative_to(output_dir),
-        )
+        out = Output(path=path, entities=entities, task=OUTPUT_DESCS[entities["desc"]])
         sidecar = path.with_name(path.name.split(".nii")[0] + ".json")
         if sidecar.is_file():
             try:
@@ -133,6 +136,11 @@ def find_outputs(output_dir: Path, participants: list[str] | None = None) -> lis
                 out.sidecar = {}
         found.append(out)
     return found
+
+
+def _healthy_images(root: Path) -> list:
+    """The ``desc-healthy`` T1w/FLAIR images of a derivatives dataset, as pybids files."""
+    return bids_layout(root).get(datatype="anat", desc="healthy", suffix=list(CONTRASTS), extension=[".nii", ".nii.gz"])
 
 
 def find_ground_truth(bids_dir: Path, given: Path | None) -> Path | None:
@@ -145,7 +153,7 @@ def find_ground_truth(bids_dir: Path, given: Path | None) -> Path | None:
     derivatives = bids_dir / "derivatives"
     if derivatives.is_dir():
         for candidate in sorted(p for p in derivatives.iterdir() if p.is_dir()):
-            if next(candidate.glob("sub-*/**/anat/*_desc-healthy_*.nii*"), None) is not None:
+            if _healthy_images(candidate):
                 return candidate.resolve()
     return None
 
@@ -167,17 +175,6 @@ def _mask(path: Path | None, like) -> np.ndarray | None:
     if img.shape[:3] != like.shape[:3] or not np.allclose(img.affine, like.affine, atol=1e-3):
         raise DataError(f"{path}: not on the grid of {like.get_filename()}; the masks must lie on the image's grid")
     return np.asanyarray(img.dataobj) > 0.5
-
-
-def _existing(*paths: Path) -> Path | None:
-    for p in paths:
-        if p is not None and p.is_file():
-            return p
-    return None
-
-
-def _gz_or_nii(base: Path) -> Path | None:
-    return _existing(base.with_name(base.name + ".nii.gz"), base.with_name(base.name + ".nii"))
 
 
 def _voxel_ml(img) -> float:
@@ -211,7 +208,7 @@ def _range(ref: np.ndarray, brain: np.ndarray, what: Path) -> float:
 
 def measure_heal(out: Output, output_dir: Path, gt_dir: Path) -> dict[str, Any] | None:
     """Metrics of a healed image against its ground truth; None when there is no ground truth."""
-    gt_path = _gz_or_nii(gt_dir / out.folder / f"{out.stem}_desc-healthy_{out.suffix}")
+    gt_path = out.companion(gt_dir, out.suffix, desc="healthy")
     if gt_path is None:
         return None
     healed_img, gt_img = _load(out.path), _load(gt_path)
@@ -220,16 +217,14 @@ def measure_heal(out: Output, output_dir: Path, gt_dir: Path) -> dict[str, Any] 
             f"{out.path}: not on the grid of its ground truth {gt_path}; the ground truth must be on the input image's grid"
         )
     healed, gt = _data(healed_img), _data(gt_img)
-    brain_path = _gz_or_nii(gt_dir / out.folder / f"{out.stem}_desc-brain_mask") or _existing(
-        out.sibling(output_dir, "desc-brain_mask.nii.gz")
-    )
+    brain_path = out.companion(gt_dir, "mask", desc="brain") or out.companion(output_dir, "mask", desc="brain")
     brain = _mask(brain_path, gt_img)
     if brain is None:
         brain = gt > 0
     lesion_from = "ground_truth"
-    lesion = _mask(_gz_or_nii(gt_dir / out.folder / f"{out.stem}_desc-lesion_mask"), gt_img)
+    lesion = _mask(out.companion(gt_dir, "mask", desc="lesion"), gt_img)
     if lesion is None:
-        lesion = _mask(out.sibling(output_dir, "desc-lesion_mask.nii.gz"), gt_img)
+        lesion = _mask(out.companion(output_dir, "mask", desc="lesion"), gt_img)
         lesion_from = "output" if lesion is not None else "none"
     if lesion is None:
         lesion = np.zeros(gt.shape, dtype=bool)
@@ -249,7 +244,7 @@ def _raw_input(out: Output, bids_dir: Path) -> Path | None:
             path = bids_dir / source[len("bids:raw:") :]
             if path.is_file():
                 return path
-    return _gz_or_nii(bids_dir / out.folder / f"{out.stem}_{out.suffix}")
+    return out.companion(bids_dir, out.suffix)
 
 
 def measure_embed(out: Output, output_dir: Path, bids_dir: Path) -> dict[str, Any] | None:
@@ -264,13 +259,12 @@ def measure_embed(out: Output, output_dir: Path, bids_dir: Path) -> dict[str, An
         lesioned_img.affine, input_img.affine, atol=1e-3
     ):
         raise DataError(f"{out.path}: not on the grid of its input {source}")
-    requested = _mask(out.sibling(output_dir, "desc-lesion_mask.nii.gz"), input_img)
+    requested = _mask(out.companion(output_dir, "mask", desc="lesion"), input_img)
     if requested is None:
-        raise DataError(
-            f"{out.path}: the requested lesion mask {out.stem}_desc-lesion_mask.nii.gz is missing next to it"
-        )
+        expected = derivative_path(output_dir, out.entities, "mask", desc="lesion").name
+        raise DataError(f"{out.path}: the requested lesion mask {expected} is missing next to it")
     lesioned, original = _data(lesioned_img), _data(input_img)
-    brain = _mask(out.sibling(output_dir, "desc-brain_mask.nii.gz"), input_img)
+    brain = _mask(out.companion(output_dir, "mask", desc="brain"), input_img)
     if brain is None:
         brain = original > 0
     data_range = _range(original, brain, source)
@@ -347,18 +341,27 @@ def _generated_cohort(output_dir: Path) -> list[Path]:
     )
     if not ours:
         return []
-    return sorted(p for p in output_dir.glob("sub-*/anat/sub-*_*.nii*") if parse_entities(p).get("suffix") in CONTRASTS)
+    return _raw_images(output_dir)
+
+
+def _raw_images(root: Path) -> list[Path]:
+    """The raw T1w/FLAIR images of a BIDS dataset (no ``desc-``: not a derivative)."""
+    from bids.layout import Query
+
+    files = bids_layout(root).get(
+        datatype="anat", suffix=list(CONTRASTS), desc=Query.NONE, extension=[".nii", ".nii.gz"], return_type="file"
+    )
+    return sorted(Path(f) for f in files)
 
 
 def _reference_cohort(bids_dir: Path, gt_dir: Path | None) -> tuple[list[tuple[Path, Path | None]], str]:
     if gt_dir is not None:
         pairs = []
-        for p in sorted(gt_dir.glob("sub-*/**/anat/*_desc-healthy_*.nii*")):
-            stem = p.name.split("_desc-healthy_")[0]
-            pairs.append((p, _gz_or_nii(p.parent / f"{stem}_desc-brain_mask")))
+        for f in sorted(_healthy_images(gt_dir), key=lambda f: f.path):
+            image = Output(path=Path(f.path), entities=f.get_entities(), task="heal")
+            pairs.append((image.path, image.companion(gt_dir, "mask", desc="brain")))
         return pairs, f"the healthy images of {gt_dir}"
-    parsed = ((p, parse_entities(p)) for p in sorted(bids_dir.glob("sub-*/**/anat/*.nii*")))
-    images = [p for p, entities in parsed if entities.get("suffix") in CONTRASTS and "desc" not in entities]
+    images = _raw_images(bids_dir)
     return [(p, None) for p in images], f"the images of {bids_dir} (non-zero voxels: skull-stripped images are assumed)"
 
 
