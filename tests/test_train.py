@@ -421,3 +421,20 @@ def test_training_follows_the_cosine_schedule_across_a_resume(cfg, data, tmp_pat
         rows = T.read_log(tmp_path / run / "log.tsv")
         assert [r["lr"] for r in rows] == pytest.approx(expected)
     assert_same_tensors(tensors_of(tmp_path / "a"), tensors_of(tmp_path / "b"))
+
+
+def test_fetching_perceptual_weights_names_the_missing_extra(monkeypatch, tmp_path):
+    """Without the train extra the fetch fails with the pip command, and usb-train exits 1 with it."""
+    from click.testing import CliRunner
+
+    from usb_model.train.cli import main as usb_train
+
+    real_find_spec = train_losses.importlib.util.find_spec
+    monkeypatch.setattr(
+        train_losses.importlib.util, "find_spec", lambda name, *a: None if name == "lpips" else real_find_spec(name, *a)
+    )
+    with pytest.raises(RuntimeError, match=r"lpips package is not installed; pip install 'bids-usb\[train\]'"):
+        train_losses.fetch_perceptual_weights("alex")
+    result = CliRunner().invoke(usb_train, [str(tmp_path / "out"), "--fetch-perceptual"])
+    assert result.exit_code == 1 and "bids-usb[train]" in result.output
+    assert not (tmp_path / "out").exists()

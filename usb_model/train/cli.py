@@ -62,8 +62,35 @@ def build_dataset(cfg, seed: int, images=None, lesion_masks=None, length: int = 
     help="Start from these autoencoder weights (a safetensors file of autoencoder.* tensors, e.g. "
     "benchmarks/checkpoints/ae_f2c4_step1300.safetensors); a resumed training state overrides them.",
 )
-def main(out_dir, preset, steps_text, seed, device, threads, save_every, log_every, resume, init_autoencoder):
+@click.option(
+    "--fetch-perceptual",
+    is_flag=True,
+    help="Download the perceptual loss's LPIPS backbone weights into the torch hub cache (needs "
+    "the network and the train extra: pip install 'bids-usb[train]') and exit; training then finds them offline.",
+)
+def main(
+    out_dir,
+    preset,
+    steps_text,
+    seed,
+    device,
+    threads,
+    save_every,
+    log_every,
+    resume,
+    init_autoencoder,
+    fetch_perceptual,
+):
     import torch
+
+    if fetch_perceptual:
+        from usb_model.train.losses import fetch_perceptual_weights
+
+        try:
+            click.echo(str(fetch_perceptual_weights()))
+        except (RuntimeError, OSError) as err:
+            raise click.ClickException(f"cannot fetch the perceptual loss's weights: {err}") from err
+        return
 
     from usb_model.config import load_config
     from usb_model.device import pick_device

@@ -166,6 +166,24 @@ def perceptual_weights_available(network_type: str = "alex") -> tuple[bool, str]
     return True, ""
 
 
+def fetch_perceptual_weights(network_type: str = "alex") -> Path:
+    """Download LPIPS's backbone weights into the torch hub cache, once, where the network is
+    reachable (a login node, the container build); training then finds them offline.
+
+    Raises RuntimeError naming the missing package when the ``train`` extra is not installed.
+    """
+    for package in ("lpips", "torchvision"):
+        if importlib.util.find_spec(package) is None:
+            raise RuntimeError(f"the {package} package is not installed; pip install 'bids-usb[train]'")
+    import lpips
+
+    lpips.LPIPS(net=network_type, pretrained=True, verbose=False)  # torchvision caches the backbone
+    ok, reason = perceptual_weights_available(network_type)
+    if not ok:
+        raise RuntimeError(f"LPIPS weights still unavailable after fetching: {reason}")
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
 def build_perceptual(cfg: USBConfig, device: torch.device, network_type: str = "alex") -> nn.Module | None:
     """2.5D LPIPS when its weights are on disk, else None with a warning (no download at run time)."""
     if cfg.training.vae_perceptual_weight <= 0:
@@ -174,7 +192,8 @@ def build_perceptual(cfg: USBConfig, device: torch.device, network_type: str = "
     if not ok:
         warnings.warn(
             f"perceptual loss is off because its weights are not available offline ({reason}); "
-            "the autoencoder trains on MSE + KL + adversarial terms only",
+            "the autoencoder trains on MSE + KL + adversarial terms only (to turn it on: "
+            "pip install 'bids-usb[train]', then usb-train --fetch-perceptual once, online)",
             stacklevel=3,
         )
         return None
