@@ -402,20 +402,13 @@ def run_train(config) -> int:
                 dist.destroy_process_group()
 
 
-def _num_workers(device, world_size: int) -> int:
-    """DataLoader workers synthesising triplets: none on the CPU (they would compete with the
-    training for the same cores), a few per GPU otherwise."""
-    if device.type != "cuda":
-        return 0
-    return max(1, min(8, (os.cpu_count() or 2) // max(1, world_size) - 1))
-
-
 def _train(config, cfg, steps, device, model_dir: Path, prepared: dict[str, Any], ranks: _Ranks) -> int:
     import numpy as np
 
     from usb_model import __version__
     from usb_model.train import train_all
     from usb_model.train.cli import build_dataset
+    from usb_model.train.data import default_num_workers
 
     brains = [np.load(p, mmap_mode="r") for p in prepared["brains"]]
     masks = [np.load(p, mmap_mode="r") for p in prepared["masks"]]
@@ -447,7 +440,7 @@ def _train(config, cfg, steps, device, model_dir: Path, prepared: dict[str, Any]
             log_every=LOG_EVERY,
             save_every=SAVE_EVERY,
             seed=config.execution.seed,
-            num_workers=_num_workers(device, ranks.world_size),
+            num_workers=default_num_workers(device, ranks.world_size),
             training_data=training_data,
         )
     except ValueError as exc:  # a stage that cannot continue, a state of another configuration

@@ -63,6 +63,12 @@ def build_dataset(cfg, seed: int, images=None, lesion_masks=None, length: int = 
     "benchmarks/checkpoints/ae_f2c4_step1300.safetensors); a resumed training state overrides them.",
 )
 @click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="DataLoader workers synthesising triplets [default: none on the CPU, a few on a GPU].",
+)
+@click.option(
     "--fetch-perceptual",
     is_flag=True,
     help="Download the perceptual loss's LPIPS backbone weights into the torch hub cache (needs "
@@ -79,6 +85,7 @@ def main(
     log_every,
     resume,
     init_autoencoder,
+    workers,
     fetch_perceptual,
 ):
     import torch
@@ -95,6 +102,7 @@ def main(
     from usb_model.config import load_config
     from usb_model.device import pick_device
     from usb_model.train import train_all
+    from usb_model.train.data import default_num_workers
 
     if threads:
         torch.set_num_threads(threads)
@@ -109,12 +117,14 @@ def main(
     options = {}
     if init_autoencoder is not None:
         options["networks"] = networks_with_autoencoder(cfg, init_autoencoder)
+    device = pick_device(device)
     train_all(
         cfg,
         dataset,
         out_dir,
         steps,
-        device=pick_device(device),
+        device=device,
+        num_workers=default_num_workers(device) if workers is None else workers,
         resume=resume,
         log_every=log_every,
         save_every=save_every,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -62,6 +63,15 @@ class ShardedBatchSampler:
             self._epoch, self._perm = epoch, torch.randperm(self.length, generator=gen).tolist()
         first = k * self.per_step + self.rank * self.batch_size
         return [self._perm[(first + j) % self.length] for j in range(self.batch_size)]
+
+
+def default_num_workers(device: torch.device | str, world_size: int = 1) -> int:
+    """DataLoader workers synthesising triplets: none on the CPU (they would compete with the
+    training for the same cores), a few per GPU otherwise (synthesis runs on the CPU and would
+    leave the GPU waiting)."""
+    if torch.device(device).type != "cuda":
+        return 0
+    return max(1, min(8, (os.cpu_count() or 2) // max(1, world_size) - 1))
 
 
 def batches(
