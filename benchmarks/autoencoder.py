@@ -24,15 +24,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from usb_model.atomic import write_text  # noqa: E402
-from usb_model.checkpoint import load_checkpoint  # noqa: E402
+from usb_model.checkpoint import checkpoint_directory, load_checkpoint  # noqa: E402
 from usb_model.metrics import masked_l1, masked_psnr, masked_ssim  # noqa: E402
 from usb_model.synth import TripletDataset  # noqa: E402
 
 TEST_SEED = 7_000_003
-
-
-def checkpoint_dir(path: Path) -> Path:
-    return path / "checkpoint" if (path / "checkpoint" / "config.json").is_file() else path
 
 
 @torch.no_grad()
@@ -71,7 +67,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "autoencoder.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    directory = checkpoint_dir(args.model)
+    directory = checkpoint_directory(args.model)
     networks = load_checkpoint(directory).eval()
     clock = time.perf_counter()
     result = reconstruction_scores(networks, args.n)

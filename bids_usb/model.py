@@ -15,6 +15,7 @@ from usb_model.checkpoint import (
     WEIGHTS_FILE,
     CheckpointError,
     check_weights,
+    checkpoint_directory,
     checkpoint_sha256,
     load_checkpoint,
     load_template_arrays,
@@ -44,9 +45,7 @@ class ModelBundle:
     @classmethod
     def open(cls, path: str | Path | None) -> ModelBundle:
         # Absolute: the workflow's nodes run in folders of their own.
-        path = Path(path).expanduser().absolute() if path is not None else default_model_dir()
-        if (path / "checkpoint" / CONFIG_FILE).is_file():  # a training directory (usb-train, group train)
-            path = path / "checkpoint"
+        path = checkpoint_directory(Path(path).expanduser().absolute() if path is not None else default_model_dir())
         if not path.is_dir():
             if path == default_model_dir():
                 raise NoInput(

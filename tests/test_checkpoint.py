@@ -6,6 +6,7 @@ from safetensors.torch import load_file, save_file
 
 from usb_model.checkpoint import (
     CheckpointError,
+    checkpoint_directory,
     checkpoint_sha256,
     load_checkpoint,
     load_state,
@@ -28,6 +29,14 @@ def test_round_trip_reproduces_outputs_exactly(tiny_networks, tmp_path):
     b = USB(loaded, "cpu").heal(brain, mode="acg", seed=1, stride=100).image
     assert torch.equal(a, b)
     assert len(checkpoint_sha256(tmp_path / "ckpt")) == 64
+
+
+def test_a_training_directory_names_its_checkpoint(tiny_networks, tmp_path):
+    """usb-train's output directory and the checkpoint inside it name the same model."""
+    save_checkpoint(tiny_networks, tmp_path / "run" / "checkpoint")
+    assert checkpoint_directory(tmp_path / "run") == tmp_path / "run" / "checkpoint"
+    assert checkpoint_directory(tmp_path / "run" / "checkpoint") == tmp_path / "run" / "checkpoint"
+    assert checkpoint_directory(tmp_path / "elsewhere") == tmp_path / "elsewhere"
 
 
 def test_missing_and_misshapen_tensors_are_named(tiny_networks, tmp_path):

@@ -86,6 +86,14 @@ def save_checkpoint(
     return directory
 
 
+def checkpoint_directory(path: str | Path) -> Path:
+    """The checkpoint a path names: the path itself, or the ``checkpoint/`` that ``usb-train``
+    and the group level's training leave inside their output directory, so that users may pass
+    either."""
+    path = Path(path)
+    return path / "checkpoint" if (path / "checkpoint" / CONFIG_FILE).is_file() else path
+
+
 def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> USBNetworks:
     """Build the networks from ``config.json`` and fill them from ``model.safetensors``.
 
