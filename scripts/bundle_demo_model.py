@@ -6,7 +6,7 @@
 TRAINING_DIR is a ``usb-train`` (or group ``train``) directory: its ``checkpoint/`` is copied
 to ``resources/models/<name>/`` with ``log.tsv`` as ``training_log.tsv``, and the
 model card (README.md) is written from the checkpoint's config and meta, the training log and,
-when present, ``benchmarks/results/{quality,healing,autoencoder}.json``: every number in the card is
+when present, ``benchmarks/results/{quality,healing,autoencoder,generation-*}.json``: every number in the card is
 read from a file.
 """
 
@@ -49,6 +49,7 @@ def card(
     quality: dict | None,
     healing: dict | None = None,
     autoencoder: dict | None = None,
+    generation: dict | None = None,
 ) -> str:
     g, t = cfg.grid, cfg.training
     lines = [
@@ -143,6 +144,39 @@ def card(
             "benchmark's step sweep. Per lesion class, the sweep and the targets: docs/benchmarks.md.",
             "",
         ]
+    if generation:
+        env, gen, ref, blobs, masks = (
+            generation[k] for k in ("environment", "generated", "reference", "blobs", "masks")
+        )
+        lines += [
+            "## Generation (benchmarks/generation.py)",
+            f"{env['n']} pairs from noise ({env['steps']} steps, {env['device']}) against held-out synthetic brains (seed "
+            f"{env['test_seed']}): MMD^2 in the brain-shape feature (the volume pooled to 8^3) {gen['shape']['mmd_rbf']:.3f}, where",
+            f"a second held-out set gives {ref['shape']['mmd_rbf']:.3f} and smoothed noise {blobs['shape']['mmd_rbf']:.3f}; in the intensity",
+            f"histogram {gen['intensity']['mmd_rbf']:.3f} (held-out {ref['intensity']['mmd_rbf']:.3f}, noise {blobs['intensity']['mmd_rbf']:.3f}); "
+            f"KID (shape) {gen['shape']['kid_mean']:.3f}.",
+            f"Generated masks: median {masks['median_volume_ml']:.0f} ml in {masks['median_components']:.0f} pieces, "
+            f"{100 * masks['mean_in_parenchyma']:.0f} % of them in the template's parenchyma.",
+            "",
+            "![generated pairs](../../../docs/figures/generation.png)",
+            "",
+        ]
+    generation_verdict = (
+        "- Generation (`group --group-task generate`): not measured for this model (benchmarks/generation.py)."
+    )
+    if generation:
+        # Where the samples sit between held-out brains (0) and smoothed noise (1), by the shape MMD.
+        shape = {k: generation[k]["shape"]["mmd_rbf"] for k in ("generated", "reference", "blobs")}
+        towards_noise = (shape["generated"] - shape["reference"]) / (shape["blobs"] - shape["reference"])
+        generation_verdict = (
+            f"- Generation (`group --group-task generate`): its samples lie {100 * towards_noise:.0f} % of the way from "
+            "held-out brains to smoothed noise by the shape MMD above"
+            + (
+                "; they are not brains (see the figure): do not use it."
+                if towards_noise > 0.25
+                else "; look at the figure before using them."
+            )
+        )
     lines += [
         "## What it does and does not do",
         "- Heals a lesion whose mask is given (`--heal-mode mask`, the default with a mask): the lesion is grafted from the",
@@ -152,8 +186,7 @@ def card(
         "- Does not find lesions without a mask: detection (`--heal-mode detect`, the default without a mask) is built, but this",
         "  model's free healing pass changes healthy anatomy more than it changes lesions, so its threshold, calibrated on",
         "  healthy brains (benchmarks/detection_calibration.py), detects nothing: scans come back unchanged. Give a mask.",
-        "- Generation (`group --group-task generate`) was not re-measured for this card; when tried (issue 10) it gave noise",
-        "  blobs rather than brains: do not use it.",
+        generation_verdict,
         "",
         "## What it is not",
         "- Not trained on real patients, on real healthy cohorts, on FLAIR, or at the paper's 1 mm / 160^3 scale.",
@@ -195,8 +228,11 @@ def main() -> None:
     stages = stage_summary(dest / "training_log.tsv")
     size_mb = (dest / "model.safetensors").stat().st_size / 2**20
     autoencoder = _results("autoencoder")
-    if autoencoder and Path(autoencoder["environment"]["model"]).resolve() != dest.resolve():
+    if autoencoder and (ROOT / autoencoder["environment"]["model"]).resolve() != dest.resolve():
         autoencoder = None  # measured on another model
+    generation = _results("generation-cuda") or _results("generation-cpu")
+    if generation and (ROOT / generation["environment"]["model"]).resolve() != dest.resolve():
+        generation = None
     text = card(
         args.name,
         cfg,
@@ -207,6 +243,7 @@ def main() -> None:
         _results("quality"),
         _results("healing"),
         autoencoder,
+        generation,
     )
     write_text(dest / "README.md", text)
     print(dest)
