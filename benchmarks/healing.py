@@ -53,7 +53,7 @@ from usb_model.config import GridConfig  # noqa: E402
 from usb_model.fill import template_graft, wm_fill  # noqa: E402
 from usb_model.synth import encode_lesion, random_lesion, synth_healthy  # noqa: E402
 from usb_model.synth.native import native_grid, random_pose, to_native  # noqa: E402
-from usb_model.template import load_template, template_brain_centre  # noqa: E402
+from usb_model.template import load_template, template_1mm, template_brain_centre  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -78,6 +78,9 @@ EXTRA_METHODS = {
     "usb_mask_graft": ["--fill", "graft"],
     "usb_mask_wm": ["--fill", "wm"],
     "usb_mask_auto": ["--fill", "auto"],
+    # the fill made on the scan's own grid plus the model's change to it (--fill-residual)
+    "usb_mask_residual": ["--fill-residual"],
+    "usb_mask_auto_residual": ["--fill", "auto", "--fill-residual"],
 }
 SWEEP = [(100, 34), (200, 20), (200, 67), (300, 100)]  # (t_start, steps) of the mask mode
 
@@ -227,7 +230,7 @@ def registered_template(out: Path, sub: str, anat: Path) -> np.ndarray:
     from bids_usb.preprocessing import Registration
     from bids_usb.preprocessing import to_native as app_to_native
 
-    template = load_template(GridConfig(shape=(193, 229, 193), voxel_size=(1.0, 1.0, 1.0)))
+    template = template_1mm()
     xfm = next((out / f"sub-{sub}" / "anat").glob("*_xfm.mat"))
     moving = nib.Nifti1Image(template.t1w.astype(np.float32), np.asarray(template.affine))
     original = nib.load(str(anat))

@@ -133,6 +133,12 @@ def _opt(*names, **kw):
     "'auto' (the white-matter fill for lesions inside white matter, else the graft), or the lesion itself "
     "(default: the model's).",
 )
+@click.option(
+    "--fill-residual/--no-fill-residual",
+    default=None,
+    help="heal (mask, detect): inside the lesion, the fill made on the scan's own grid plus the model's change to it "
+    "(decode(healed) - decode(filled)), instead of the decoded healed brain (default: the model's).",
+)
 @_opt(
     "--detect-threshold",
     type=click.FloatRange(0, None),

@@ -49,6 +49,7 @@ SCOPES: dict[str, set[str]] = {
     "lesion_from": {"participant:embed"},
     "heal_mode": {"participant:heal"},
     "fill": {"participant:heal"},
+    "fill_residual": {"participant:heal"},
     "detect_threshold": {"participant:heal"},
     "detect_min_ml": {"participant:heal"},
     "steps": _PARTICIPANT,
@@ -338,7 +339,13 @@ def _absolute(path) -> Path | None:
 
 def option_flag(name: str) -> str:
     """The command-line spelling of an option's parameter name."""
-    special = {"no_acg": "--no-acg", "lcg_eta": "--eta", "resume": "--resume/--no-resume", "mem": "--mem"}
+    special = {
+        "no_acg": "--no-acg",
+        "lcg_eta": "--eta",
+        "resume": "--resume/--no-resume",
+        "mem": "--mem",
+        "fill_residual": "--fill-residual/--no-fill-residual",
+    }
     return special.get(name, "--" + name.replace("_", "-"))
 
 
@@ -353,6 +360,7 @@ def sampling_from_options(opts: Mapping[str, Any], task: str) -> EditParameters:
         values.update(
             mode=opts.get("heal_mode"),
             fill=opts.get("fill"),
+            fill_residual=opts.get("fill_residual"),
             detect_threshold=opts.get("detect_threshold"),
             detect_min_ml=opts.get("detect_min_ml"),
         )

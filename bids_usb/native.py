@@ -19,6 +19,8 @@ import numpy as np
 from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
 
 from usb_model.composite import blend_weight, composite
+from usb_model.fill import prefill
+from usb_model.template import template_1mm
 
 from . import preprocessing as prep
 
@@ -47,6 +49,20 @@ def edit_region(lesion_native: np.ndarray | None, delta_native: np.ndarray, spac
     return np.abs(delta_native) > CHANGE_THRESHOLD
 
 
+def native_fill(
+    original: nib.Nifti1Image, lesion: np.ndarray, kind: str, registration: prep.Registration
+) -> np.ndarray:
+    """The lesion of ``original`` filled by ``kind`` (usb_model.fill.prefill) on its own grid, in its
+    own intensities: for a graft, the 1 mm MNI template moved onto the scan by its registration."""
+    data = np.asanyarray(original.dataobj, dtype=np.float32)
+    template = None
+    if kind in ("graft", "auto"):
+        mni = template_1mm()
+        moving = nib.Nifti1Image(np.asarray(mni.t1w, dtype=np.float32), np.asarray(mni.affine))
+        template = np.asanyarray(prep.to_native(moving, original, registration).dataobj, dtype=np.float32)
+    return prefill(data, lesion, kind, template=template)
+
+
 def _native(
     array: np.ndarray, like: nib.Nifti1Image, original: nib.Nifti1Image, registration: prep.Registration
 ) -> np.ndarray:
@@ -65,12 +81,16 @@ def to_native_edit(
     *,
     healed_model: nib.Nifti1Image | None = None,
     change_model: nib.Nifti1Image | None = None,
+    fill_native: np.ndarray | None = None,
+    fill_change_model: nib.Nifti1Image | None = None,
     band_mm: tuple[float, float],
 ) -> NativeEdit:
     """Compose the edit into ``original`` (the file as read: any orientation, any dtype).
 
     With ``healed_model`` and ``change_model`` (healing) the lesion gets the healed brain and
-    the band the decoded change; otherwise (embedding) the change is ``edited - input``.
+    the band the decoded change; otherwise (embedding) the change is ``edited - input``. With
+    ``fill_native`` and ``fill_change_model`` (``fill_residual``) the lesion gets the fill made on
+    this grid plus the model's change to the fill instead of the healed brain itself.
     ``band_mm`` is the blend band (the checkpoint's ``SamplingConfig.band_mm``).
     """
     if change_model is not None:
@@ -88,9 +108,17 @@ def to_native_edit(
     units = scale * bias.astype(np.float64)
     edited = data.astype(np.float64) + delta_native_norm.astype(np.float64) * units
     if healed_model is not None and lesion_native is not None and lesion_native.any():
-        healed = _native(np.asanyarray(healed_model.dataobj, dtype=np.float32), healed_model, original, registration)
         inside = lesion_native > 0
-        edited[inside] = healed[inside] * units[inside]
+        if fill_native is not None and fill_change_model is not None:
+            fill_change = _native(
+                np.asanyarray(fill_change_model.dataobj, dtype=np.float32), fill_change_model, original, registration
+            )
+            edited[inside] = np.asarray(fill_native, np.float64)[inside] + fill_change[inside] * units[inside]
+        else:
+            healed = _native(
+                np.asanyarray(healed_model.dataobj, dtype=np.float32), healed_model, original, registration
+            )
+            edited[inside] = healed[inside] * units[inside]
         weight = np.where(inside, 1.0, weight).astype(np.float32)
     edited = np.maximum(edited, 0.0) if data.min() >= 0 else edited  # no negative intensities where there were none
     out = composite(data, edited, weight)

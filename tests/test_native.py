@@ -46,3 +46,30 @@ def test_heal_composite_on_the_native_grid(tmp_path):
     expected = original_data[band] + np.rint(0.02 * scale * 0.5 * edit.weight[band]).astype(np.int16)
     assert np.all(np.abs(out[band].astype(int) - expected) <= 1)  # the input's detail, plus the change
     assert np.array_equal(out[~region], original_data[~region])
+
+
+def test_fill_residual_puts_the_native_fill_plus_the_models_change_in_the_lesion(tmp_path):
+    """--fill-residual: the lesion holds the fill made on the scan's own grid (its detail) plus
+    the model's change to the fill, in scanner units; the band and the outside are as without it."""
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    shape = (20, 20, 20)
+    original_data = np.random.default_rng(1).integers(400, 600, size=shape).astype(np.int16)
+    original = nib.Nifti1Image(original_data, affine)
+    original.set_data_dtype(np.int16)
+    identity = ants.create_ants_transform(transform_type="AffineTransform", dimension=3)
+    ants.write_transform(identity, str(tmp_path / "identity.mat"))
+    reg = prep.Registration(tmp_path / "identity.mat")
+    lesion = np.zeros(shape, bool)
+    lesion[8:12, 8:12, 8:12] = True
+    fill = np.where(lesion, 500.0 + np.arange(lesion.size).reshape(shape) % 7, original_data).astype(np.float32)
+    scale, bias = 1000.0, nib.Nifti1Image(np.full(shape, 0.5, np.float32), affine)
+    flat = nib.Nifti1Image(np.full(shape, 0.8, np.float32), affine)
+    fill_change = nib.Nifti1Image(np.full(shape, -0.01, np.float32), affine)
+    common = dict(healed_model=flat, change_model=nib.Nifti1Image(np.zeros(shape, np.float32), affine))
+    args = (original, flat, nib.Nifti1Image(np.zeros(shape, np.float32), affine), reg, scale, bias, lesion)
+    plain = to_native_edit(*args, **common, band_mm=(0.0, 6.0))
+    residual = to_native_edit(*args, **common, fill_native=fill, fill_change_model=fill_change, band_mm=(0.0, 6.0))
+    out = np.asanyarray(residual.image.dataobj)
+    assert np.array_equal(out[lesion], np.rint(fill[lesion] - 0.01 * scale * 0.5).astype(np.int16))  # detail kept
+    assert np.all(np.asanyarray(plain.image.dataobj)[lesion] == 400)  # the healed brain, flat
+    assert np.array_equal(out[~lesion], np.asanyarray(plain.image.dataobj)[~lesion])

@@ -77,6 +77,20 @@ def test_mask_heal_frees_the_lesion_and_records_its_parameters(usb, brain, lesio
         usb.heal(brain, lesion, mode="nope")
 
 
+def test_fill_residual_is_the_fill_plus_the_models_change_to_it(usb, brain, lesion):
+    """With fill_residual the healed brain is the fill plus healed - decode(filled): where the
+    fill is the input (outside the lesion) that is the input plus the model's change, so the
+    autoencoder's blur does not enter; the change itself comes back for the app's native fill."""
+    plain = usb.heal(brain, lesion, seed=0, stride=50, fill="wm", composite=False)
+    out = usb.heal(brain, lesion, seed=0, stride=50, fill="wm", fill_residual=True, composite=False)
+    assert plain.fill_change is None and plain.params["fill_residual"] is False
+    assert out.params["fill_residual"] is True and out.fill_change.shape == GRID
+    outside = lesion == 0
+    inner = outside & (brain + out.fill_change > 0) & (brain + out.fill_change < 1)  # not clamped
+    assert torch.allclose(out.healed[inner], (brain + out.fill_change)[inner], atol=1e-5)
+    assert not torch.allclose(out.healed[inner], plain.healed[inner], atol=1e-3)  # not the decoded brain
+
+
 def test_detect_mode_leaves_a_brain_without_detections_bit_identical(usb, brain):
     out = usb.heal(brain, seed=0, stride=100, detect_threshold=1e9)
     assert out.params["mode"] == "detect" and out.anomaly is not None

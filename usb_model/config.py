@@ -104,6 +104,10 @@ class SamplingConfig:
     # "auto" is "mask" with a mask and "detect" without.
     heal_mode: str = "auto"
     heal_fill: str = "graft"  # what the lesion is filled with before encoding (usb_model.fill)
+    # Inside the lesion: False, the decoded healed brain; True, the fill plus the model's change
+    # to it (decode(healed) - decode(filled)), so the fill's own detail (at the scan's resolution
+    # in the app) survives the autoencoder's blur. benchmarks/healing.py compares the two.
+    fill_residual: bool = False
     # Start of mask-aware healing (t_start_heal is the paper's ACG healing's); benchmarks/healing.py sweep.
     t_start_mask: int = 100
     # Blend band around the lesion: weight 1 inside the first distance (mm), 0 beyond the second.
@@ -122,6 +126,7 @@ class EditParameters:
 
     mode: str | None = None  # heal: auto | mask | detect | acg
     fill: str | None = None  # heal: graft | wm | none
+    fill_residual: bool | None = None  # heal (mask, detect): the fill plus the model's change inside the lesion
     t_start: int | None = None
     steps: int | None = None
     stride: int | None = None

@@ -43,7 +43,8 @@ class EditResult:
     its intensities matched to the input's; ``change``, ``decode(healed) - decode(input)``, the
     edit with the autoencoder's reconstruction error cancelled; ``lesion``: the lesion healed
     (given or detected); ``anomaly``: the detection map (detect mode); ``params``: every
-    parameter used.
+    parameter used; ``fill_change`` (with ``fill_residual``): ``healed - decode(filled)``, the
+    model's change to the fill, which the app adds to a fill made at the scan's resolution.
     """
 
     image: torch.Tensor
@@ -55,6 +56,7 @@ class EditResult:
     lesion: torch.Tensor | None = None
     anomaly: torch.Tensor | None = None
     params: dict | None = None
+    fill_change: torch.Tensor | None = None
 
 
 @dataclass
@@ -145,6 +147,7 @@ class USB:
         *,
         mode: str | None = None,
         fill: str | None = None,
+        fill_residual: bool | None = None,
         n_samples: int = 1,
         seed: int = 0,
         t_start: int | None = None,
@@ -172,6 +175,10 @@ class USB:
           ``mask`` mode. Nothing is detected in a healthy brain, which then comes back as it was.
         - ``acg``: the paper's mask-free healing (noise the input, denoise, ACG after each step).
 
+        With ``fill_residual`` (mask and detect modes) the healed brain is the fill plus the
+        model's change to it, ``decode(healed) - decode(filled)``: the autoencoder's blur cancels
+        as it does for ``change``, and the fill's detail stays.
+
         With ``composite`` the result is put back into the input: inside the lesion the decoded
         healed brain, in the blend band the input plus ``decode(healed) - decode(input)`` (so the
         autoencoder's error cancels), beyond the band the input's own voxels. In ``acg`` mode
@@ -192,6 +199,7 @@ class USB:
         params = {
             "mode": mode,
             "fill": fill or s.heal_fill,
+            "fill_residual": bool(s.fill_residual if fill_residual is None else fill_residual),
             "t_start": t_start if t_start is not None else (s.t_start_heal if mode == "acg" else s.t_start_mask),
             "stride": stride or s.edit_stride,
             "alpha0": s.alpha0 if alpha0 is None else alpha0,
@@ -242,6 +250,15 @@ class USB:
         change_samples = samples - torch.from_numpy(reconstruction)
         lesion_np = mask_t[0, 0].cpu().numpy() if mask_t is not None else None
         healed_samples = self._match_intensity(samples, reconstruction, image_np, lesion_np, spacing)
+        fill_change = None
+        if mode != "acg" and params["fill_residual"]:
+            # decode(filled) carries the same decoder blur as decode(healed): their difference is
+            # the model's edit alone, laid onto the fill instead of the blurred decode.
+            fill_decoded = self._decode(y_filled)[0, 0].cpu()
+            matched = self._match_intensity(fill_decoded[None], reconstruction, image_np, lesion_np, spacing)[0]
+            corrections = healed_samples - matched
+            healed_samples = (torch.from_numpy(np.asarray(filled, np.float32))[None] + corrections).clamp(0, 1)
+            fill_change = corrections.mean(dim=0)
         healed = healed_samples.mean(dim=0)
         change = change_samples.mean(dim=0)
         std = healed_samples.std(dim=0, unbiased=True) if n_samples > 1 else None
@@ -256,6 +273,7 @@ class USB:
             lesion=lesion,
             anomaly=anomaly,
             params=params,
+            fill_change=fill_change,
         )
         if composite:
             seed_region = lesion_np if lesion_np is not None else (change.abs().numpy() > s.detect_threshold)

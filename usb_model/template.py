@@ -151,6 +151,15 @@ def load_template(grid: GridConfig) -> Template:
     return _load_cached(shape, voxel_size)
 
 
+MNI_1MM_SHAPE = (193, 229, 193)  # the ICBM 2009a template's own 1 mm grid
+
+
+def template_1mm() -> Template:
+    """The template at its own 1 mm resolution (on a grid centred on the brain): what a fill
+    made on a participant's native grid grafts from."""
+    return load_template(GridConfig(shape=MNI_1MM_SHAPE, voxel_size=(1.0, 1.0, 1.0)))
+
+
 def template_to_nifti(template: Template, array: np.ndarray | None = None, dtype=np.float32) -> nib.Nifti1Image:
     """A NIfTI image on the template's grid: its T1w, or any ``array`` of the same shape."""
     data = template.t1w if array is None else np.asarray(array)

@@ -10,7 +10,7 @@ from nipype.interfaces.base import BaseInterfaceInputSpec, File, isdefined, trai
 
 from .. import preprocessing as prep
 from ..images import load_image
-from ..native import to_native_edit
+from ..native import native_fill, to_native_edit
 from .base import TimedInterface, TimedOutputSpec
 
 
@@ -26,6 +26,7 @@ class _NativeInputSpec(BaseInterfaceInputSpec):
     uncertainty = File(exists=True)
     healed = File(exists=True, desc="heal: the decoded healed brain on the model grid")
     change = File(exists=True, desc="heal: decode(healed) - decode(input) on the model grid")
+    fill_change = File(exists=True, desc="heal with fill_residual: the model's change to the fill (model grid)")
     anomaly = File(exists=True, desc="heal without a mask: the anomaly map on the model grid")
     detected = File(exists=True, desc="heal without a mask: the detected lesion on the model grid")
     parameters = traits.Dict(mandatory=True, desc="the sampler's parameters (band_mm is read from them)")
@@ -69,6 +70,10 @@ class ToNative(TimedInterface):
         if isdefined(self.inputs.healed) and isdefined(self.inputs.change):
             heal = {"healed_model": nib.load(self.inputs.healed), "change_model": nib.load(self.inputs.change)}
         params = self.inputs.parameters if isdefined(self.inputs.parameters) else {}
+        if heal and isdefined(self.inputs.fill_change) and lesion is not None and lesion.any():
+            # The fill made again at the scan's own resolution; the model's change is added to it.
+            heal["fill_native"] = native_fill(original, lesion, params["fill"], reg)
+            heal["fill_change_model"] = nib.load(self.inputs.fill_change)
         heal["band_mm"] = tuple(float(v) for v in params["band_mm"])  # the sampler reports the band it used
         edit = to_native_edit(
             original,

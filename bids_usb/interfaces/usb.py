@@ -36,6 +36,7 @@ class _USBOutputSpec(TimedOutputSpec):
     lesion_mask = File(desc="the lesion mask used, on the model grid")
     healed = File(desc="heal: the decoded healed brain, intensities matched to the input (model grid)")
     change = File(desc="heal: decode(healed) - decode(input) on the model grid")
+    fill_change = File(desc="heal with fill_residual: healed - decode(filled), the model's change to the fill")
     anomaly = File(desc="heal without a mask: the anomaly map on the model grid")
     detected = File(desc="heal without a mask: the detected lesion on the model grid (absent when nothing was found)")
     parameters = traits.Dict(desc="every parameter the sampler used, for the sidecars")
@@ -85,6 +86,8 @@ class RunUSB(TimedInterface):
         if result.healed is not None:
             self._results["healed"] = save("healed_model", result.healed.numpy())
             self._results["change"] = save("change_model", result.change.numpy())
+        if result.fill_change is not None:
+            self._results["fill_change"] = save("fill_change_model", result.fill_change.numpy())
         if result.anomaly is not None:
             self._results["anomaly"] = save("anomaly_model", result.anomaly.numpy())
             if result.lesion is not None and bool(result.lesion.any()):

@@ -268,7 +268,7 @@ def init_image_wf(
         ]
     )
     if settings.task == "heal":
-        wf.connect([(usb, native, [("healed", "healed"), ("change", "change")])])
+        wf.connect([(usb, native, [("healed", "healed"), ("change", "change"), ("fill_change", "fill_change")])])
         if job.lesion_mask is not None:
             wf.connect(to_model, "lesion_mask", usb, "lesion_mask")
         else:
