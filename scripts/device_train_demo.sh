@@ -16,7 +16,7 @@
 # benchmarks' sizes: AE_N, GEN_N, GEN_STEPS.
 set -uo pipefail
 PRESET=${PRESET:-benchmarks/configs/demo_f2c4.json}
-INIT=${INIT:-benchmarks/checkpoints/ae_f2c4_whole.safetensors}
+INIT=${INIT-benchmarks/checkpoints/ae_f2c4_whole.safetensors}  # empty: train the autoencoder from scratch
 AE_S=${AE_S:-90}
 LESION_S=${LESION_S:-150}
 BRAIN_S=${BRAIN_S:-180}
@@ -45,7 +45,7 @@ print(load_state(state, 'trainer')['progress'].get('$1', 0) if (state / 'trainer
 
 train() {  # budget_seconds steps
     echo "== $(date +%T) usb-train --steps $2 (at most $1 s)"
-    timeout --signal=TERM "$1" python3 -m usb_model.train.cli "$WORK" --preset "$PRESET" --init-autoencoder "$INIT" \
+    timeout --signal=TERM "$1" python3 -m usb_model.train.cli "$WORK" --preset "$PRESET" ${INIT:+--init-autoencoder "$INIT"} \
         --device "$DEVICE" --steps "$2" --save-every "${SAVE:-200}" --log-every 50
     local rc=$?
     if [ $rc -ne 0 ] && [ $rc -ne 124 ]; then echo "usb-train failed ($rc)"; exit $rc; fi
