@@ -274,29 +274,28 @@ def calibration_section(c) -> list[str]:
     ]
 
 
-def fill_section(h) -> list[str]:
-    """The fill variants (benchmarks/healing.py --methods ... --results healing-fill.json)."""
+def variants_section(h, title: str, what: str) -> list[str]:
+    """Variants of the mask mode run side by side (benchmarks/healing.py --methods ... --results ...):
+    lesion PSNR / SSIM per class, and tissue Dice near the lesion over all lesions."""
     if not h:
         return []
-    out = [
-        "### Which fill USB starts from",
-        "",
-        f"`{h['command']}` ({h['date']}, {h['n_scans']} scans, single sample): `usb_mask` starts from the "
-        "model's default fill, `usb_mask_auto` from `--fill auto` (the white-matter fill for lesion components whose "
-        "rim is white matter, the template graft elsewhere). Lesion PSNR / SSIM (BraTS `inpainting`):",
-        "",
-    ]
+    out = [f"### {title}", "", f"`{h['command']}` ({h['date']}, {h['n_scans']} scans, single sample): {what}", ""]
     summary = h["summary"]
     classes = [k for k in ("all", "wmh", "lacune", "infarct", "territorial") if k in summary and summary[k]]
     methods = list(summary["all"])
-    out += ["| method | " + " | ".join(classes) + " |", "| --- |" + " --- |" * len(classes)]
+    out += [
+        "| method | " + " | ".join(f"{k}: PSNR / SSIM" for k in classes) + " | mean tissue Dice (all) |",
+        "| --- |" + " --- |" * (len(classes) + 1),
+    ]
     for m in methods:
         cells = []
         for k in classes:
             v = summary[k].get(m, {})
             psnr, ssim = v.get("psnr"), v.get("ssim")
             cells.append("n/a" if psnr is None or psnr != psnr else f"{psnr:.2f} / {ssim:.3f}")
-        out.append(f"| {m} | " + " | ".join(cells) + " |")
+        a = summary["all"][m]
+        dice = (a["dice_csf"] + a["dice_gm"] + a["dice_wm"]) / 3
+        out.append(f"| {m} | " + " | ".join(cells) + f" | {dice:.3f} |")
     out.append("")
     return out
 
@@ -351,7 +350,20 @@ def main() -> None:
     ]
     out += ["## Healing native scans end to end (what users run)", ""]
     out += healing_section(load("healing.json"))
-    out += fill_section(load("healing-fill.json"))
+    out += variants_section(
+        load("healing-fill.json"),
+        "Which fill USB starts from",
+        "`usb_mask` starts from the model's default fill, `usb_mask_auto` from `--fill auto` (the white-matter fill for "
+        "lesion components whose rim is white matter, the template graft elsewhere). BraTS `inpainting` metrics inside the "
+        "lesion; tissue Dice (Atropos) inside the lesion grown by 3 mm, mean of CSF, GM and WM.",
+    )
+    out += variants_section(
+        load("healing-residual.json"),
+        "The decoded lesion or the fill plus the model's change (`--fill-residual`)",
+        "`usb_mask` puts the decoded healed brain (model grid, resampled) into the lesion; `usb_mask_residual` the "
+        "template graft made on the scan's own grid plus the model's change to the fill, decode(healed) - decode(filled); "
+        "`usb_mask_auto_residual` the same from `--fill auto`. `wm_fill` and `graft` are the classical fills alone.",
+    )
     out += calibration_section(load("detection-calibration.json"))
     out += ["## Autoencoder reconstruction", ""]
     out += autoencoder_section(load("autoencoder.json"))

@@ -148,24 +148,30 @@ def test_rerun_resumes_from_the_work_directory(run):
     assert np.array_equal(np.asanyarray(nib.load(healed).dataobj), first)
 
 
-def test_fill_residual_heals_from_the_native_fill(run, dataset):
-    """--fill-residual: the lesion holds the native-grid fill plus the model's change, so it
-    differs from the default run's inside the lesion and only there; the sidecar records it."""
-    out = run["out"].parent / "usb_residual"
-    cmd = [out if part == str(run["out"]) else part for part in run["cmd"]]
-    cmd = [str(part) for part in cmd] + ["--participant-label", "01", "--fill-residual"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=run["env"], timeout=600)
+def test_fill_residual_against_the_decoded_lesion(run, dataset):
+    """The default (--fill-residual): the lesion holds the native-grid fill plus the model's
+    change; --no-fill-residual puts the decoded healed brain there instead. The two differ inside
+    the lesion, both keep the input outside the edit region, and the sidecars say which ran."""
+    out = run["out"].parent / "usb_decoded"
+    cmd = [str(out) if part == str(run["out"]) else str(part) for part in run["cmd"]]
+    proc = subprocess.run(
+        cmd + ["--participant-label", "01", "--no-fill-residual"],
+        capture_output=True,
+        text=True,
+        env=run["env"],
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    anat, plain_anat = out / "sub-01" / "anat", run["out"] / "sub-01" / "anat"
-    residual = np.asanyarray(nib.load(anat / "sub-01_desc-healed_T1w.nii.gz").dataobj)
-    plain = np.asanyarray(nib.load(plain_anat / "sub-01_desc-healed_T1w.nii.gz").dataobj)
-    lesion = np.asanyarray(nib.load(plain_anat / "sub-01_desc-lesion_mask.nii.gz").dataobj) > 0
+    anat, residual_anat = out / "sub-01" / "anat", run["out"] / "sub-01" / "anat"
+    decoded = np.asanyarray(nib.load(anat / "sub-01_desc-healed_T1w.nii.gz").dataobj)
+    residual = np.asanyarray(nib.load(residual_anat / "sub-01_desc-healed_T1w.nii.gz").dataobj)
+    lesion = np.asanyarray(nib.load(residual_anat / "sub-01_desc-lesion_mask.nii.gz").dataobj) > 0
     source = np.asanyarray(nib.load(dataset / "sub-01" / "anat" / "sub-01_T1w.nii.gz").dataobj)
     region = np.asanyarray(nib.load(anat / "sub-01_desc-editregion_mask.nii.gz").dataobj) > 0
-    assert np.array_equal(residual[~region], source[~region])
-    assert not np.array_equal(residual[lesion], plain[lesion])
-    sidecar = json.loads((anat / "sub-01_desc-healed_T1w.json").read_text())
-    assert sidecar["USB"]["FillResidual"] is True and sidecar["USB"]["Fill"] == "graft"
+    assert np.array_equal(decoded[~region], source[~region])
+    assert not np.array_equal(decoded[lesion], residual[lesion])
+    assert json.loads((anat / "sub-01_desc-healed_T1w.json").read_text())["USB"]["FillResidual"] is False
+    assert json.loads((residual_anat / "sub-01_desc-healed_T1w.json").read_text())["USB"]["FillResidual"] is True
 
 
 def test_embed_a_participants_lesion_into_the_others(tmp_path, tiny_checkpoint):

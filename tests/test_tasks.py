@@ -81,7 +81,7 @@ def test_fill_residual_is_the_fill_plus_the_models_change_to_it(usb, brain, lesi
     """With fill_residual the healed brain is the fill plus healed - decode(filled): where the
     fill is the input (outside the lesion) that is the input plus the model's change, so the
     autoencoder's blur does not enter; the change itself comes back for the app's native fill."""
-    plain = usb.heal(brain, lesion, seed=0, stride=50, fill="wm", composite=False)
+    plain = usb.heal(brain, lesion, seed=0, stride=50, fill="wm", fill_residual=False, composite=False)
     out = usb.heal(brain, lesion, seed=0, stride=50, fill="wm", fill_residual=True, composite=False)
     assert plain.fill_change is None and plain.params["fill_residual"] is False
     assert out.params["fill_residual"] is True and out.fill_change.shape == GRID
