@@ -362,7 +362,8 @@ def main() -> None:
         "The decoded lesion or the fill plus the model's change (`--fill-residual`)",
         "`usb_mask` puts the decoded healed brain (model grid, resampled) into the lesion; `usb_mask_residual` the "
         "template graft made on the scan's own grid plus the model's change to the fill, decode(healed) - decode(filled); "
-        "`usb_mask_auto_residual` the same from `--fill auto`. `wm_fill` and `graft` are the classical fills alone.",
+        "`usb_mask_auto_residual` the same from `--fill auto`, the default since this run (the tables above ran the decoded lesion). "
+        "`wm_fill` and `graft` are the classical fills alone.",
     )
     out += calibration_section(load("detection-calibration.json"))
     out += ["## Autoencoder reconstruction", ""]
