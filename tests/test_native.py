@@ -9,18 +9,22 @@ from bids_usb import preprocessing as prep
 from bids_usb.native import to_native_edit
 
 
-def test_heal_composite_on_the_native_grid(tmp_path):
+def _scan(tmp_path, seed: int):
+    """A 3 mm int16 scan, an identity registration to the model grid, and a cubic lesion."""
     affine = np.diag([3.0, 3.0, 3.0, 1.0])
     shape = (20, 20, 20)
-    rng = np.random.default_rng(0)
-    original_data = rng.integers(400, 600, size=shape).astype(np.int16)
+    original_data = np.random.default_rng(seed).integers(400, 600, size=shape).astype(np.int16)
     original = nib.Nifti1Image(original_data, affine)
     original.set_data_dtype(np.int16)
     identity = ants.create_ants_transform(transform_type="AffineTransform", dimension=3)
     ants.write_transform(identity, str(tmp_path / "identity.mat"))
-    reg = prep.Registration(tmp_path / "identity.mat")
     lesion = np.zeros(shape, bool)
     lesion[8:12, 8:12, 8:12] = True
+    return affine, shape, original_data, original, prep.Registration(tmp_path / "identity.mat"), lesion
+
+
+def test_heal_composite_on_the_native_grid(tmp_path):
+    affine, shape, original_data, original, reg, lesion = _scan(tmp_path, seed=0)
     scale, bias = 1000.0, nib.Nifti1Image(np.full(shape, 0.5, np.float32), affine)
     healed = nib.Nifti1Image(np.full(shape, 0.8, np.float32), affine)  # the fill, normalised
     change = nib.Nifti1Image(np.full(shape, 0.02, np.float32), affine)  # decode(healed) - decode(input)
@@ -51,16 +55,7 @@ def test_heal_composite_on_the_native_grid(tmp_path):
 def test_fill_residual_puts_the_native_fill_plus_the_models_change_in_the_lesion(tmp_path):
     """--fill-residual: the lesion holds the fill made on the scan's own grid (its detail) plus
     the model's change to the fill, in scanner units; the band and the outside are as without it."""
-    affine = np.diag([3.0, 3.0, 3.0, 1.0])
-    shape = (20, 20, 20)
-    original_data = np.random.default_rng(1).integers(400, 600, size=shape).astype(np.int16)
-    original = nib.Nifti1Image(original_data, affine)
-    original.set_data_dtype(np.int16)
-    identity = ants.create_ants_transform(transform_type="AffineTransform", dimension=3)
-    ants.write_transform(identity, str(tmp_path / "identity.mat"))
-    reg = prep.Registration(tmp_path / "identity.mat")
-    lesion = np.zeros(shape, bool)
-    lesion[8:12, 8:12, 8:12] = True
+    affine, shape, original_data, original, reg, lesion = _scan(tmp_path, seed=1)
     fill = np.where(lesion, 500.0 + np.arange(lesion.size).reshape(shape) % 7, original_data).astype(np.float32)
     scale, bias = 1000.0, nib.Nifti1Image(np.full(shape, 0.5, np.float32), affine)
     flat = nib.Nifti1Image(np.full(shape, 0.8, np.float32), affine)
