@@ -15,6 +15,8 @@ Mapping (Boutiques schema 0.5):
   flag that changes it (``--no-x``);
 * a repeatable option (``multiple=True``) -> a list joined by commas (the app splits labels on
   commas and spaces);
+* a fixed-length tuple of numbers (``--band-mm INNER OUTER``) -> a ``Number`` list of exactly that
+  many entries, separated by spaces;
 * a counting option (``-v``) -> a ``String`` whose choices are ``-v``, ``-vv``, ``-vvv``;
 * options that print something and exit (``--version``, ``--bids-exec-spec``, ``--help``) are
   not inputs of a run and are left out.
@@ -199,6 +201,13 @@ def describe_type(param: click.Parameter, spec: dict[str, Any]) -> None:
         spec["value-choices"] = [str(c) for c in ptype.choices]
     elif isinstance(ptype, (click.types.IntParamType, click.types.FloatParamType)):
         _number(spec, ptype)
+    elif isinstance(ptype, click.Tuple) and all(
+        isinstance(t, (click.types.IntParamType, click.types.FloatParamType)) for t in ptype.types
+    ):
+        _number(spec, ptype.types[0])
+        spec["list"] = True
+        spec["list-separator"] = " "
+        spec["min-list-entries"] = spec["max-list-entries"] = len(ptype.types)
     elif isinstance(ptype, click.types.StringParamType):
         spec["type"] = "String"
         if param.name in ARGUMENT_CHOICES:

@@ -53,6 +53,15 @@ def _opt(*names, **kw):
     return click.option(*spelled, **kw)
 
 
+def _band(ctx, param, value):
+    """--band-mm INNER OUTER: a band that fades needs OUTER beyond INNER."""
+    if value is not None and value[1] <= value[0]:
+        raise click.BadParameter(
+            f"OUTER ({value[1]:g}) must exceed INNER ({value[0]:g}), e.g. --band-mm 0 1 for no band"
+        )
+    return value
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("bids_dir", type=click.Path(path_type=Path))
 @click.argument("output_dir", type=click.Path(path_type=Path))
@@ -150,6 +159,15 @@ def _opt(*names, **kw):
     type=click.FloatRange(0, None),
     default=None,
     help="heal --heal-mode detect: smallest detected lesion kept, in ml (default: the model's).",
+)
+@_opt(
+    "--band-mm",
+    type=(click.FloatRange(0, None), click.FloatRange(0, None)),
+    default=None,
+    callback=_band,
+    metavar="INNER OUTER",
+    help="The blend band around the lesion, in mm: the edit at full weight up to INNER from it, fading to none at "
+    "OUTER; beyond it every voxel is the input's (default: the model's, 1 4).",
 )
 @_opt("--steps", type=int, default=None, help="Denoising steps of the edit (the stride is t_start // steps).")
 @_opt("--t-start", type=int, default=None, help="Noise level the edit starts from (paper: 300 heal, 500 embed).")

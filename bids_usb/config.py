@@ -52,6 +52,7 @@ SCOPES: dict[str, set[str]] = {
     "fill_residual": {"participant:heal"},
     "detect_threshold": {"participant:heal"},
     "detect_min_ml": {"participant:heal"},
+    "band_mm": _PARTICIPANT,
     "steps": _PARTICIPANT,
     "t_start": _PARTICIPANT,
     "alpha0": _PARTICIPANT,
@@ -354,6 +355,8 @@ def sampling_from_options(opts: Mapping[str, Any], task: str) -> EditParameters:
     rest stay None and take the checkpoint's values (heal resolves them per image, since the
     default mode depends on whether a mask exists)."""
     values = {key: opts.get(key) for key in ("t_start", "steps", "alpha0", "k", "ddim_eta")}
+    if opts.get("band_mm"):
+        values["band_mm"] = tuple(float(v) for v in opts["band_mm"])
     if task == "embed":
         values["lcg_eta"] = opts.get("lcg_eta")
     if task == "heal":

@@ -33,6 +33,7 @@ def resolved_parameters(bundle: ModelBundle, task: str, params: dict[str, Any]) 
             "lcg_eta": s.lcg_eta,
             "lcg": s.lcg,
             "steps": None,
+            "band_mm": tuple(s.band_mm),
         }
     unknown = set(params) - set(EDIT_PARAMETERS)
     if unknown:
@@ -70,6 +71,7 @@ def run_edit(
         result = usb.heal(image, known, n_samples=n_samples, seed=seed, composite=False, spacing=spacing, **used)
         return result, {**result.params, "task": task}
     else:
+        band = tuple(float(v) for v in used.pop("band_mm"))  # the composite is on the native grid
         if lesion is None or not lesion.any():
             raise DataError(
                 "embedding needs a non-empty lesion mask on the model grid; the mask vanished after registration"
@@ -77,5 +79,4 @@ def run_edit(
         result = usb.embed(
             image, lesion.astype(np.float32), n_samples=n_samples, seed=seed, composite=False, spacing=spacing, **used
         )
-    band = tuple(bundle.config.sampling.band_mm)
     return result, {**used, "band_mm": band, "seed": seed, "n_samples": n_samples, "task": task}

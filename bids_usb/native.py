@@ -18,7 +18,7 @@ import nibabel as nib
 import numpy as np
 from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
 
-from usb_model.composite import blend_weight, composite
+from usb_model.composite import blend_weight, composite, within_local_range
 from usb_model.fill import prefill
 from usb_model.template import template_1mm
 
@@ -90,7 +90,8 @@ def to_native_edit(
     With ``healed_model`` and ``change_model`` (healing) the lesion gets the healed brain and
     the band the decoded change; otherwise (embedding) the change is ``edited - input``. With
     ``fill_native`` and ``fill_change_model`` (``fill_residual``) the lesion gets the fill made on
-    this grid plus the model's change to the fill instead of the healed brain itself.
+    this grid plus the model's change to the fill instead of the healed brain itself, bounded by
+    the fill's local range (``usb_model.composite.within_local_range``).
     ``band_mm`` is the blend band (the checkpoint's ``SamplingConfig.band_mm``).
     """
     if change_model is not None:
@@ -113,7 +114,9 @@ def to_native_edit(
             fill_change = _native(
                 np.asanyarray(fill_change_model.dataobj, dtype=np.float32), fill_change_model, original, registration
             )
-            edited[inside] = np.asarray(fill_native, np.float64)[inside] + fill_change[inside] * units[inside]
+            fill = np.asarray(fill_native, np.float64)
+            edited[inside] = fill[inside] + fill_change[inside] * units[inside]
+            edited = within_local_range(edited, fill, inside)
         else:
             healed = _native(
                 np.asanyarray(healed_model.dataobj, dtype=np.float32), healed_model, original, registration

@@ -89,6 +89,10 @@ def test_types_choices_defaults_match(desc):
                 assert spec["minimum"] == ptype.min, param.name
         elif isinstance(ptype, click.types.FloatParamType):
             assert spec["type"] == "Number" and spec["integer"] is False, param.name
+        elif isinstance(ptype, click.Tuple):  # --band-mm INNER OUTER: exactly that many numbers
+            assert spec["type"] == "Number" and spec["list"] is True, param.name
+            assert spec["min-list-entries"] == spec["max-list-entries"] == len(ptype.types), param.name
+            continue
         else:
             assert spec["type"] == "String", param.name
         assert spec.get("list", False) is bool(getattr(param, "multiple", False)), param.name
@@ -168,6 +172,7 @@ def test_invocation_round_trip(desc, tmp_path):
         "task": "embed",
         "n_samples": 4,
         "alpha0": 20.5,
+        "band_mm": [0.5, 3],
         "no_resume": True,
         "verbose": "-vv",
     }
@@ -184,7 +189,7 @@ def test_invocation_round_trip(desc, tmp_path):
 
     assert parse_labels(p["participant_label"], "sub-", "--participant-label") == ("01", "02")
     assert p["skip_bids_validation"] is True and str(p["work_dir"]) == "/scratch/work"
-    assert p["task"] == "embed" and p["n_samples"] == 4 and p["alpha0"] == 20.5
+    assert p["task"] == "embed" and p["n_samples"] == 4 and p["alpha0"] == 20.5 and p["band_mm"] == (0.5, 3.0)
     assert p["resume"] is False and p["verbose"] == 2
     assert p["seed"] == 0 and p["device"] == "auto"  # defaults the descriptor passes along
 

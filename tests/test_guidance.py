@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from usb_model.composite import blend_weight, composite
+from usb_model.composite import blend_weight, composite, within_local_range
 from usb_model.guidance import acg_alpha, acg_weight, apply_guidance, lcg_weight, soft_lesion_map
 
 
@@ -50,3 +50,20 @@ def test_blend_weight_is_zero_beyond_the_band_and_one_near_the_mask():
     assert out.dtype == np.int16
     assert np.array_equal(out[w == 0], original[w == 0])
     assert np.all(out[mask] == 0)
+
+
+def test_within_local_range_bounds_values_by_the_references_neighbourhood():
+    """A change laid over a fill may move a voxel within what its 3^3 neighbourhood of the fill
+    spans, never past it; outside the region the values pass through untouched."""
+    reference = np.zeros((9, 9, 9))
+    reference[:, :, 5:] = 10.0  # a step: 0 on one side, 10 on the other
+    region = np.zeros(reference.shape, bool)
+    region[2:7, 2:7, 1:8] = True
+    values = reference + 4.0  # lifts everything by 4
+    out = within_local_range(values, reference, region)
+    assert np.array_equal(out[~region], values[~region])
+    assert np.all(out[region] >= 0) and np.all(out[region] <= 10.0)
+    assert np.all(out[2:7, 2:7, 1:4] == 0.0)  # flat neighbourhood at 0: the lift is gone
+    assert np.all(out[2:7, 2:7, 4] == 4.0)  # beside the step the range is 0..10: the lift stays
+    assert np.all(out[2:7, 2:7, 6:8] == 10.0)  # flat at 10: clipped back
+    assert np.array_equal(within_local_range(values, reference, np.zeros_like(region)), values)

@@ -151,11 +151,13 @@ def test_rerun_resumes_from_the_work_directory(run):
 def test_fill_residual_against_the_decoded_lesion(run, dataset):
     """The default (--fill-residual): the lesion holds the native-grid fill plus the model's
     change; --no-fill-residual puts the decoded healed brain there instead. The two differ inside
-    the lesion, both keep the input outside the edit region, and the sidecars say which ran."""
+    the lesion, both keep the input outside the edit region, and the sidecars say which ran.
+    The second run also asks for no blend band (--band-mm 0 1 on a 1 mm grid): its edit region is
+    the lesion itself, and the sidecar reports the band."""
     out = run["out"].parent / "usb_decoded"
     cmd = [str(out) if part == str(run["out"]) else str(part) for part in run["cmd"]]
     proc = subprocess.run(
-        cmd + ["--participant-label", "01", "--no-fill-residual"],
+        cmd + ["--participant-label", "01", "--no-fill-residual", "--band-mm", "0", "1"],
         capture_output=True,
         text=True,
         env=run["env"],
@@ -172,6 +174,9 @@ def test_fill_residual_against_the_decoded_lesion(run, dataset):
     assert not np.array_equal(decoded[lesion], residual[lesion])
     assert json.loads((anat / "sub-01_desc-healed_T1w.json").read_text())["USB"]["FillResidual"] is False
     assert json.loads((residual_anat / "sub-01_desc-healed_T1w.json").read_text())["USB"]["FillResidual"] is True
+    default_region = np.asanyarray(nib.load(residual_anat / "sub-01_desc-editregion_mask.nii.gz").dataobj) > 0
+    assert np.array_equal(region, lesion) and default_region.sum() > lesion.sum()
+    assert json.loads((anat / "sub-01_desc-healed_T1w.json").read_text())["USB"]["BandMM"] == [0.0, 1.0]
 
 
 def test_embed_a_participants_lesion_into_the_others(tmp_path, tiny_checkpoint):

@@ -40,6 +40,22 @@ def test_sampling_options_become_one_edit_parameters_object():
     assert config.workflow.sampling.overrides() == {"mode": "mask", "steps": 20, "alpha0": 5.0, "acg": False}
 
 
+def test_the_blend_band_is_a_sampling_parameter():
+    config = RunConfig.from_options(_opts(task="heal", band_mm=(0, 2)), given=["task", "band_mm"])
+    assert config.workflow.sampling.band_mm == (0.0, 2.0)
+    with pytest.raises(UsageError, match="--band-mm"):
+        RunConfig.from_options(_opts(analysis_level="group", group_task="generate", band_mm=(0, 2)), given=["band_mm"])
+
+
+def test_a_band_that_does_not_fade_is_refused():
+    from click.testing import CliRunner
+
+    from bids_usb.cli import cli
+
+    result = CliRunner().invoke(cli, ["/data", "/out", "participant", "--band-mm", "3", "1"])
+    assert result.exit_code == 2 and "OUTER (1) must exceed INNER (3)" in result.output
+
+
 @pytest.mark.parametrize(
     "level,extra,given,flag",
     [

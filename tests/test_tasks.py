@@ -4,9 +4,12 @@ Quality needs a trained model (benchmarks/quality.py); these tests check the mec
 hold for any weights.
 """
 
+import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
+from usb_model.fill import prefill
 from usb_model.tasks import USB
 
 GRID = (32, 32, 32)
@@ -89,6 +92,11 @@ def test_fill_residual_is_the_fill_plus_the_models_change_to_it(usb, brain, lesi
     inner = outside & (brain + out.fill_change > 0) & (brain + out.fill_change < 1)  # not clamped
     assert torch.allclose(out.healed[inner], (brain + out.fill_change)[inner], atol=1e-5)
     assert not torch.allclose(out.healed[inner], plain.healed[inner], atol=1e-3)  # not the decoded brain
+    # Inside the lesion the change is bounded by the fill's local range: the white-matter fill is
+    # flat, so deep inside the lesion nothing of the coarse change is left.
+    filled = prefill(brain.numpy(), lesion.numpy(), "wm")
+    deep = ndimage.binary_erosion(lesion.numpy() > 0, iterations=2)
+    assert deep.any() and np.allclose(out.healed.numpy()[deep], filled[deep], atol=1e-6)
 
 
 def test_detect_mode_leaves_a_brain_without_detections_bit_identical(usb, brain):

@@ -142,6 +142,7 @@ class EditParameters:
     lcg: bool | None = None
     detect_threshold: float | None = None
     detect_min_ml: float | None = None
+    band_mm: tuple[float, float] | None = None  # the blend band around the edit: full weight to inner, none past outer
 
     @classmethod
     def names(cls) -> tuple[str, ...]:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .checkpoint import CheckpointError, load_checkpoint, load_template_arrays
-from .composite import blend_weight, heal_composite
+from .composite import blend_weight, heal_composite, within_local_range
 from .composite import composite as blend
 from .config import USBConfig
 from .detection import anomaly_map, detect_lesions
@@ -257,7 +257,15 @@ class USB:
             fill_decoded = self._decode(y_filled)[0, 0].cpu()
             matched = self._match_intensity(fill_decoded[None], reconstruction, image_np, lesion_np, spacing)[0]
             corrections = healed_samples - matched
-            healed_samples = (torch.from_numpy(np.asarray(filled, np.float32))[None] + corrections).clamp(0, 1)
+            fill_np = np.asarray(filled, np.float32)
+            # Bounded by the fill's local range here as on the native grid (bids_usb.native),
+            # where the unbounded change goes and is bounded by the finer fill.
+            healed_samples = torch.stack(
+                [
+                    torch.from_numpy(within_local_range(fill_np + c.numpy(), fill_np, lesion_np).astype(np.float32))
+                    for c in corrections
+                ]
+            ).clamp(0, 1)
             fill_change = corrections.mean(dim=0)
         healed = healed_samples.mean(dim=0)
         change = change_samples.mean(dim=0)
