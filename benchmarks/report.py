@@ -300,6 +300,44 @@ def variants_section(h, title: str, what: str) -> list[str]:
     return out
 
 
+def residual_variants_section(runs) -> list[str]:
+    """benchmarks/residual_variants.py: how the model's change to the fill reaches the lesion, and
+    the blend band, on one or more healing.py runs (the masks as drawn, and under-segmented)."""
+    runs = [(label, r) for label, r in runs if r]
+    if not runs:
+        return []
+    out = [
+        "### How much of the model's change, and which band",
+        "",
+        "The default's output taken apart (`benchmarks/residual_variants.py`): the native fill is rebuilt as the app builds "
+        "it, the model's change is the output minus the fill, and the variants recombine them. `fill`: the fill alone (the "
+        "model's change dropped); `full`: fill + change, as the app wrote it up to this run; `half`: half the change; "
+        "`smooth`: the change smoothed inside the lesion (sigma 4 mm); `range`: fill + change bounded by the fill's own range "
+        "over each voxel's 3^3 neighbourhood (what the app writes since); each of these with no blend band. `app`: the app's "
+        "output as written, with the band it then had (1 mm full, fading to none at 4 mm); `band_0_2`: the same change "
+        "with a band fading from 0 to 2 mm (the default since). Lesion PSNR / SSIM (BraTS `inpainting`) on the whole true lesion; tissue Dice "
+        "(Atropos, mean of CSF/GM/WM) inside the lesion grown by 3 mm, which is where the band lies.",
+        "",
+    ]
+    for label, r in runs:
+        summary = r["summary"]
+        classes = [k for k in ("all", "wmh", "lacune", "infarct", "territorial") if k in summary]
+        out += [
+            f"{label}: `{r['command']}` ({r['date']})",
+            "",
+            "| variant | " + " | ".join(f"{k}: PSNR / SSIM / Dice" for k in classes) + " |",
+            "| --- |" + " --- |" * len(classes),
+        ]
+        for v in summary["all"]:
+            cells = [
+                f"{summary[k][v]['psnr']:.2f} / {summary[k][v]['ssim']:.3f} / {summary[k][v]['tissue_dice']:.3f}"
+                for k in classes
+            ]
+            out.append(f"| {v} | " + " | ".join(cells) + " |")
+        out.append("")
+    return out
+
+
 def generation_section(g) -> list[str]:
     """benchmarks/generation.py: generated pairs against held-out synthetic brains."""
     if not g:
@@ -364,6 +402,21 @@ def main() -> None:
         "template graft made on the scan's own grid plus the model's change to the fill, decode(healed) - decode(filled); "
         "`usb_mask_auto_residual` the same from `--fill auto`, the default since this run (the tables above ran the decoded lesion). "
         "`wm_fill` and `graft` are the classical fills alone.",
+    )
+    out += residual_variants_section(
+        [
+            ("Masks as drawn (the whole lesion)", load("residual-variants.json")),
+            (
+                "Under-segmented masks (the app given the lesion less its outer 1 mm)",
+                load("residual-variants-eroded.json"),
+            ),
+        ]
+    )
+    out += variants_section(
+        load("healing-eroded.json"),
+        "Under-segmented masks, end to end",
+        "each scan's mask given to the app (and to the classical fills) without the lesion's outer 1 mm, as a manual mask "
+        "that leaves out the partial-volume rim; scores on the whole true lesion.",
     )
     out += calibration_section(load("detection-calibration.json"))
     out += ["## Autoencoder reconstruction", ""]

@@ -19,11 +19,12 @@ Atropos tissue Dice inside the lesion dilated by 3 mm):
   change may move intensities, never past the fill's local tissue contrast).
 
 Those five touch the lesion only. Around it the app also writes the blend band
-(``SamplingConfig.band_mm``, weight 1 up to 1 mm from the lesion, 0 from 4 mm): the input plus the
+(``SamplingConfig.band_mm``; ``--app-band``, the one the run used: (1, 4) up to 2026-12-02, weight 1 up to
+1 mm from the lesion, 0 from 4 mm, since then (0, 2)): the input plus the
 model's decoded change ``decode(healed) - decode(input)``. Two more variants keep ``full`` in the
 lesion and vary the band:
 
-- ``app``: the app's output as written (the default band);
+- ``app``: the app's output as written (its band);
 - ``band_0_2``: a band from 0 to 2 mm (the same change, scaled by the narrower weight).
 
     python benchmarks/healing.py --classes wmh,lacune,infarct,territorial --methods usb_mask \
@@ -67,7 +68,6 @@ from usb_model.atomic import write_text  # noqa: E402
 from usb_model.composite import blend_weight  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
-BAND = (1.0, 4.0)  # the demo model's SamplingConfig.band_mm, which made the app's output
 VARIANTS = ("fill", "full", "half", "smooth", "range", "app", "band_0_2")
 
 
@@ -98,6 +98,9 @@ def main(argv=None) -> int:
     parser.add_argument("--method", default="usb_mask", help="the healing.py run to read (a --fill-residual one)")
     parser.add_argument("--fill", default="auto", help="the fill that run used")
     parser.add_argument("--sigma-mm", type=float, default=4.0)
+    parser.add_argument(
+        "--app-band", type=float, nargs=2, default=(1.0, 4.0), help="the band (mm) the healing.py run was made with"
+    )
     parser.add_argument("--cases-per-class", type=int, default=2)
     parser.add_argument("--results", default="residual-variants.json", help="file name under benchmarks/results/")
     args = parser.parse_args(argv)
@@ -135,7 +138,7 @@ def main(argv=None) -> int:
             k: np.where(given, v, lesioned) for k, v in variants(fill, change, given, zooms, args.sigma_mm).items()
         }
         candidates["app"] = output
-        default = blend_weight(given, zooms, inner_mm=BAND[0], outer_mm=BAND[1])
+        default = blend_weight(given, zooms, inner_mm=args.app_band[0], outer_mm=args.app_band[1])
         narrow = blend_weight(given, zooms, inner_mm=0.0, outer_mm=2.0)
         ratio = np.where(default > 0, narrow / np.maximum(default, 1e-6), 0.0)
         candidates["band_0_2"] = np.where(given, output, lesioned + ratio * (output - lesioned))

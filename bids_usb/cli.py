@@ -167,7 +167,7 @@ def _band(ctx, param, value):
     callback=_band,
     metavar="INNER OUTER",
     help="The blend band around the lesion, in mm: the edit at full weight up to INNER from it, fading to none at "
-    "OUTER; beyond it every voxel is the input's (default: the model's, 1 4).",
+    "OUTER; beyond it every voxel is the input's (default: the model's; 0 2 unless it says otherwise).",
 )
 @_opt("--steps", type=int, default=None, help="Denoising steps of the edit (the stride is t_start // steps).")
 @_opt("--t-start", type=int, default=None, help="Noise level the edit starts from (paper: 300 heal, 500 embed).")

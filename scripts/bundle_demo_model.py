@@ -199,13 +199,19 @@ def card(
                 else "; look at the figure before using them."
             )
         )
+    rv = (_results("residual-variants") or {}).get("summary", {}).get("all")
+    rv = rv or {k: {"psnr": float("nan"), "tissue_dice": float("nan")} for k in ("fill", "full", "app", "band_0_2")}
     lines += [
         "## What it does and does not do",
         "- Heals a lesion whose mask is given (`--heal-mode mask`, the default with a mask): the lesion is filled (white-matter",
         "  fill inside white matter, template graft elsewhere), the model regenerates it, and the fill plus the model's change",
-        "  goes back into the scan; the rest is untouched. It beats the white-matter fill on lesion PSNR and SSIM in every class",
-        "  measured, but the model adds little beyond a plain template graft on these template-derived test brains, and its",
-        "  output segments worse than the white-matter fill's near the lesion (tissue Dice, table above).",
+        "  (bounded by the fill's local contrast) goes back into the scan, with a blend band of 0-2 mm; the rest is untouched.",
+        "  It beats the white-matter fill on lesion PSNR and SSIM in every class measured, but the model itself adds little:",
+        f"  the same fill without the model's change scores {rv['fill']['psnr']:.2f} dB against {rv['full']['psnr']:.2f}",
+        "  (benchmarks/residual_variants.py), on template-derived test brains that favour a template graft. The band used until",
+        "  2026-12-02 (1-4 mm) made the output segment worse than the white-matter fill near the lesion (tissue Dice",
+        f"  {rv['app']['tissue_dice']:.3f}); the 0-2 mm band recomposed from the same outputs gets {rv['band_0_2']['tissue_dice']:.3f}",
+        "  (docs/benchmarks.md), not yet confirmed by a fresh app run.",
         "- Does not find lesions without a mask: detection (`--heal-mode detect`, the default without a mask) is built, but this",
         "  model's free healing pass changes healthy anatomy more than it changes lesions, so its threshold, calibrated on",
         "  healthy brains (benchmarks/detection_calibration.py), detects nothing: scans come back unchanged. Give a mask.",
