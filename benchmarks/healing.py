@@ -81,6 +81,8 @@ EXTRA_METHODS = {
     # the fill made on the scan's own grid plus the model's change to it (--fill-residual)
     "usb_mask_residual": ["--fill-residual"],
     "usb_mask_auto_residual": ["--fill", "auto", "--fill-residual"],
+    # the blend band the default had until 2026-12-02 (now 0-2 mm)
+    "usb_mask_band14": ["--band-mm", "1", "4"],
 }
 SWEEP = [(100, 34), (200, 20), (200, 67), (300, 100)]  # (t_start, steps) of the mask mode
 
