@@ -178,8 +178,7 @@ def write_datasets(work: Path, cases, erode_mm: float = 0.0) -> None:
         healthy, sick, lesion, brain, affine = make_scan(case["index"], case["grid"], case["class"])
         save(sick, affine, work / "bids" / sub / "anat" / f"{sub}_T1w.nii.gz", np.int16)
         if case["class"] is not None:
-            zooms = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
-            given = given_mask(lesion, zooms, erode_mm).astype(np.uint8)
+            given = given_mask(lesion, nib.affines.voxel_sizes(affine), erode_mm).astype(np.uint8)
             save(given, affine, work / "bids" / sub / "anat" / f"{sub}_label-lesion_roi.nii.gz", np.uint8)
         if case["grid"] == "iso1" or case["class"] is None:
             save(sick, affine, work / "bids_nomask" / sub / "anat" / f"{sub}_T1w.nii.gz", np.int16)

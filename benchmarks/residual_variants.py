@@ -65,7 +65,7 @@ from benchmarks.healing import (  # noqa: E402
 from bids_usb.native import native_fill  # noqa: E402
 from bids_usb.preprocessing import Registration  # noqa: E402
 from usb_model.atomic import write_text  # noqa: E402
-from usb_model.composite import blend_weight  # noqa: E402
+from usb_model.composite import blend_weight, within_local_range  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 VARIANTS = ("fill", "full", "half", "smooth", "range", "app", "band_0_2")
@@ -79,15 +79,13 @@ def smooth_inside(values: np.ndarray, mask: np.ndarray, sigma_vox) -> np.ndarray
 
 
 def variants(fill: np.ndarray, change: np.ndarray, lesion: np.ndarray, zooms, sigma_mm: float) -> dict:
-    lo = ndimage.minimum_filter(fill, size=3)
-    hi = ndimage.maximum_filter(fill, size=3)
     sigma_vox = [sigma_mm / z for z in zooms]
     out = {
         "fill": fill,
         "full": fill + change,
         "half": fill + 0.5 * change,
         "smooth": fill + smooth_inside(change, lesion, sigma_vox),
-        "range": np.clip(fill + change, lo, hi),
+        "range": within_local_range(fill + change, fill, lesion),  # what the app writes since
     }
     return {k: np.where(lesion, np.maximum(v, 0.0), fill) for k, v in out.items()}
 

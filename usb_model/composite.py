@@ -74,7 +74,8 @@ def _float_composite(original: np.ndarray, edited: np.ndarray, weight: np.ndarra
 
 def within_local_range(values: np.ndarray, reference: np.ndarray, region: np.ndarray, size: int = 3) -> np.ndarray:
     """``values`` inside ``region`` clipped to the range ``reference`` spans over each voxel's
-    ``size``^3 neighbourhood; elsewhere ``values`` as they are.
+    ``size``^3 neighbourhood; elsewhere ``values`` as they are. ``values`` may carry leading
+    axes (samples): the bounds are computed once and apply to each.
 
     The model's change to a fill is a field made on the coarse model grid: laid over a fill with
     1 mm anatomy it can push a voxel past its neighbours' contrast (sulcal CSF lifted to grey
@@ -96,6 +97,6 @@ def within_local_range(values: np.ndarray, reference: np.ndarray, region: np.nda
     ref = np.asarray(reference, dtype=np.float64)[box]
     lo, hi = ndimage.minimum_filter(ref, size=size), ndimage.maximum_filter(ref, size=size)
     inside = region[box]
-    crop = values[box]
-    crop[inside] = np.clip(crop[inside], lo[inside], hi[inside])
+    crop = values[(..., *box)]
+    crop[..., inside] = np.clip(crop[..., inside], lo[inside], hi[inside])
     return values

@@ -260,12 +260,8 @@ class USB:
             fill_np = np.asarray(filled, np.float32)
             # Bounded by the fill's local range here as on the native grid (bids_usb.native),
             # where the unbounded change goes and is bounded by the finer fill.
-            healed_samples = torch.stack(
-                [
-                    torch.from_numpy(within_local_range(fill_np + c.numpy(), fill_np, lesion_np).astype(np.float32))
-                    for c in corrections
-                ]
-            ).clamp(0, 1)
+            bounded = within_local_range(fill_np[None] + corrections.numpy(), fill_np, lesion_np)
+            healed_samples = torch.from_numpy(bounded.astype(np.float32)).clamp(0, 1)
             fill_change = corrections.mean(dim=0)
         healed = healed_samples.mean(dim=0)
         change = change_samples.mean(dim=0)
