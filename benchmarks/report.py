@@ -114,6 +114,11 @@ def healing_section(h) -> list[str]:
         lines.append(
             f"| {m} | " + " | ".join(f"{h['summary'][g][m]['psnr']:.2f}" for g in grids if m in h["summary"][g]) + " |"
         )
+    if h.get("parameters"):
+        lines += ["", "What each run used, read from the app's own sidecars (`USB` in the healed scan's JSON):", ""]
+        keys = ("Mode", "TStart", "Stride", "Fill", "FillResidual", "BandMM", "ACG", "Alpha0")
+        for run, p in h["parameters"].items():
+            lines.append(f"- {run}: " + ", ".join(f"{k} {p[k]}" for k in keys if k in p))
     lines += [
         "",
         "Without a mask (`--heal-mode detect`): healthy controls and detection on the 1 mm lesioned scans.",
@@ -130,15 +135,17 @@ def healing_section(h) -> list[str]:
     if h.get("sweep"):
         lines += [
             "",
-            "Mask mode against the number of denoiser steps (1 mm lesioned scans). `usb_mask` above ran at t_start 200, "
-            "67 steps (the default when it was measured); from this sweep the default became t_start 100 (34 steps at the "
-            "bundled model's stride 3): better and about half the time of the USB node:",
+            "Mask mode against the number of denoiser steps (1 mm lesioned scans; the default, t_start 100 with 34 steps "
+            "at the bundled model's stride 3, was chosen from this sweep on 2026-12-01: the best scores and about half "
+            "the USB node's time of t_start 200 with 67 steps). Samples: the healed scan is the mean of that many samples "
+            "(`--n-samples`); every other number on this page is a single sample:",
             "",
-            "| t_start | steps | PSNR (dB) | SSIM | USB node per scan (s) |",
-            "| --- | --- | --- | --- | --- |",
+            "| t_start | steps | samples | PSNR (dB) | SSIM | USB node per scan (s) |",
+            "| --- | --- | --- | --- | --- | --- |",
         ]
         lines += [
-            f"| {v['t_start']} | {v['steps']} | {v['psnr']:.2f} | {v['ssim']:.3f} | {v['usb_node_seconds_per_scan']:.1f} |"
+            f"| {v['t_start']} | {v['steps']} | {v.get('samples', 1)} | {v['psnr']:.2f} | {v['ssim']:.3f} | "
+            f"{v['usb_node_seconds_per_scan']:.1f} |"
             for v in h["sweep"].values()
         ]
         classes = [c for c in CLASS_NAMES if any(r["class"] == c for r in h["sweep_cases"])]
@@ -146,8 +153,8 @@ def healing_section(h) -> list[str]:
             "",
             "Lesion PSNR (dB) of the same runs by lesion class (t_start against lesion size):",
             "",
-            "| t_start | steps | " + " | ".join(CLASS_NAMES[c] for c in classes) + " |",
-            "| --- | --- |" + " --- |" * len(classes),
+            "| t_start | steps | samples | " + " | ".join(CLASS_NAMES[c] for c in classes) + " |",
+            "| --- | --- | --- |" + " --- |" * len(classes),
         ]
         for v in h["sweep"].values():
             cells = []
@@ -155,10 +162,12 @@ def healing_section(h) -> list[str]:
                 sel = [
                     r["psnr"]
                     for r in h["sweep_cases"]
-                    if r["class"] == c and r["t_start"] == v["t_start"] and r["steps"] == v["steps"]
+                    if r["class"] == c
+                    and (r["t_start"], r["steps"], r.get("samples", 1))
+                    == (v["t_start"], v["steps"], v.get("samples", 1))
                 ]
                 cells.append(f"{sum(sel) / len(sel):.2f}" if sel else "n/a")
-            lines.append(f"| {v['t_start']} | {v['steps']} | " + " | ".join(cells) + " |")
+            lines.append(f"| {v['t_start']} | {v['steps']} | {v.get('samples', 1)} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "Wall time of each participant-level run over all its scans (seconds; the first run includes the preprocessing "

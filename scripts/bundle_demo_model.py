@@ -128,28 +128,44 @@ def card(
             "",
         ]
     if healing:
-        a = healing["summary"]["all"]
+        hs = healing["summary"]
+        used = healing.get("parameters", {}).get("usb_mask", {})
         lines += [
             "## Healing native scans through the app (benchmarks/healing.py)",
             f"{healing['n_scans']} synthetic T1w scans at 1 mm and 1x1x3 mm (oblique), lesion classes from white-matter spots to",
-            "territorial infarcts, through `bids_usb ... participant`; BraTS inpainting metrics inside the lesion, single sample.",
+            "territorial infarcts, through `bids_usb ... participant`; BraTS inpainting metrics inside the lesion, single sample",
+            f"(`{healing['command']}`, {healing['date']}). Lesion PSNR / SSIM per class; tissue Dice (Atropos): mean of CSF,",
+            "GM and WM inside the lesion grown by 3 mm.",
             "",
-            "| method | PSNR lesion | SSIM lesion | Dice GM near lesion | Dice WM near lesion |",
-            "| --- | --- | --- | --- | --- |",
+            "| method | all | wmh | lacune | infarct | territorial | tissue Dice |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
         ]
-        for m, v in a.items():
-            lines.append(f"| {m} | {v['psnr']:.2f} | {v['ssim']:.3f} | {v['dice_gm']:.3f} | {v['dice_wm']:.3f} |")
+        for m, a in hs["all"].items():
+            cells = [
+                f"{hs[k][m]['psnr']:.2f} / {hs[k][m]['ssim']:.3f}" if m in hs.get(k, {}) else "n/a"
+                for k in ("all", "wmh", "lacune", "infarct", "territorial")
+            ]
+            lines.append(
+                f"| {m} | " + " | ".join(cells) + f" | {(a['dice_csf'] + a['dice_gm'] + a['dice_wm']) / 3:.3f} |"
+            )
         lines += [
             "",
-            "`usb_mask` ran at t_start 200 (67 steps); the default is now t_start 100 (34 steps), which scored higher in the",
-            "benchmark's step sweep. Per lesion class, the sweep and the targets: docs/benchmarks.md.",
+            "`usb_mask` is the app's default with a mask"
+            + (
+                f" (as its sidecars record: t_start {used.get('TStart')}, stride {used.get('Stride')}, fill "
+                f"{used.get('Fill')}, fill residual {used.get('FillResidual')}, band {used.get('BandMM')} mm)"
+                if used
+                else ""
+            )
+            + "; `usb_acg` the paper's mask-free ACG healing (t_start 300, 300 steps); `usb_detect` healing without",
+            "a mask. Per grid, the step sweep and the targets: docs/benchmarks.md.",
             "",
         ]
     if residual:
         lines += [
-            "## The default heal: fill plus the model's change (benchmarks/healing.py, healing-residual.json)",
+            "## How the default heal was chosen: fill plus the model's change (benchmarks/healing.py, healing-residual.json)",
             f"{residual['n_scans']} of the same scans, single sample. `usb_mask` puts the decoded healed brain into the lesion;",
-            "`usb_mask_auto_residual` (the default now: `--fill auto --fill-residual`) the fill made on the scan's own grid",
+            "`usb_mask_auto_residual` (the default since: `--fill auto --fill-residual`) the fill made on the scan's own grid",
             "plus the model's change to it. Lesion PSNR / SSIM per class; tissue Dice: mean of CSF, GM, WM near the lesion.",
             "",
             "| method | all | wmh | lacune | infarct | territorial | tissue Dice |",
@@ -200,18 +216,26 @@ def card(
             )
         )
     rv = (_results("residual-variants") or {}).get("summary", {}).get("all")
-    rv = rv or {k: {"psnr": float("nan"), "tissue_dice": float("nan")} for k in ("fill", "full", "app", "band_0_2")}
+    rv = rv or {k: {"psnr": float("nan"), "tissue_dice": float("nan")} for k in ("fill", "full")}
+    hs = (healing or {}).get("summary", {}).get("all", {})
+
+    def tissue(m: str) -> float:
+        v = hs.get(m)
+        return (v["dice_csf"] + v["dice_gm"] + v["dice_wm"]) / 3 if v else float("nan")
+
+    def psnr(m: str) -> float:
+        return hs[m]["psnr"] if m in hs else float("nan")
+
     lines += [
         "## What it does and does not do",
         "- Heals a lesion whose mask is given (`--heal-mode mask`, the default with a mask): the lesion is filled (white-matter",
         "  fill inside white matter, template graft elsewhere), the model regenerates it, and the fill plus the model's change",
         "  (bounded by the fill's local contrast) goes back into the scan, with a blend band of 0-2 mm; the rest is untouched.",
-        "  It beats the white-matter fill on lesion PSNR and SSIM in every class measured, but the model itself adds little:",
-        f"  the same fill without the model's change scores {rv['fill']['psnr']:.2f} dB against {rv['full']['psnr']:.2f}",
-        "  (benchmarks/residual_variants.py), on template-derived test brains that favour a template graft. The band used until",
-        "  2026-12-02 (1-4 mm) made the output segment worse than the white-matter fill near the lesion (tissue Dice",
-        f"  {rv['app']['tissue_dice']:.3f}); the 0-2 mm band recomposed from the same outputs gets {rv['band_0_2']['tissue_dice']:.3f}",
-        "  (docs/benchmarks.md), not yet confirmed by a fresh app run.",
+        f"  Lesion PSNR {psnr('usb_mask'):.2f} dB against {psnr('wm_fill'):.2f} for the white-matter fill; tissue Dice near the",
+        f"  lesion {tissue('usb_mask'):.3f} against {tissue('wm_fill'):.3f} (the former 1-4 mm band: {tissue('usb_mask_band14'):.3f}).",
+        "  But the model itself adds little: the same fill without the model's change scores",
+        f"  {rv['fill']['psnr']:.2f} dB against {rv['full']['psnr']:.2f} (benchmarks/residual_variants.py), on template-derived",
+        "  test brains that favour a template graft.",
         "- Does not find lesions without a mask: detection (`--heal-mode detect`, the default without a mask) is built, but this",
         "  model's free healing pass changes healthy anatomy more than it changes lesions, so its threshold, calibrated on",
         "  healthy brains (benchmarks/detection_calibration.py), detects nothing: scans come back unchanged. Give a mask.",
