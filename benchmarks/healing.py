@@ -232,11 +232,15 @@ def run_app(bids: Path, out: Path, work: Path, model: Path | None, extra: list[s
     return seconds
 
 
-def run_parameters(out: Path) -> dict:
-    """The sampling parameters a run used, as the app wrote them into its first healed scan's sidecar
-    (so the results say what ran, not what the defaults were believed to be)."""
-    sidecar = next(iter(sorted(out.glob("sub-*/anat/*_desc-healed_T1w.json"))), None)
-    return json.loads(sidecar.read_text()).get("USB", {}) if sidecar else {}
+def run_parameters(out: Path, subs) -> dict:
+    """The sampling parameters a run used, as the app wrote them into the sidecar of the first of
+    ``subs`` it healed (so the results say what ran, not what the defaults were believed to be).
+    Give lesioned scans: a control without a mask runs in detect mode whatever the run's options."""
+    for sub in subs:
+        sidecar = app_output(out, sub).with_name(f"sub-{sub}_desc-healed_T1w.json")
+        if sidecar.is_file():
+            return json.loads(sidecar.read_text()).get("USB", {})
+    return {}
 
 
 def node_seconds(work: Path, started: float) -> dict[str, dict[str, float]]:
@@ -576,7 +580,7 @@ def summarise(rows, control_rows, detect_rows, sweep_rows, wall, cases, args) ->
         "wall_seconds_per_scan": {k: v / n_scans for k, v in wall.items()},
         "mean_node_seconds_per_scan": node_times,
         "parameters": {
-            run_dir.name: run_parameters(run_dir)
+            run_dir.name: run_parameters(run_dir, [c["sub"] for c in cases if c["class"]])
             for run_dir in sorted((args.work.absolute() / "out").iterdir())
             if run_dir.name in wall or run_dir.name.startswith("sweep_")
         },

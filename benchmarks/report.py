@@ -85,10 +85,67 @@ CLASS_NAMES = {
 }
 
 
+def sweep_lines(h) -> list[str]:
+    """The mask mode against t_start, stride and samples on the 1 mm lesioned scans, with the
+    default run (``usb_mask``) on the same scans beside it. The stride and the number of denoiser
+    calls come from the app's sidecars where the run recorded them (runs before 2026-12-03 asked
+    for N steps and, through a floored stride, could run up to 1.5 N)."""
+    params = h.get("parameters", {})
+    iso = {r["sub"] for r in h["sweep_cases"]}
+    runs = []  # (label, t_start, stride, samples, rows, usb seconds)
+    for name, v in h["sweep"].items():
+        p = params.get(f"sweep_{name}", {})
+        key = (v["t_start"], v["steps"], v.get("samples", 1))
+        rows = [r for r in h["sweep_cases"] if (r["t_start"], r["steps"], r.get("samples", 1)) == key]
+        runs.append((name, v["t_start"], p.get("Stride"), v.get("samples", 1), rows, v["usb_node_seconds_per_scan"]))
+    if "usb_mask" in params:
+        p = params["usb_mask"]
+        rows = [r for r in h["cases"] if r["method"] == "usb_mask" and r["sub"] in iso]
+        usb = h.get("mean_node_seconds_per_scan", {}).get("usb_mask", {}).get("usb", float("nan"))
+        runs.append(("usb_mask (the default run)", p["TStart"], p["Stride"], p.get("NSamples", 1), rows, usb))
+
+    def calls(t_start, stride):
+        return len(range(t_start, -1, -stride)) if stride else "?"
+
+    lines = [
+        "",
+        "Mask mode against the number of denoiser steps (1 mm lesioned scans). The default (t_start 100 at the bundled "
+        "model's stride 3: 34 steps) was chosen from this sweep on 2026-12-01. Samples: the healed scan is the mean of "
+        "that many samples (`--n-samples`); every other number on this page is a single sample:",
+        "",
+        "| run | t_start | stride | denoiser steps | samples | PSNR (dB) | SSIM | USB node per scan (s) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for label, t_start, stride, samples, rows, usb in runs:
+        psnr = sum(r["psnr"] for r in rows) / len(rows)
+        ssim = sum(r["ssim"] for r in rows) / len(rows)
+        lines.append(
+            f"| {label} | {t_start} | {stride or '?'} | {calls(t_start, stride)} | {samples} | {psnr:.2f} | "
+            f"{ssim:.3f} | {usb:.1f} |"
+        )
+    classes = [c for c in CLASS_NAMES if any(r["class"] == c for r in h["sweep_cases"])]
+    lines += [
+        "",
+        "Lesion PSNR (dB) of the same runs by lesion class (t_start against lesion size):",
+        "",
+        "| run | " + " | ".join(CLASS_NAMES[c] for c in classes) + " |",
+        "| --- |" + " --- |" * len(classes),
+    ]
+    for label, _, _, _, rows, _ in runs:
+        cells = []
+        for c in classes:
+            sel = [r["psnr"] for r in rows if r["class"] == c]
+            cells.append(f"{sum(sel) / len(sel):.2f}" if sel else "n/a")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def healing_section(h) -> list[str]:
     if not h:
         return ["Not measured yet: `python benchmarks/healing.py`.", ""]
     lines = [f"`{h['command']}` ({h['date']}, model: {h['model']}, seed {h['seed']}): {h['n_scans']} scans.", ""]
+    if h.get("note"):
+        lines += [h["note"], ""]
     lines += [
         "Inside the lesion (BraTS 2023 inpainting metrics, `inpainting` 0.0.12) and tissue segmentation (Atropos, 3 classes) "
         "inside the lesion grown by 3 mm; volume errors are against the truth's segmentation, in the box around the lesion.",
@@ -133,41 +190,7 @@ def healing_section(h) -> list[str]:
         for d in h["detection"]
     ]
     if h.get("sweep"):
-        lines += [
-            "",
-            "Mask mode against the number of denoiser steps (1 mm lesioned scans; the default, t_start 100 with 34 steps "
-            "at the bundled model's stride 3, was chosen from this sweep on 2026-12-01: the best scores and about half "
-            "the USB node's time of t_start 200 with 67 steps). Samples: the healed scan is the mean of that many samples "
-            "(`--n-samples`); every other number on this page is a single sample:",
-            "",
-            "| t_start | steps | samples | PSNR (dB) | SSIM | USB node per scan (s) |",
-            "| --- | --- | --- | --- | --- | --- |",
-        ]
-        lines += [
-            f"| {v['t_start']} | {v['steps']} | {v.get('samples', 1)} | {v['psnr']:.2f} | {v['ssim']:.3f} | "
-            f"{v['usb_node_seconds_per_scan']:.1f} |"
-            for v in h["sweep"].values()
-        ]
-        classes = [c for c in CLASS_NAMES if any(r["class"] == c for r in h["sweep_cases"])]
-        lines += [
-            "",
-            "Lesion PSNR (dB) of the same runs by lesion class (t_start against lesion size):",
-            "",
-            "| t_start | steps | samples | " + " | ".join(CLASS_NAMES[c] for c in classes) + " |",
-            "| --- | --- | --- |" + " --- |" * len(classes),
-        ]
-        for v in h["sweep"].values():
-            cells = []
-            for c in classes:
-                sel = [
-                    r["psnr"]
-                    for r in h["sweep_cases"]
-                    if r["class"] == c
-                    and (r["t_start"], r["steps"], r.get("samples", 1))
-                    == (v["t_start"], v["steps"], v.get("samples", 1))
-                ]
-                cells.append(f"{sum(sel) / len(sel):.2f}" if sel else "n/a")
-            lines.append(f"| {v['t_start']} | {v['steps']} | {v.get('samples', 1)} | " + " | ".join(cells) + " |")
+        lines += sweep_lines(h)
     lines += [
         "",
         "Wall time of each participant-level run over all its scans (seconds; the first run includes the preprocessing "

@@ -169,7 +169,9 @@ def _band(ctx, param, value):
     help="The blend band around the lesion, in mm: the edit at full weight up to INNER from it, fading to none at "
     "OUTER; beyond it every voxel is the input's (default: the model's; 0 2 unless it says otherwise).",
 )
-@_opt("--steps", type=int, default=None, help="Denoising steps of the edit (the stride is t_start // steps).")
+@_opt(
+    "--steps", type=int, default=None, help="Denoising steps of the edit (the stride is t_start / steps, rounded up)."
+)
 @_opt("--t-start", type=int, default=None, help="Noise level the edit starts from (paper: 300 heal, 500 embed).")
 @_opt("--alpha0", type=float, default=None, help="ACG strength alpha0 (paper: 20).")
 @_opt("--k", "k", type=float, default=None, help="ACG decay k (paper: 0.5).")

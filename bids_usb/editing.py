@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from usb_model.config import EditParameters
+from usb_model.diffusion import stride_for_steps
 from usb_model.tasks import USB, EditResult
 
 from .errors import DataError
@@ -55,13 +56,13 @@ def run_edit(
 ) -> tuple[EditResult, dict[str, Any]]:
     used = resolved_parameters(bundle, task, params)
     steps = used.pop("steps", None)
-    if steps:  # --steps N: the stride that walks from this image's t_start to 0 in N steps
+    if steps:  # --steps N: the stride that walks from this image's t_start to 0 in about N steps
         s = bundle.config.sampling
         mode = used.get("mode", s.heal_mode)
         if mode == "auto":
             mode = "mask" if lesion is not None and lesion.any() else "detect"
         default_t = {"heal": s.t_start_heal if mode == "acg" else s.t_start_mask, "embed": s.t_start_embed}[task]
-        used["stride"] = max(1, int(used.get("t_start", default_t)) // int(steps))
+        used["stride"] = stride_for_steps(int(used.get("t_start", default_t)), int(steps))
     usb = USB(bundle.load_networks(), device=None if device == "auto" else device, template_t1w=bundle.template["t1w"])
     spacing = bundle.config.grid.voxel_size
     if task == "heal":

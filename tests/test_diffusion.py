@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from usb_model.config import ScheduleConfig
-from usb_model.diffusion import Diffusion, sample_timesteps
+from usb_model.diffusion import Diffusion, sample_timesteps, stride_for_steps
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +54,14 @@ def test_timestep_sequences(diffusion):
     assert len(gen) == 342 and gen[0] == 1023 and gen[-1] == 0  # upstream's stride of 3
     with pytest.raises(ValueError):
         diffusion.edit_timesteps(1024)
+
+
+@pytest.mark.parametrize(
+    ("t_start", "steps", "calls"), [(100, 34, 34), (200, 67, 67), (300, 100, 101), (200, 20, 21), (50, 300, 51)]
+)
+def test_steps_request_costs_about_that_many_calls(diffusion, t_start, steps, calls):
+    """--steps N: N or N + 1 denoiser calls (flooring the stride gave 51 calls for 34 asked at t_start 100)."""
+    assert len(diffusion.edit_timesteps(t_start, stride_for_steps(t_start, steps))) == calls
 
 
 def test_antithetic_timesteps_pair_up():

@@ -16,6 +16,17 @@ from monai.networks.schedulers import DDPMScheduler
 from .config import ScheduleConfig
 
 
+def stride_for_steps(t_start: int, steps: int) -> int:
+    """The edit stride that walks from ``t_start`` to 0 in about ``steps`` denoiser calls.
+
+    Rounded up, so a request of N steps costs N (or N + 1, when the walk lands on 0) calls,
+    never the ~1.5 N that flooring gives (t_start 100 in 34 steps: stride 3, 34 calls; floored,
+    stride 2 and 51 calls)."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1; got {steps}")
+    return max(1, -(-int(t_start) // int(steps)))
+
+
 class Diffusion:
     """The forward process q(z_t | z_0) and the deterministic (or eta-noisy) DDIM reverse step."""
 
