@@ -306,6 +306,30 @@ def calibration_section(c) -> list[str]:
     ]
 
 
+def registration_seed_section(r) -> list[str]:
+    """How far one scan's fill moves with the affine registration's seed alone."""
+    if not r:
+        return []
+    lines = [
+        "### One scan, other registration seeds",
+        "",
+        f"`{r['command']}` ({r['date']}): the app's affine registration of some of the scans above re-run with other seeds "
+        "(one ITK thread, as the app runs it), and the template graft made with each affine; lesion PSNR (dB). Small "
+        "lesions move by several dB on the seed alone, so the per-class means of two or three scans above carry that "
+        "much noise.",
+        "",
+        "| scan | lesion (ml) | graft PSNR by seed | range (dB) |",
+        "| --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {c['sub']} | {c['lesion_ml']:.2f} | "
+        + ", ".join(f"{p:.2f}" for p in c["graft_psnr_by_seed"])
+        + f" | {c['range_db']:.2f} |"
+        for c in r["cases"]
+    ]
+    return lines + [""]
+
+
 def variants_section(h, title: str, what: str) -> list[str]:
     """Variants of the mask mode run side by side (benchmarks/healing.py --methods ... --results ...):
     lesion PSNR / SSIM per class, and tissue Dice near the lesion over all lesions."""
@@ -420,6 +444,7 @@ def main() -> None:
     ]
     out += ["## Healing native scans end to end (what users run)", ""]
     out += healing_section(load("healing.json"))
+    out += registration_seed_section(load("registration-seed.json"))
     out += variants_section(
         load("healing-fill.json"),
         "Which fill USB starts from",
