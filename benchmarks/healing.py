@@ -196,7 +196,7 @@ def write_datasets(work: Path, cases, erode_mm: float = 0.0) -> None:
 # --------------------------------------------------------------------------- running the app
 
 
-def run_app(bids: Path, out: Path, work: Path, model: Path | None, extra: list[str]) -> float:
+def run_app(bids: Path, out: Path, work: Path, model: Path | None, extra: list[str], nprocs: int = 1) -> float:
     if (out / "done").is_file():
         return float((out / "done").read_text())
     cmd = [
@@ -211,7 +211,7 @@ def run_app(bids: Path, out: Path, work: Path, model: Path | None, extra: list[s
         "--skull-stripped",
         "--skip-bids-validation",
         "--nprocs",
-        "1",
+        str(nprocs),
         "--omp-nthreads",
         "1",
         "--n-samples",
@@ -355,6 +355,13 @@ def main(argv=None) -> int:
         help=f"comma-separated USB methods; default {','.join(USB_METHODS)} (also: {','.join(EXTRA_METHODS)})",
     )
     parser.add_argument("--no-detect", action="store_true", help="skip the mask-free detection run")
+    parser.add_argument(
+        "--nprocs",
+        type=int,
+        default=1,
+        help="scans the app processes at once (its own --nprocs, one thread each); "
+        "wall times then count that many scans at a time",
+    )
     parser.add_argument("--results", default="healing.json", help="file name under benchmarks/results/")
     parser.add_argument(
         "--erode-mm",
@@ -381,7 +388,7 @@ def main(argv=None) -> int:
     print(f"datasets written ({time.perf_counter() - clock:.0f} s)", flush=True)
     wall = {}
     for method, extra in usb_methods.items():
-        wall[method] = run_app(work / "bids", work / "out" / method, work / "work", args.model, extra)
+        wall[method] = run_app(work / "bids", work / "out" / method, work / "work", args.model, extra, args.nprocs)
         print(f"{method}: {wall[method]:.0f} s for {len(cases)} scans", flush=True)
     if not args.no_detect:
         wall["usb_detect"] = run_app(
@@ -390,6 +397,7 @@ def main(argv=None) -> int:
             work / "work_nomask",
             args.model,
             ["--heal-mode", "detect"],
+            args.nprocs,
         )
         print(f"usb_detect: {wall['usb_detect']:.0f} s", flush=True)
     sweep_runs = {}
@@ -413,7 +421,7 @@ def main(argv=None) -> int:
                 "t_start": t_start,
                 "steps": steps,
                 "samples": samples,
-                "seconds": run_app(work / "bids", work / "out" / name, work / "work", args.model, extra),
+                "seconds": run_app(work / "bids", work / "out" / name, work / "work", args.model, extra, args.nprocs),
             }
             print(f"{name}: {sweep_runs[name]['seconds']:.0f} s", flush=True)
 
@@ -570,6 +578,7 @@ def summarise(rows, control_rows, detect_rows, sweep_rows, wall, cases, args) ->
         + (f" --methods {args.methods}" if args.methods else "")
         + (" --no-sweep" if args.no_sweep else "")
         + (" --no-detect" if args.no_detect else "")
+        + (f" --nprocs {args.nprocs}" if args.nprocs != 1 else "")
         + (f" --erode-mm {args.erode_mm}" if args.erode_mm else "")
         + (f" --results {args.results}" if args.results != "healing.json" else ""),
         "date": time.strftime("%Y-%m-%d"),

@@ -131,7 +131,7 @@ class EditParameters:
     """The sampling choices of one heal or embed run; None means "the checkpoint's value"
     (``SamplingConfig``). One object from the command line (``bids_usb.config``) through the
     workflow to ``USB.heal``/``USB.embed`` and the sidecars; ``steps`` is turned into the stride
-    that walks from the image's ``t_start`` to 0 in that many steps."""
+    that walks from the image's ``t_start`` to 0 in about that many steps (``diffusion.stride_for_steps``)."""
 
     mode: str | None = None  # heal: auto | mask | detect | acg
     fill: str | None = None  # heal: graft | wm | none
