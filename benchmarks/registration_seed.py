@@ -56,8 +56,8 @@ def main(argv=None) -> int:
         cost = prep.cost_mask(
             nib.load(str(wf / "skull_strip" / "brain_mask.nii.gz")), nib.load(str(wf / "prepare" / "lesion_ras.nii.gz"))
         )
-        anat = work / "bids" / f"sub-{sub}" / "anat" / f"sub-{sub}_T1w.nii.gz"
-        lesioned = load(anat)
+        anat = nib.load(str(work / "bids" / f"sub-{sub}" / "anat" / f"sub-{sub}_T1w.nii.gz"))
+        lesioned = np.asanyarray(anat.dataobj).astype(np.float32)
         truth = load(work / "truth" / f"sub-{sub}_T1w.nii.gz")
         lesion = load(work / "truth" / f"sub-{sub}_lesion.nii.gz") > 0
         brain_truth = load(work / "truth" / f"sub-{sub}_brain.nii.gz") > 0
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
         for seed in range(args.seeds):
             with tempfile.TemporaryDirectory() as tmp:
                 reg = prep.register_to_template(brain, template_img, cost, tmp, seed=seed)
-                moved = prep.to_native(moving, nib.load(str(anat)), reg)
+                moved = prep.to_native(moving, anat, reg)
                 graft = template_graft(
                     lesioned, lesion, np.asanyarray(moved.dataobj, dtype=np.float32), brain=brain_truth
                 )
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
         rows.append(
             {
                 "sub": sub,
-                "lesion_ml": float(lesion.sum() * np.prod(nib.load(str(anat)).header.get_zooms()[:3]) / 1000),
+                "lesion_ml": float(lesion.sum() * np.prod(anat.header.get_zooms()[:3]) / 1000),
                 "graft_psnr_by_seed": psnr,
                 "range_db": float(max(psnr) - min(psnr)),
             }

@@ -140,14 +140,7 @@ def card(
             "| method | all | wmh | lacune | infarct | territorial | tissue Dice |",
             "| --- | --- | --- | --- | --- | --- | --- |",
         ]
-        for m, a in hs["all"].items():
-            cells = [
-                f"{hs[k][m]['psnr']:.2f} / {hs[k][m]['ssim']:.3f}" if m in hs.get(k, {}) else "n/a"
-                for k in ("all", "wmh", "lacune", "infarct", "territorial")
-            ]
-            lines.append(
-                f"| {m} | " + " | ".join(cells) + f" | {(a['dice_csf'] + a['dice_gm'] + a['dice_wm']) / 3:.3f} |"
-            )
+        lines += _class_rows(hs)
         lines += [
             "",
             "`usb_mask` is the app's default with a mask"
@@ -171,16 +164,7 @@ def card(
             "| method | all | wmh | lacune | infarct | territorial | tissue Dice |",
             "| --- | --- | --- | --- | --- | --- | --- |",
         ]
-        rs = residual["summary"]
-        for m in rs["all"]:
-            cells = [
-                f"{rs[k][m]['psnr']:.2f} / {rs[k][m]['ssim']:.3f}" if m in rs.get(k, {}) else "n/a"
-                for k in ("all", "wmh", "lacune", "infarct", "territorial")
-            ]
-            a = rs["all"][m]
-            lines.append(
-                f"| {m} | " + " | ".join(cells) + f" | {(a['dice_csf'] + a['dice_gm'] + a['dice_wm']) / 3:.3f} |"
-            )
+        lines += _class_rows(residual["summary"])
         lines.append("")
     if generation:
         env, gen, ref, blobs, masks = (
@@ -220,8 +204,7 @@ def card(
     hs = (healing or {}).get("summary", {}).get("all", {})
 
     def tissue(m: str) -> float:
-        v = hs.get(m)
-        return (v["dice_csf"] + v["dice_gm"] + v["dice_wm"]) / 3 if v else float("nan")
+        return _tissue_dice(hs[m]) if m in hs else float("nan")
 
     def psnr(m: str) -> float:
         return hs[m]["psnr"] if m in hs else float("nan")
@@ -249,6 +232,24 @@ def card(
         "",
     ]
     return "\n".join(lines)
+
+
+def _tissue_dice(v: dict) -> float:
+    """Mean of the CSF, GM and WM Dice near the lesion (healing.py's tissue scores)."""
+    return (v["dice_csf"] + v["dice_gm"] + v["dice_wm"]) / 3
+
+
+def _class_rows(summary: dict) -> list[str]:
+    """One table row per method of a healing.py summary: lesion PSNR / SSIM over all lesions and
+    per class, then the mean tissue Dice."""
+    rows = []
+    for m, a in summary["all"].items():
+        cells = [
+            f"{summary[k][m]['psnr']:.2f} / {summary[k][m]['ssim']:.3f}" if m in summary.get(k, {}) else "n/a"
+            for k in ("all", "wmh", "lacune", "infarct", "territorial")
+        ]
+        rows.append(f"| {m} | " + " | ".join(cells) + f" | {_tissue_dice(a):.3f} |")
+    return rows
 
 
 def _results(name: str) -> dict | None:
