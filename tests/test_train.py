@@ -107,7 +107,7 @@ def _brain_eval(trainer, ev) -> float:
     healthy = torch.zeros(x0.shape[0], dtype=torch.bool)
     empty = trainer.networks.empty_condition(1)
     with torch.no_grad():
-        y_t, cond = T.brain_inputs(
+        y_t, cond, _ = T.brain_inputs(
             trainer.ema["lesion"].module, trainer.diffusion, x0, y0, t, eps_x, eps_y, healthy, empty
         )
         return T.brain_loss(trainer.networks.brain, y_t, cond, t, eps_y).item()
@@ -255,7 +255,7 @@ def test_brain_inputs_use_empty_condition_for_healthy_samples(cfg):
     t = torch.tensor([10, 500, 900, 1013])
     empty = nets.empty_condition(1)
     healthy = torch.tensor([True, False, True, False])
-    _, cond = T.brain_inputs(nets.lesion, diffusion, x0, y0, t, eps_x, eps_y, healthy, empty)
+    _, cond, _ = T.brain_inputs(nets.lesion, diffusion, x0, y0, t, eps_x, eps_y, healthy, empty)
     assert torch.equal(cond[healthy], nets.empty_condition(2))
     x_t, y_t = diffusion.add_noise(x0, eps_x, t), diffusion.add_noise(y0, eps_y, t)
     with torch.no_grad():
@@ -263,7 +263,9 @@ def test_brain_inputs_use_empty_condition_for_healthy_samples(cfg):
     torch.testing.assert_close(cond[~healthy], x0_hat[~healthy])
 
     # The options change what the brain net sees / how it is weighted.
-    y_t_inj, _ = T.brain_inputs(nets.lesion, diffusion, x0, y0, t, eps_x, eps_y, healthy, empty, latent_injection=0.05)
+    y_t_inj, _, _ = T.brain_inputs(
+        nets.lesion, diffusion, x0, y0, t, eps_x, eps_y, healthy, empty, latent_injection=0.05
+    )
     torch.testing.assert_close(y_t_inj[1], diffusion.add_noise(y0 - 0.05 * x0, eps_y, t)[1])
     with torch.no_grad():
         plain = T.brain_loss(nets.brain, y_t, cond, t, eps_y)
@@ -353,8 +355,10 @@ def test_the_brain_condition_is_clamped_like_at_sampling():
     healthy = torch.tensor([False, False])
     empty = nets.empty_condition(2)
     with torch.no_grad():
-        _, free = T.brain_inputs(nets.lesion, diffusion, x0, y0, t, eps_x, eps_y, healthy, empty)
-        _, clamped = T.brain_inputs(nets.lesion, diffusion, x0, y0, t, eps_x, eps_y, healthy, empty, condition_clip=5.0)
+        _, free, _ = T.brain_inputs(nets.lesion, diffusion, x0, y0, t, eps_x, eps_y, healthy, empty)
+        _, clamped, _ = T.brain_inputs(
+            nets.lesion, diffusion, x0, y0, t, eps_x, eps_y, healthy, empty, condition_clip=5.0
+        )
     assert free.abs().max() > 5.0
     assert clamped.abs().max() <= 5.0
     assert torch.equal(clamped, free.clamp(-5, 5))

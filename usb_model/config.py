@@ -74,6 +74,11 @@ class ScheduleConfig:
     beta_start: float = 1e-4
     beta_end: float = 2e-2
     schedule: str = "linear_beta"
+    # What the denoisers output (part of the architecture: weights trained for one are wrong for
+    # the other): "epsilon", the noise (the paper, the authors' checkpoints), or "v_prediction",
+    # v = sqrt(abar) eps - sqrt(1 - abar) z0 (Salimans & Ho 2022), whose target stays well scaled
+    # at both ends of the schedule. Sampling and guidance convert either to eps (Diffusion.to_eps).
+    prediction_type: str = "epsilon"
 
 
 @dataclass
@@ -199,6 +204,14 @@ class TrainingConfig:
     lr_schedule: str = "constant"
     lr_decay_steps: int = 0
     lr_min_ratio: float = 0.02
+    # Min-SNR-gamma loss weighting of the denoisers (Hang et al. 2023): each sample's loss is
+    # weighted by min(SNR_t, gamma) / SNR_t (eps) or / (SNR_t + 1) (v), so the low-noise steps
+    # that dominate the plain loss stop crowding out the rest; 0 turns it off (the paper's loss).
+    min_snr_gamma: float = 0.0
+    # Denoiser stages on cached latents (usb_model.train.latents): this many training triplets
+    # are synthesised and encoded once per autoencoder, with their left-right mirror images, and
+    # the denoisers train on the cache (no synthesis or encoder per step); 0: encode every step.
+    latent_cache: int = 0
 
 
 @dataclass

@@ -27,16 +27,31 @@ def stride_for_steps(t_start: int, steps: int) -> int:
     return max(1, -(-int(t_start) // int(steps)))
 
 
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+
+
 class Diffusion:
-    """The forward process q(z_t | z_0) and the deterministic (or eta-noisy) DDIM reverse step."""
+    """The forward process q(z_t | z_0) and the deterministic (or eta-noisy) DDIM reverse step.
+
+    Everything downstream of a denoiser (DDIM, ACG/LCG, the lesion net's condition, the fill
+    change) works on the noise estimate eps; ``to_eps`` turns a network's output of the
+    schedule's ``prediction_type`` into it, so guidance code never branches on the type.
+    """
 
     def __init__(self, schedule: ScheduleConfig):
+        if schedule.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(
+                f"unknown prediction_type {schedule.prediction_type!r}; choose one of {', '.join(PREDICTION_TYPES)}"
+            )
+        self.prediction_type = schedule.prediction_type
         scheduler = DDPMScheduler(
             num_train_timesteps=schedule.num_train_timesteps,
             schedule=schedule.schedule,
             beta_start=schedule.beta_start,
             beta_end=schedule.beta_end,
+            prediction_type=schedule.prediction_type,
         )
+        self._scheduler = scheduler
         self.num_train_timesteps = schedule.num_train_timesteps
         # float64 for the products, float32 for use: abar_t spans 1 .. ~4e-5 at T = 1024.
         self.alphas_cumprod = scheduler.alphas_cumprod.to(torch.float64).float()
@@ -66,6 +81,36 @@ class Diffusion:
         """z_t = sqrt(abar_t) z_0 + sqrt(1 - abar_t) eps (paper eq. 4-5)."""
         a = self.abar(t, z0)
         return a.sqrt() * z0 + (1 - a).sqrt() * noise
+
+    def target(self, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the denoiser learns to output for z_t = add_noise(z0, noise, t): eps itself, or
+        MONAI's velocity v = sqrt(abar_t) eps - sqrt(1 - abar_t) z0."""
+        if self.prediction_type == "epsilon":
+            return noise
+        return self._scheduler.get_velocity(z0, noise, torch.as_tensor(t).long())
+
+    def to_eps(self, output: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+        """The noise estimate from a denoiser's output: eps = sqrt(abar_t) v + sqrt(1 - abar_t) z_t."""
+        if self.prediction_type == "epsilon":
+            return output
+        a = self.abar(t, z_t)
+        return a.sqrt() * output + (1 - a).sqrt() * z_t
+
+    def snr(self, t: torch.Tensor) -> torch.Tensor:
+        """SNR_t = abar_t / (1 - abar_t), one value per timestep."""
+        a = self._table(t.device)[t.long()]
+        return a / (1 - a)
+
+    def loss_weight(self, t: torch.Tensor, min_snr_gamma: float) -> torch.Tensor | None:
+        """Min-SNR-gamma weights per sample (Hang et al. 2023), or None for the plain loss.
+
+        The plain eps loss equals SNR_t times the x0 loss, the v loss (SNR_t + 1) times it;
+        dividing min(SNR_t, gamma) by those factors gives both the same clamped x0 weighting."""
+        if not min_snr_gamma:
+            return None
+        snr = self.snr(t)
+        denominator = snr if self.prediction_type == "epsilon" else snr + 1
+        return snr.clamp(max=float(min_snr_gamma)) / denominator
 
     def predict_x0(self, z_t: torch.Tensor, eps: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
         """The one-step clean estimate z0_hat = (z_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t)."""

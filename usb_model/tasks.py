@@ -463,8 +463,8 @@ class USB:
     def _eps(self, net, z_t: torch.Tensor, condition: torch.Tensor, t: int) -> torch.Tensor:
         timesteps = torch.full((z_t.shape[0],), t, device=self.device, dtype=torch.long)
         with autocast(self.device):
-            eps = net(torch.cat([z_t, condition], dim=1), timesteps)
-        return eps.float()
+            output = net(torch.cat([z_t, condition], dim=1), timesteps)
+        return self.diffusion.to_eps(output.float(), z_t, t)
 
     def _noise(self, n: int, generator: torch.Generator) -> torch.Tensor:
         return torch.randn((n, *self.cfg.latent_shape), generator=generator, device=self.device)

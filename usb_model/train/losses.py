@@ -70,6 +70,15 @@ def discriminator_loss(
     return 0.5 * (loss_fake + loss_real)
 
 
+def denoising_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error per sample, weighted per sample (min-SNR) when ``weight`` is given.
+
+    ``target`` may be a voxel-weighted error already squared elsewhere; here it is the plain
+    regression target of the schedule's prediction type (``Diffusion.target``)."""
+    err = (pred.float() - target).pow(2).flatten(1).mean(1)
+    return (err * weight).mean() if weight is not None else err.mean()
+
+
 def lesion_loss(
     lesion_net: nn.Module,
     diffusion: Diffusion,
@@ -78,12 +87,14 @@ def lesion_loss(
     t: torch.Tensor,
     eps_x: torch.Tensor,
     eps_y: torch.Tensor,
+    min_snr_gamma: float = 0.0,
 ) -> torch.Tensor:
-    """Eq. (10): predict the mask latent's noise from ``[x_t, y_t]`` (y_t: the noisy brain, same t)."""
+    """Eq. (10): predict the mask latent's noise (or velocity) from ``[x_t, y_t]`` (y_t: the noisy
+    brain, same t)."""
     x_t = diffusion.add_noise(x0, eps_x, t)
     y_t = diffusion.add_noise(y0, eps_y, t)
     pred = lesion_net(torch.cat([x_t, y_t], dim=1), t)
-    return F.mse_loss(pred.float(), eps_x)
+    return denoising_loss(pred, diffusion.target(x0, eps_x, t), diffusion.loss_weight(t, min_snr_gamma))
 
 
 @torch.no_grad()
@@ -99,8 +110,9 @@ def brain_inputs(
     empty: torch.Tensor,
     latent_injection: float = 0.0,
     condition_clip: float = 0.0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(y_t, condition)`` for eq. (11).
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(y_t, condition, y0)`` for eq. (11); ``y0`` as noised (after latent injection), so the
+    caller can form a velocity target.
 
     Lesioned samples are conditioned on the frozen lesion net's one-step estimate x0_hat from
     ``[x_t, y_t]``, the same inputs it sees when sampling pairs; healthy samples (``healthy`` is
@@ -113,9 +125,10 @@ def brain_inputs(
         y0 = y0 - latent_injection * x0
     x_t = diffusion.add_noise(x0, eps_x, t)
     y_t = diffusion.add_noise(y0, eps_y, t)
-    eps_x_hat = frozen_lesion_net(torch.cat([x_t, y_t], dim=1), t).float()
+    output = frozen_lesion_net(torch.cat([x_t, y_t], dim=1), t).float()
+    eps_x_hat = diffusion.to_eps(output, x_t, t)
     x0_hat = diffusion.brain_condition(x_t, eps_x_hat, t, condition_clip)
-    return y_t, torch.where(pick, empty.expand_as(x0_hat), x0_hat)
+    return y_t, torch.where(pick, empty.expand_as(x0_hat), x0_hat), y0
 
 
 def brain_loss(
@@ -123,15 +136,17 @@ def brain_loss(
     y_t: torch.Tensor,
     condition: torch.Tensor,
     t: torch.Tensor,
-    eps_y: torch.Tensor,
+    target: torch.Tensor,
     sigmoid_weighting: bool = False,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Eq. (11): predict the brain latent's noise from ``[y_t, condition]``; optional sigmoid(cond) weights."""
+    """Eq. (11): predict the brain latent's noise (or velocity: ``target``) from ``[y_t, condition]``;
+    optional sigmoid(cond) voxel weights (upstream) and per-sample weights (min-SNR)."""
     pred = brain_net(torch.cat([y_t, condition], dim=1), t)
-    err = (pred.float() - eps_y).pow(2)
-    if sigmoid_weighting:
-        err = err * torch.sigmoid(condition)
-    return err.mean()
+    if not sigmoid_weighting:
+        return denoising_loss(pred, target, weight)
+    err = ((pred.float() - target).pow(2) * torch.sigmoid(condition)).flatten(1).mean(1)
+    return (err * weight).mean() if weight is not None else err.mean()
 
 
 def build_discriminator(cfg: USBConfig) -> PatchDiscriminator:

@@ -23,7 +23,7 @@ from ..config import USBConfig
 from ..device import autocast, make_generator
 from ..diffusion import Diffusion, sample_timesteps
 from ..networks import USBNetworks
-from . import losses
+from . import latents, losses
 from .data import batches, chunks, collate_triplets, first_items, is_map_style, mix_seed, random_crop
 from .distributed import Distributed, setup_distributed
 from .ema import EMA
@@ -33,6 +33,7 @@ from .schedule import lr_factor
 
 STAGES = ("autoencoder", "lesion", "brain")
 STATE_DIR = "state"
+LATENT_DIR = "latents"
 STATE_NAME = "trainer"
 CHECKPOINT_DIR = "checkpoint"
 LOG_FILE = "log.tsv"
@@ -125,6 +126,7 @@ class Trainer:
         self._wrapped: dict[str, nn.Module] = {}  # the DDP (or plain) modules of the running stage
         self.perceptual: nn.Module | None = None
         self._empty: torch.Tensor | None = None
+        self._latents: latents.LatentDataset | None = None  # the denoisers' cached latents, once built
 
     # -- construction ---------------------------------------------------------------------------
 
@@ -270,6 +272,11 @@ class Trainer:
             "healthy_fraction": tr.healthy_fraction,
             "latent_injection": tr.latent_injection,
             "sigmoid_weighting": tr.sigmoid_weighting,
+            "prediction_type": self.cfg.schedule.prediction_type,
+            "min_snr_gamma": tr.min_snr_gamma,
+            "latent_cache": f"{tr.latent_cache} triplets and their mirrors, encoded once"
+            if tr.latent_cache
+            else "none",
         }
 
     @contextlib.contextmanager
@@ -348,7 +355,7 @@ class Trainer:
         step_fn = self._prepare_stage(stage)
         start = self.progress[stage]
         source = batches(
-            self.dataset,
+            self._stage_data(stage),
             self.cfg.training.batch_size,
             mix_seed(self.seed, STAGES.index(stage)),
             start,
@@ -376,6 +383,30 @@ class Trainer:
                 self.save()
                 clock = time.perf_counter()
         self._wrapped = {}
+
+    def _stage_data(self, stage: str) -> Any:
+        """The training triplets for ``stage``: the dataset itself, or for a denoiser stage with
+        ``latent_cache`` set, its cached latents (rank 0 encodes them; every rank reads the file)."""
+        count = self.cfg.training.latent_cache
+        if stage == "autoencoder" or count <= 0:
+            return self.dataset
+        if self._latents is None:
+            directory = self.out_dir / LATENT_DIR
+            if self.ctx.is_main:
+                clock = time.perf_counter()
+                self._latents, built = latents.load_or_build(
+                    directory, self.networks, self.dataset, count, self.cfg.training.batch_size, self.device
+                )
+                if built:
+                    log.info(
+                        "encoded %d training triplets and their mirrors (%.0f s)", count, time.perf_counter() - clock
+                    )
+            self.ctx.barrier()
+            if not self.ctx.is_main:
+                self._latents, _ = latents.load_or_build(
+                    directory, self.networks, self.dataset, count, self.cfg.training.batch_size, self.device
+                )
+        return self._latents
 
     def _set_lr(self, stage: str, step: int) -> None:
         tr = self.cfg.training
@@ -462,6 +493,9 @@ class Trainer:
         return terms
 
     def _encode(self, volume: torch.Tensor) -> torch.Tensor:
+        """The scaled latent of a batch of volumes; batches of cached latents pass through."""
+        if self._latents is not None and self.cfg.training.latent_cache > 0:
+            return volume.to(self.device, non_blocking=True).float()
         with torch.no_grad(), self._autocast():
             return self.networks.encode(volume.to(self.device, non_blocking=True)).float()
 
@@ -477,7 +511,9 @@ class Trainer:
         x0, y0 = self._encode(batch["mask"]), self._encode(batch["lesioned"])
         t, eps_x, eps_y = self._draws(x0, rnd)
         with self._autocast():
-            loss = lesion_loss(self._wrapped["lesion"], self.diffusion, x0, y0, t, eps_x, eps_y)
+            loss = lesion_loss(
+                self._wrapped["lesion"], self.diffusion, x0, y0, t, eps_x, eps_y, self.cfg.training.min_snr_gamma
+            )
         self._optimize("lesion", loss, self.networks.lesion.parameters())
         self.ema["lesion"].update(self.networks.lesion)
         return {"loss": loss.item()}
@@ -491,7 +527,7 @@ class Trainer:
         t, eps_x, eps_y = self._draws(x0, rnd)
         healthy = healthy.to(self.device)
         with self._autocast():
-            y_t, condition = brain_inputs(
+            y_t, condition, y0 = brain_inputs(
                 self.ema["lesion"].module,
                 self.diffusion,
                 x0,
@@ -504,7 +540,15 @@ class Trainer:
                 tr.latent_injection,
                 tr.condition_clip,
             )
-            loss = brain_loss(self._wrapped["brain"], y_t, condition, t, eps_y, tr.sigmoid_weighting)
+            loss = brain_loss(
+                self._wrapped["brain"],
+                y_t,
+                condition,
+                t,
+                self.diffusion.target(y0, eps_y, t),
+                tr.sigmoid_weighting,
+                self.diffusion.loss_weight(t, tr.min_snr_gamma),
+            )
         self._optimize("brain", loss, self.networks.brain.parameters())
         self.ema["brain"].update(self.networks.brain)
         return {"loss": loss.item()}
