@@ -162,3 +162,34 @@ def test_wrong_grid_and_nan_are_refused(usb, brain):
     bad[0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         usb.heal(bad)
+
+
+def test_generate_lesion_keeps_the_pair_closest_to_the_brain_among_those_in_the_brain(usb, brain, monkeypatch):
+    """Paired sampling proposes (mask, brain) pairs; the lesion kept is the one whose generated
+    brain is nearest the input, among those mostly inside the brain, and it is cut to the brain."""
+    from usb_model.tasks import GenerationResult
+
+    inside = torch.zeros(GRID)
+    inside[12:18, 10:16, 14:20] = 1  # well inside the ball
+    outside = torch.zeros(GRID)
+    outside[0:4, 0:4, 0:4] = 1  # in a corner, outside the brain
+    partly = inside.clone()
+    partly[0:2, 0:2, 0:2] = 1  # mostly inside, a few voxels outside
+    images = torch.stack([brain, torch.zeros(GRID) + 0.3, brain * 0.98, brain])
+    masks = torch.stack([outside, inside, partly, torch.zeros(GRID)])
+    monkeypatch.setattr(usb, "generate_pairs", lambda n, **kw: GenerationResult(images=images[:n], masks=masks[:n]))
+    out = usb.generate_lesion(brain, n_candidates=4, seed=3)
+    # candidate 0 has the input's own brain but its lesion lies outside; 3 has no lesion
+    assert out.info["chosen"] == 2 and out.info["qualified"] == 2
+    assert torch.equal(out.mask, partly * (brain > 0).float())
+    assert out.mask.sum() < partly.sum()  # the voxels outside the brain were dropped
+    assert out.info["volume_ml"] == pytest.approx(float(out.mask.sum()) * np.prod(usb.cfg.grid.voxel_size) / 1000)
+    with pytest.raises(ValueError, match="needs a brain"):
+        usb.generate_lesion(torch.zeros(GRID))
+
+
+def test_generate_lesion_runs_paired_sampling_deterministically(usb, brain):
+    a = usb.generate_lesion(brain, n_candidates=2, seed=1, steps=4)
+    b = usb.generate_lesion(brain, n_candidates=2, seed=1, steps=4)
+    assert torch.equal(a.mask, b.mask) and a.info == b.info
+    assert a.mask.shape == GRID and not bool((a.mask > 0)[brain == 0].any())

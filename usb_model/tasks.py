@@ -2,6 +2,7 @@
 
 - ``generate_pairs``: lesion masks and brains together from noise (paper eq. 6-8);
 - ``generate_from_mask``: a brain for a given lesion mask (eq. 9);
+- ``generate_lesion``: a lesion mask for a given brain, from paired sampling;
 - ``heal``: pathology-to-healthy editing with Anatomy Consistency Guidance (eq. 12-13);
 - ``embed``: healthy-to-pathology editing with ACG times Lesion Consistency Guidance (eq. 14-15).
 
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .checkpoint import CheckpointError, load_checkpoint, load_template_arrays
 from .composite import blend_weight, heal_composite, within_local_range
@@ -65,6 +67,16 @@ class GenerationResult:
 
     images: torch.Tensor
     masks: torch.Tensor
+
+
+@dataclass
+class LesionProposal:
+    """A lesion generated for a brain (``USB.generate_lesion``): the mask (grid) in {0, 1}, cut to
+    the brain; the generated brain it came with; how it was chosen (``info``)."""
+
+    mask: torch.Tensor
+    brain: torch.Tensor
+    info: dict
 
 
 @dataclass
@@ -125,6 +137,63 @@ class USB:
         y0, x0 = self._reverse(timesteps, y_t, x_t=x_t, generator=gen, ddim_eta=ddim_eta)
         masks = self._decode(x0)[:, 0] > self.cfg.sampling.mask_threshold
         return GenerationResult(images=self._decode(y0)[:, 0].cpu(), masks=masks.float().cpu())
+
+    @torch.no_grad()
+    def generate_lesion(
+        self,
+        image,
+        brain_mask=None,
+        *,
+        n_candidates: int = 4,
+        seed: int = 0,
+        steps: int | None = None,
+        min_parenchyma: float = 0.8,
+    ) -> LesionProposal:
+        """A lesion mask generated for this brain: USB's paired sampling proposes lesions, the
+        one whose generated brain is closest to ``image`` is kept, cut to the brain.
+
+        Why not the lesion net conditioned on the input itself: it learnt p(lesion | brain) from
+        lesioned brains and healthy ones with empty masks, so given a healthy brain it says, as
+        it should, "no lesion" (the healthy-brain -> no-lesion rule detection relies on).
+        Paired sampling from noise draws lesion and brain jointly from what the model learnt;
+        on the shared template grid, the pair whose brain is most like the input (latent
+        distance inside the input's brain) carries a lesion placed for that anatomy. Voxels
+        outside ``brain_mask`` (default: ``image > 0``) are dropped; candidates with less than
+        ``min_parenchyma`` of their voxels in the brain, or none, are passed over when another
+        qualifies. Embed the result with ``embed`` (ACG x LCG) to draw it into the brain.
+        """
+        image_t = self._volume(image, "image")
+        brain = (image_t > 0) if brain_mask is None else self._volume(brain_mask, "brain mask").gt(0.5)
+        if not bool(brain.any()):
+            raise ValueError("generate_lesion needs a brain: the image (or brain mask) is empty")
+        if n_candidates < 1:
+            raise ValueError(f"n_candidates must be >= 1; got {n_candidates}")
+        pairs = self.generate_pairs(n_candidates, seed=seed, steps=steps)
+        y0 = self.networks.encode(image_t)
+        inside = F.adaptive_avg_pool3d(brain.float(), self.cfg.latent_shape[-3:]) > 0.5
+        candidates = []
+        for i in range(n_candidates):
+            mask = pairs.masks[i].to(self.device).bool()
+            voxels = int(mask.sum())
+            fraction = float((mask & brain[0, 0]).sum()) / voxels if voxels else 0.0
+            latent = self.networks.encode(pairs.images[i][None, None].to(self.device))
+            distance = float(((latent - y0).pow(2) * inside).sum() / inside.sum().clamp(min=1))
+            candidates.append({"candidate": i, "voxels": voxels, "parenchyma_fraction": fraction, "distance": distance})
+        qualified = [c for c in candidates if c["voxels"] and c["parenchyma_fraction"] >= min_parenchyma]
+        pool = qualified or [c for c in candidates if c["voxels"]] or candidates
+        chosen = min(pool, key=lambda c: c["distance"])
+        mask = (pairs.masks[chosen["candidate"]].to(self.device).bool() & brain[0, 0]).float().cpu()
+        voxel_ml = float(np.prod(self.cfg.grid.voxel_size)) / 1000.0
+        info = {
+            "method": "paired sampling, closest generated brain",
+            "seed": seed,
+            "n_candidates": n_candidates,
+            "chosen": chosen["candidate"],
+            "qualified": len(qualified),
+            "volume_ml": float(mask.sum()) * voxel_ml,
+            "candidates": candidates,
+        }
+        return LesionProposal(mask=mask, brain=pairs.images[chosen["candidate"]], info=info)
 
     @torch.no_grad()
     def generate_from_mask(
