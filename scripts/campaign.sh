@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The bundled model's CPU training campaign (benchmarks/campaign/README.md), one command a session:
+#
+#   bash scripts/campaign.sh start   # at a session's start: resume every stage in the background
+#   bash scripts/campaign.sh pack    # before its end: learning-curve points, then the compact
+#                                    # states into benchmarks/campaign/state/ (commit them)
+#   bash scripts/campaign.sh status
+#
+# Stages run one after another at nice 19 on all threads: the autoencoder to AE_STEPS, then
+# the denoisers (lesion to LESION_STEPS, then brain to BRAIN_STEPS) on the finished autoencoder.
+# Each run directory is rebuilt from its committed snapshot when absent (a fresh checkout).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-.campaign-run}
+STATE=benchmarks/campaign/state
+AE_STEPS=${AE_STEPS:-5000}
+LESION_STEPS=${LESION_STEPS:-6000}
+BRAIN_STEPS=${BRAIN_STEPS:-12000}
+THREADS=${THREADS:-$(nproc)}
+AE_CONFIG=benchmarks/campaign/ae_f2c4.json
+USB_CONFIG=benchmarks/campaign/denoiser_f2c4.json
+AE_INIT=benchmarks/checkpoints/ae_f2c4_whole.safetensors
+
+# shellcheck disable=SC1091
+[ -f .venv/bin/activate ] && . .venv/bin/activate
+
+restore() {  # restore NAME: the run directory from its snapshot, when the run is absent
+	if [ ! -f "$RUNS/$1/state/trainer.json" ] && [ -f "$STATE/$1/snapshot.json" ]; then
+		python -m usb_model.train.snapshot unpack "$STATE/$1" "$RUNS/$1"
+	fi
+}
+
+ae_done() {
+	python - "$RUNS/ae" "$AE_STEPS" <<'EOF'
+import json, sys
+from pathlib import Path
+from usb_model.checkpoint import load_state
+run = Path(sys.argv[1])
+done = (run / "state" / "trainer.json").is_file() and load_state(run / "state", "trainer")["progress"]["autoencoder"] >= int(sys.argv[2])
+sys.exit(0 if done else 1)
+EOF
+}
+
+run_all() {
+	restore ae
+	restore usb
+	if ! ae_done; then
+		usb-train "$RUNS/ae" --preset "$AE_CONFIG" --init-autoencoder "$AE_INIT" \
+			--steps "autoencoder=$AE_STEPS" --threads "$THREADS" --save-every 100 >>"$RUNS/ae.log" 2>&1
+	fi
+	# The denoisers start from the finished autoencoder (its weights travel in their own state).
+	python - "$RUNS/ae/checkpoint/model.safetensors" "$RUNS/ae_final.safetensors" <<'EOF'
+import sys
+from safetensors.torch import load_file, save_file
+tensors = {k: v for k, v in load_file(sys.argv[1]).items() if k.startswith("autoencoder.")}
+save_file(tensors, sys.argv[2])
+EOF
+	usb-train "$RUNS/usb" --preset "$USB_CONFIG" --init-autoencoder "$RUNS/ae_final.safetensors" \
+		--steps "lesion=$LESION_STEPS,brain=$BRAIN_STEPS" --threads "$THREADS" --save-every 100 >>"$RUNS/usb.log" 2>&1
+}
+
+case "${1:-status}" in
+start)
+	mkdir -p "$RUNS"
+	if [ -f "$RUNS/campaign.pid" ] && kill -0 "$(cat "$RUNS/campaign.pid")" 2>/dev/null; then
+		echo "the campaign is already running (pid $(cat "$RUNS/campaign.pid"))"
+		exit 0
+	fi
+	export -f restore ae_done run_all
+	export RUNS STATE AE_STEPS LESION_STEPS BRAIN_STEPS THREADS AE_CONFIG USB_CONFIG AE_INIT
+	nohup nice -n 19 bash -c run_all >>"$RUNS/campaign.log" 2>&1 &
+	echo $! >"$RUNS/campaign.pid"
+	echo "campaign started (pid $!); logs in $RUNS/"
+	;;
+pack)
+	for name in ae usb; do
+		[ -f "$RUNS/$name/state/trainer.json" ] || continue
+		if [ "$name" = ae ]; then
+			python benchmarks/learning_curve.py "$RUNS/ae" --stage autoencoder \
+				--run-name "ae-f2c4 campaign (from ae_f2c4_whole)" --threads "$THREADS" --note "${NOTE:-}"
+		fi
+		python -m usb_model.train.snapshot pack "$RUNS/$name" "$STATE/$name"
+	done
+	du -sh "$STATE"/* 2>/dev/null || true
+	;;
+status)
+	for name in ae usb; do
+		[ -f "$RUNS/$name.log" ] && echo "$name: $(tail -n 1 "$RUNS/$name.log")"
+	done
+	;;
+*)
+	echo "usage: bash scripts/campaign.sh start|pack|status" >&2
+	exit 64
+	;;
+esac
