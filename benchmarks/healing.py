@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from usb_model.atomic import write_text  # noqa: E402
 from usb_model.config import GridConfig  # noqa: E402
-from usb_model.fill import template_graft, wm_fill  # noqa: E402
+from usb_model.fill import lift_fill, template_graft, wm_fill  # noqa: E402
 from usb_model.synth import encode_lesion, random_lesion, synth_healthy  # noqa: E402
 from usb_model.synth.native import native_grid, random_pose, to_native  # noqa: E402
 from usb_model.template import load_template, template_1mm, template_brain_centre  # noqa: E402
@@ -61,6 +61,7 @@ FIGURES = ROOT / "docs" / "figures"
 SEED = 9_100_000
 CLASSES = {
     # name: (volume range ml, darkening strength range, white matter only)
+    "subtle": ((0.03, 1.5), (0.1, 0.3), True),  # several, as in an outside test on a real head (issue 23)
     "wmh": ((0.3, 2.0), (0.25, 0.5), True),
     "lacune": ((0.2, 1.5), (0.75, 0.95), False),
     "infarct": ((8.0, 40.0), (0.7, 0.9), False),
@@ -68,6 +69,12 @@ CLASSES = {
 }
 GRIDS = {"iso1": ("RAS", (1.0, 1.0, 1.0), (0.0, 0.0, 0.0)), "aniso": ("LPS", (1.0, 1.0, 3.0), (6.0, 0.0, 4.0))}
 SYNTH_FOV_MM = (184.0, 224.0, 192.0)
+#: A real single-subject head that is not the template: Colin 27, skull-stripped, 1 mm, MNI space
+#: (Debian's mricron-data), never used in training (--anatomy colin).
+COLIN = Path("/usr/share/mricron/templates/ch2bet.nii.gz")
+#: Masks as users give them (--mask): the lesion, 1 mm short of it (the rim left out), drawn on a
+#: 2 mm grid (the file stays on that grid: the app resamples it), or 1 mm too large.
+MASK_KINDS = ("exact", "short1", "grid2", "large1")
 NATIVE_FOV_MM = (200.0, 248.0, 216.0)
 USB_METHODS = {
     "usb_mask": [],  # the default: mask mode where a mask exists (the controls, without one, go to detection)
@@ -83,6 +90,9 @@ EXTRA_METHODS = {
     "usb_mask_auto_residual": ["--fill", "auto", "--fill-residual"],
     # the blend band the default had until 2026-12-02 (now 0-2 mm)
     "usb_mask_band14": ["--band-mm", "1", "4"],
+    # the given mask healed as it is (no growth), and single fills under the model
+    "usb_mask_nogrow": ["--mask-growth", "none"],
+    "usb_mask_lift": ["--fill", "lift"],
 }
 # (t_start, steps, samples) of the mask mode; the last run averages 4 samples at the default steps, so that
 # the mean of samples (which flatters distortion metrics) is reported beside the single-sample numbers.
@@ -96,26 +106,47 @@ def sweep_name(t_start: int, steps: int, samples: int) -> str:
 # --------------------------------------------------------------------------- the dataset
 
 
-def make_scan(index: int, grid_name: str, klass: str | None):
+def colin_brain():
+    """Colin 27 as a SynthBrain: its own image in [0, 1], a white-matter map from its intensities
+    (no tissue maps ship with it), parenchyma above CSF; and its grid's affine."""
+    from usb_model.fill import white_matter
+    from usb_model.synth.healthy import SynthBrain
+
+    img = nib.load(str(COLIN))
+    data = np.asanyarray(img.dataobj).astype(np.float32)
+    brain = ndimage.binary_fill_holes(data > 0)
+    image = np.clip(data / np.percentile(data[brain], 99.5), 0, 1) * brain
+    wm = ndimage.gaussian_filter(white_matter(image, brain).astype(np.float32), 1.0)
+    gm = np.clip((image > 0.45) * brain - wm, 0, 1).astype(np.float32)
+    return SynthBrain(image=image.astype(np.float32), brain_mask=brain, gm=gm, wm=wm), np.asarray(img.affine)
+
+
+def make_scan(index: int, grid_name: str, klass: str | None, anatomy: str = "template"):
     """(healthy int16, lesioned int16, lesion uint8, brain uint8, affine) on a native grid."""
     rng = np.random.default_rng([SEED, index])
-    template = load_template(GridConfig(shape=tuple(int(f) for f in SYNTH_FOV_MM), voxel_size=(1.0, 1.0, 1.0)))
-    brain = synth_healthy(template, rng, "T1w")
+    if anatomy == "colin":
+        brain, src = colin_brain()
+    else:
+        template = load_template(GridConfig(shape=tuple(int(f) for f in SYNTH_FOV_MM), voxel_size=(1.0, 1.0, 1.0)))
+        brain, src = synth_healthy(template, rng, "T1w"), np.asarray(template.affine)
     mask = np.zeros(brain.image.shape, bool)
     lesioned = brain.image
     if klass is not None:
         volume, strength, wm_only = CLASSES[klass]
-        if klass == "wmh":  # several spots, as white-matter disease comes
-            for _ in range(3):
+        if klass in ("wmh", "subtle"):  # several spots, as white-matter disease comes
+            for _ in range(3 if klass == "wmh" else 8):
                 mask |= random_lesion(brain.brain_mask, rng, size=volume, wm=brain.wm, voxel_size=(1, 1, 1))
         else:
             mask = random_lesion(brain.parenchyma, rng, size=volume, voxel_size=(1, 1, 1))
         lesioned = encode_lesion(brain.image, mask, rng, "T1w", strength=strength)
     orientation, zooms, oblique = GRIDS[grid_name]
     pose = random_pose(rng)
-    centre = pose[:3, :3] @ template_brain_centre() + pose[:3, 3]
+    if anatomy == "colin":
+        brain_centre = nib.affines.apply_affine(src, np.argwhere(brain.brain_mask).mean(0))
+    else:
+        brain_centre = template_brain_centre()
+    centre = pose[:3, :3] @ brain_centre + pose[:3, 3]
     grid = native_grid(orientation, zooms, centre, NATIVE_FOV_MM, oblique)
-    src = np.asarray(template.affine)
     n_brain = to_native(brain.brain_mask.astype(np.float32), src, grid, pose) >= 0.5
     scale = float(rng.uniform(800.0, 1200.0))
     healthy = to_native(brain.image, src, grid, pose) * n_brain
@@ -129,17 +160,31 @@ def make_scan(index: int, grid_name: str, klass: str | None):
     return units(healthy), units(sick), lesion.astype(np.uint8), n_brain.astype(np.uint8), grid.affine
 
 
-def plan(cases_per_class: int):
-    cases, index = [], 0
+def plan(cases_per_class: int, anatomy: str = "template"):
+    cases, index = [], 0 if anatomy == "template" else 500
     for grid_name in GRIDS:
         per_class = cases_per_class if grid_name == "iso1" else 1
         for klass in CLASSES:
             for _ in range(per_class):
                 cases.append(
-                    {"sub": f"{grid_name}{klass}{index:02d}", "grid": grid_name, "class": klass, "index": index}
+                    {
+                        "sub": f"{anatomy if anatomy != 'template' else ''}{grid_name}{klass}{index:02d}",
+                        "grid": grid_name,
+                        "class": klass,
+                        "index": index,
+                        "anatomy": anatomy,
+                    }
                 )
                 index += 1
-        cases.append({"sub": f"{grid_name}control{index:02d}", "grid": grid_name, "class": None, "index": index})
+        cases.append(
+            {
+                "sub": f"{anatomy if anatomy != 'template' else ''}{grid_name}control{index:02d}",
+                "grid": grid_name,
+                "class": None,
+                "index": index,
+                "anatomy": anatomy,
+            }
+        )
         index += 1
     return cases
 
@@ -168,7 +213,50 @@ def given_mask(lesion: np.ndarray, zooms, erode_mm: float) -> np.ndarray:
     return core
 
 
-def write_datasets(work: Path, cases, erode_mm: float = 0.0) -> None:
+def coarse_mask(lesion: np.ndarray, affine: np.ndarray, voxel_mm: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    """The lesion as a mask drawn on a ``voxel_mm`` grid over the same field of view: a coarse
+    voxel is lesion where at least half of it is (what a segmentation on that grid gives)."""
+    from nibabel.processing import resample_from_to
+
+    zooms = nib.affines.voxel_sizes(affine)
+    coarse_affine = affine.copy()
+    coarse_affine[:3, :3] = affine[:3, :3] @ np.diag(voxel_mm / zooms)
+    shape = tuple(int(np.ceil(s * z / voxel_mm)) for s, z in zip(lesion.shape, zooms))
+    # The coarse voxel's coverage: the fine mask averaged (box-smoothed) then sampled at its centre.
+    factor = np.maximum(np.rint(voxel_mm / zooms).astype(int), 1)
+    smooth = ndimage.uniform_filter(lesion.astype(np.float32), size=factor)
+    fine = nib.Nifti1Image(smooth, affine)
+    coverage = np.asanyarray(resample_from_to(fine, (shape, coarse_affine), order=1).dataobj)
+    return (coverage >= 0.5).astype(np.uint8), coarse_affine
+
+
+def mask_for_app(lesion: np.ndarray, affine: np.ndarray, kind: str, erode_mm: float = 0.0):
+    """(mask, affine) given to the app for ``kind`` (MASK_KINDS); ``erode_mm`` as before."""
+    zooms = nib.affines.voxel_sizes(affine)
+    if kind == "exact":
+        return given_mask(lesion, zooms, erode_mm).astype(np.uint8), affine
+    if kind == "short1":
+        return given_mask(lesion, zooms, 1.0).astype(np.uint8), affine
+    if kind == "large1":
+        grown = ndimage.distance_transform_edt(~(lesion > 0), sampling=zooms) <= 1.0
+        return grown.astype(np.uint8), affine
+    if kind == "grid2":
+        return coarse_mask(lesion, affine, 2.0)
+    raise ValueError(f"unknown mask kind {kind!r}; choose one of {', '.join(MASK_KINDS)}")
+
+
+def given_on_image_grid(mask_path: Path, anat: Path) -> np.ndarray:
+    """The given mask on the image's grid (nearest neighbour, as the app resamples one)."""
+    from nibabel.processing import resample_from_to
+
+    mask, image = nib.load(str(mask_path)), nib.load(str(anat))
+    if mask.shape[:3] == image.shape[:3] and np.allclose(mask.affine, image.affine, atol=1e-3):
+        return np.asanyarray(mask.dataobj) > 0
+    data = nib.Nifti1Image((np.asanyarray(mask.dataobj) > 0).astype(np.float32), mask.affine)
+    return np.asanyarray(resample_from_to(data, (image.shape[:3], image.affine), order=0).dataobj) > 0.5
+
+
+def write_datasets(work: Path, cases, erode_mm: float = 0.0, mask_kind: str = "exact") -> None:
     """``bids`` (scans with their lesion masks: the given masks, see ``given_mask``),
     ``bids_nomask`` (the 1 mm lesioned scans and the controls, without masks: for detection) and
     ``truth`` (healthy scans, true lesion masks, brains)."""
@@ -181,11 +269,13 @@ def write_datasets(work: Path, cases, erode_mm: float = 0.0) -> None:
         sub, truth = f"sub-{case['sub']}", work / "truth"
         if (truth / f"{sub}_brain.nii.gz").is_file():
             continue
-        healthy, sick, lesion, brain, affine = make_scan(case["index"], case["grid"], case["class"])
+        healthy, sick, lesion, brain, affine = make_scan(
+            case["index"], case["grid"], case["class"], case.get("anatomy", "template")
+        )
         save(sick, affine, work / "bids" / sub / "anat" / f"{sub}_T1w.nii.gz", np.int16)
         if case["class"] is not None:
-            given = given_mask(lesion, nib.affines.voxel_sizes(affine), erode_mm).astype(np.uint8)
-            save(given, affine, work / "bids" / sub / "anat" / f"{sub}_label-lesion_roi.nii.gz", np.uint8)
+            given, given_affine = mask_for_app(lesion, affine, mask_kind, erode_mm)
+            save(given, given_affine, work / "bids" / sub / "anat" / f"{sub}_label-lesion_roi.nii.gz", np.uint8)
         if case["grid"] == "iso1" or case["class"] is None:
             save(sick, affine, work / "bids_nomask" / sub / "anat" / f"{sub}_T1w.nii.gz", np.int16)
         save(healthy, affine, truth / f"{sub}_T1w.nii.gz", np.int16)
@@ -364,6 +454,20 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--results", default="healing.json", help="file name under benchmarks/results/")
     parser.add_argument(
+        "--anatomy",
+        choices=("template", "colin"),
+        default="template",
+        help="template: brains synthesised from the MNI template; colin: Colin 27, a real head that is not the "
+        "template (apt-get install mricron-data). Use a --work of its own.",
+    )
+    parser.add_argument(
+        "--mask",
+        choices=MASK_KINDS,
+        default="exact",
+        help="the masks given to the app (scores stay on the whole true lesion). Use a --work of its own.",
+    )
+    parser.add_argument("--grids", default=",".join(GRIDS), help=f"comma-separated native grids ({', '.join(GRIDS)})")
+    parser.add_argument(
         "--erode-mm",
         type=float,
         default=0.0,
@@ -376,7 +480,9 @@ def main(argv=None) -> int:
     except ImportError:
         parser.error("the BraTS metrics are missing: pip install -e '.[bench]' (inpainting==0.0.12), then rerun")
     work = args.work.absolute()
-    cases = plan(args.cases_per_class)
+    if args.anatomy == "colin" and not COLIN.is_file():
+        parser.error(f"{COLIN}: Colin 27 is missing; apt-get install mricron-data, then rerun")
+    cases = [c for c in plan(args.cases_per_class, args.anatomy) if c["grid"] in args.grids.split(",")]
     if args.classes:
         keep = set(args.classes.split(","))
         cases = [c for c in cases if (c["class"] or "control") in keep]
@@ -384,7 +490,7 @@ def main(argv=None) -> int:
     chosen = args.methods.split(",") if args.methods else list(USB_METHODS)
     usb_methods = {name: methods[name] for name in chosen}
     clock = time.perf_counter()
-    write_datasets(work, cases, args.erode_mm)
+    write_datasets(work, cases, args.erode_mm, args.mask)
     print(f"datasets written ({time.perf_counter() - clock:.0f} s)", flush=True)
     wall = {}
     for method, extra in usb_methods.items():
@@ -459,12 +565,13 @@ def main(argv=None) -> int:
                 )
             continue
         # The baselines fill what the app was given (the whole lesion unless --erode-mm).
-        given = np.asanyarray(nib.load(str(anat.parent / f"sub-{sub}_label-lesion_roi.nii.gz")).dataobj) > 0
+        given = given_on_image_grid(anat.parent / f"sub-{sub}_label-lesion_roi.nii.gz", anat)
         first_run = work / "out" / next(iter(usb_methods))
         preds = {
             "none": lesioned,
             "wm_fill": wm_fill(lesioned, given, brain=brain, rng=np.random.default_rng(case["index"])),
             "graft": template_graft(lesioned, given, registered_template(first_run, sub, anat), brain=brain),
+            "lift": lift_fill(lesioned, given, brain=brain, spacing=zooms),
         }
         for method in usb_methods:
             preds[method] = np.asanyarray(nib.load(str(app_output(work / "out" / method, sub))).dataobj).astype(
@@ -496,6 +603,8 @@ def main(argv=None) -> int:
         for method, pred in preds.items():
             row = {
                 "sub": sub,
+                "anatomy": case["anatomy"],
+                "mask": args.mask,
                 "grid": case["grid"],
                 "class": case["class"],
                 "lesion_ml": volume_ml,
@@ -580,6 +689,9 @@ def summarise(rows, control_rows, detect_rows, sweep_rows, wall, cases, args) ->
         + (" --no-detect" if args.no_detect else "")
         + (f" --nprocs {args.nprocs}" if args.nprocs != 1 else "")
         + (f" --erode-mm {args.erode_mm}" if args.erode_mm else "")
+        + (f" --anatomy {args.anatomy}" if args.anatomy != "template" else "")
+        + (f" --mask {args.mask}" if args.mask != "exact" else "")
+        + (f" --grids {args.grids}" if args.grids != ",".join(GRIDS) else "")
         + (f" --results {args.results}" if args.results != "healing.json" else ""),
         "date": time.strftime("%Y-%m-%d"),
         "model": str(args.model or "bundled demo"),

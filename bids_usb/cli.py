@@ -136,11 +136,20 @@ def _band(ctx, param, value):
 )
 @_opt(
     "--fill",
-    type=click.Choice(["auto", "graft", "wm", "none"]),
+    type=click.Choice(["auto", "graft", "wm", "local", "lift", "none"]),
     default=None,
     help="heal (mask, detect): what the lesion holds before USB refines it: a template graft, a white-matter fill, "
-    "'auto' (the white-matter fill for lesions inside white matter, else the graft), or the lesion itself "
-    "(default: the model's).",
+    "the surrounding tissue interpolated ('local'), the lesion's own voxels lifted to it ('lift'), "
+    "'auto' (per lesion: 'lift' for a subtle one, the white-matter fill inside white matter, else the graft), "
+    "or the lesion itself (default: the model's).",
+)
+@_opt(
+    "--mask-growth",
+    type=click.Choice(["auto", "grid", "image", "none"]),
+    default=None,
+    help="heal with a mask: grow it to the lesion it points at: 'grid' by half the voxel of the coarser grid it was "
+    "drawn on, 'image' by the neighbouring voxels the image shows as lesion, 'auto' (default) both; the mask healed "
+    "is written as the output's lesion mask, the growth in its sidecar.",
 )
 @click.option(
     "--fill-residual/--no-fill-residual",

@@ -50,6 +50,7 @@ SCOPES: dict[str, set[str]] = {
     "heal_mode": {"participant:heal"},
     "fill": {"participant:heal"},
     "fill_residual": {"participant:heal"},
+    "mask_growth": {"participant:heal"},
     "detect_threshold": {"participant:heal"},
     "detect_min_ml": {"participant:heal"},
     "band_mm": _PARTICIPANT,
@@ -228,6 +229,7 @@ class Workflow:
     device: str = "auto"
     skull_stripped: bool = False
     assume_orientation: str | None = None
+    mask_growth: str = "auto"  # heal: how a given lesion mask is grown to the lesion (usb_model.mask_growth)
 
 
 @dataclass(frozen=True)
@@ -299,6 +301,7 @@ class RunConfig:
             device=check_device(opts.get("device") or "auto"),
             skull_stripped=bool(opts.get("skull_stripped")),
             assume_orientation=opts.get("assume_orientation"),
+            mask_growth=opts.get("mask_growth") or "auto",
         )
         group = Group(
             task=opts.get("group_task"),

@@ -60,7 +60,7 @@ def native_fill(
         mni = template_1mm()
         moving = nib.Nifti1Image(np.asarray(mni.t1w, dtype=np.float32), np.asarray(mni.affine))
         template = np.asanyarray(prep.to_native(moving, original, registration).dataobj, dtype=np.float32)
-    return prefill(data, lesion, kind, template=template)
+    return prefill(data, lesion, kind, template=template, spacing=original.header.get_zooms()[:3])
 
 
 def _native(

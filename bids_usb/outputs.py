@@ -39,6 +39,7 @@ OUTPUTS: dict[str, Output] = {
     "edited": Output(None, "{task}"),
     "edit_region": Output("mask", "editregion"),
     "lesion": Output("mask", "lesion"),
+    "lesion_given": Output("mask", "lesiongiven"),
     "anomaly": Output(None, "anomaly"),
     "detected": Output("mask", "detected"),
     "uncertainty": Output(None, "uncertainty"),
@@ -66,6 +67,7 @@ class ImageContext:
     parameters: dict[str, Any] = field(default_factory=dict)
     lesion_source: Path | None = None
     orientation: str | None = None
+    growth: dict[str, Any] = field(default_factory=dict)  # heal: how the given mask was grown
 
     @property
     def desc(self) -> str:
@@ -144,7 +146,22 @@ def sidecar(role: str, ctx: ImageContext) -> dict[str, Any]:
         }
     if role == "lesion":
         what = "The lesion healed" if ctx.task == "heal" else "The lesion embedded"
+        if ctx.growth:
+            g = ctx.growth
+            grown = g["healed_voxels"] != g["given_voxels"]
+            what += (
+                f": the given mask ({g['given_ml']:.2f} ml) grown to {g['healed_ml']:.2f} ml (MaskGrowth)"
+                if grown
+                else ": the given mask, unchanged by its growth (MaskGrowth)"
+            )
+            return {"Type": "Lesion", "Sources": ctx.sources, "Description": what, "MaskGrowth": g}
         return {"Type": "Lesion", "Sources": ctx.sources, "Description": what}
+    if role == "lesion_given":
+        return {
+            "Type": "Lesion",
+            "Sources": ctx.sources,
+            "Description": "The lesion mask as given, on this image's grid; the mask healed is desc-lesion.",
+        }
     if role == "anomaly":
         how = (
             "USB healing without a mask (mode detect): |decode(healed) - decode(input)| from a free healing pass "

@@ -132,6 +132,7 @@ def _run_jobs(
         device=workflow.device,
         skull_stripped=workflow.skull_stripped,
         omp_nthreads=config.nipype.omp_nthreads,
+        mask_growth=workflow.mask_growth if workflow.task == "heal" else "none",
     )
     init_dataset(output_dir, bids_dir)
     work_dir.mkdir(parents=True, exist_ok=True)

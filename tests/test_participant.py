@@ -312,3 +312,44 @@ def test_heal_mode_mask_skips_an_image_without_a_mask_with_one_line(tmp_path, ti
     captured = capsys.readouterr()
     assert "--heal-mode mask needs a lesion mask" in captured.err.strip().splitlines()[-1]
     assert captured.out == ""  # stdout carries report paths only
+
+
+def test_a_mask_from_a_coarser_grid_is_grown_and_both_masks_are_written(run, dataset, tmp_path):
+    """A mask drawn on a 2 mm grid (users' masks often are) is resampled, then grown by half that
+    grid's voxel before healing (--mask-growth auto, the default): the output's lesion mask is the
+    mask healed, the mask as given is written beside it, and the lesion's sidecar says how."""
+    from nibabel.processing import resample_from_to
+
+    bids = tmp_path / "bids"
+    shutil.copytree(dataset, bids, ignore=shutil.ignore_patterns("sub-0[2-5]"))
+    mask_path = bids / "sub-01" / "anat" / "sub-01_label-lesion_roi.nii.gz"
+    fine = nib.load(mask_path)
+    coarse_affine = fine.affine.copy()
+    coarse_affine[:3, :3] = fine.affine[:3, :3] @ np.diag(2.0 / np.asarray(fine.header.get_zooms()[:3]))
+    shape = tuple(int(np.ceil(s * z / 2.0)) for s, z in zip(fine.shape, fine.header.get_zooms()))
+    coarse = resample_from_to(
+        nib.Nifti1Image(np.asanyarray(fine.dataobj).astype(np.float32), fine.affine), (shape, coarse_affine), order=1
+    )
+    img = nib.Nifti1Image((np.asanyarray(coarse.dataobj) >= 0.5).astype(np.uint8), coarse_affine)
+    img.set_data_dtype(np.uint8)
+    nib.save(img, mask_path)
+    out = tmp_path / "out"
+    cmd = [
+        str(bids) if part == str(dataset) else str(out) if part == str(run["out"]) else str(part) for part in run["cmd"]
+    ]
+    cmd[cmd.index("-w") + 1] = str(tmp_path / "work")
+    proc = subprocess.run(
+        cmd + ["--participant-label", "01"], capture_output=True, text=True, env=run["env"], timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    anat = out / "sub-01" / "anat"
+    healed_mask = np.asanyarray(nib.load(anat / "sub-01_desc-lesion_mask.nii.gz").dataobj) > 0
+    given = np.asanyarray(nib.load(anat / "sub-01_desc-lesiongiven_mask.nii.gz").dataobj) > 0
+    assert given.any() and (healed_mask & given).sum() == given.sum() and healed_mask.sum() > given.sum()
+    sidecar = json.loads((anat / "sub-01_desc-lesion_mask.json").read_text())
+    steps = {s["step"]: s for s in sidecar["MaskGrowth"]["steps"]}
+    assert steps["grid"]["grown_mm"] == pytest.approx(1.0) and steps["grid"]["source_voxel_mm"] == [2.0, 2.0, 2.0]
+    assert sidecar["MaskGrowth"]["healed_ml"] > sidecar["MaskGrowth"]["given_ml"]
+    region = np.asanyarray(nib.load(anat / "sub-01_desc-editregion_mask.nii.gz").dataobj) > 0
+    assert (region & healed_mask).sum() == healed_mask.sum()  # the grown mask is what was healed
+    assert assert_valid_bids(out) == []

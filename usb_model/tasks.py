@@ -313,7 +313,9 @@ class USB:
         if mode == "acg":
             samples = self._heal_samples(y_input, None, params)
         else:
-            filled = prefill(image_np, mask_t[0, 0].cpu().numpy(), params["fill"], template=self.template_t1w)
+            filled = prefill(
+                image_np, mask_t[0, 0].cpu().numpy(), params["fill"], template=self.template_t1w, spacing=spacing
+            )
             y_filled = self.networks.encode(self._volume(filled, "filled image"))
             samples = self._heal_samples(y_filled, mask_t, params)
         change_samples = samples - torch.from_numpy(reconstruction)

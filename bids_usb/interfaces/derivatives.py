@@ -32,6 +32,7 @@ class _SinkInputSpec(BaseInterfaceInputSpec):
         mandatory=True, desc="every parameter the sampler used; every sink waits for them, so files appear after USB"
     )
     lesion_source = File(exists=True)
+    growth = traits.Dict(desc="heal: how the given lesion mask was grown (the lesion's sidecar)")
     orientation = traits.Enum(
         "sform", "qform", "voxel", desc="--assume-orientation: how to read an image whose qform and sform codes are 0"
     )
@@ -63,6 +64,7 @@ class DerivativesSink(TimedInterface):
             parameters=dict(i.parameters),
             lesion_source=Path(i.lesion_source) if isdefined(i.lesion_source) else None,
             orientation=i.orientation if isdefined(i.orientation) else None,
+            growth=dict(i.growth) if isdefined(i.growth) else {},
         )
         path = write_output(i.role, i.in_file, ctx)
         self._results["out_file"] = path

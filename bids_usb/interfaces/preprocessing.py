@@ -248,3 +248,72 @@ class TemplateMaskToModel(TimedInterface):
             )
         self._results["lesion_mask"] = _save(nib.Nifti1Image(data, template.affine), runtime.cwd, "lesion_model.nii.gz")
         return runtime
+
+
+class _GrowInputSpec(BaseInterfaceInputSpec):
+    anat = File(exists=True, mandatory=True, desc="the input as found in the dataset (its grid and orientation)")
+    lesion_mask = File(exists=True, mandatory=True, desc="the lesion mask as given (its own grid)")
+    lesion_ras = File(exists=True, mandatory=True, desc="the given mask on the anat's RAS grid")
+    brain = File(exists=True, mandatory=True, desc="the bias-corrected brain on the RAS grid")
+    brain_mask = File(exists=True, mandatory=True)
+    method = traits.Enum("auto", "grid", "image", "none", usedefault=True, desc="usb_model.mask_growth.GROWTHS")
+    orientation = traits.Enum(
+        "sform", "qform", "voxel", desc="--assume-orientation: how to read an image whose qform and sform codes are 0"
+    )
+
+
+class _GrowOutputSpec(TimedOutputSpec):
+    lesion_ras = File(exists=True, desc="the mask that will be healed, on the RAS grid")
+    lesion_native = File(exists=True, desc="the mask that will be healed, on the anat's own grid")
+    given_native = File(desc="the mask as given, on the anat's own grid (only where the growth changed it)")
+    growth = traits.Dict(desc="what was done (usb_model.mask_growth.Growth), for the lesion's sidecar")
+
+
+class GrowMask(TimedInterface):
+    """The given lesion mask grown to the lesion it points at (usb_model.mask_growth): after the
+    skull strip, so that the growth sees the bias-corrected brain and never leaves it."""
+
+    input_spec = _GrowInputSpec
+    output_spec = _GrowOutputSpec
+
+    def _run_interface(self, runtime):
+        from usb_model.mask_growth import grow_mask
+
+        from ..images import load_image, same_grid
+        from ..native import from_ras
+
+        orientation = self.inputs.orientation if isdefined(self.inputs.orientation) else None
+        original = load_image(self.inputs.anat, orientation=orientation)
+        given_img = nib.load(self.inputs.lesion_mask)
+        source = None if same_grid(given_img, original) else tuple(float(v) for v in given_img.header.get_zooms()[:3])
+        lesion_ras = nib.load(self.inputs.lesion_ras)
+        brain = nib.load(self.inputs.brain)
+        given = np.asanyarray(lesion_ras.dataobj) > 0
+        grown, growth = grow_mask(
+            np.asanyarray(brain.dataobj, dtype=np.float32),
+            given,
+            brain.header.get_zooms()[:3],
+            method=self.inputs.method,
+            source_voxel_mm=source,
+            brain=np.asanyarray(nib.load(self.inputs.brain_mask).dataobj) > 0,
+        )
+        grown |= given  # a mask voxel outside the brain mask stays: the user put it there
+
+        def ras_mask(data):
+            img = nib.Nifti1Image(data.astype(np.uint8), lesion_ras.affine)
+            img.set_data_dtype(np.uint8)
+            return img
+
+        grown_ras = ras_mask(grown)
+        self._results["lesion_ras"] = _save(grown_ras, runtime.cwd, "lesion_healed_ras.nii.gz")
+        self._results["lesion_native"] = _save(
+            from_ras(grown_ras, original), runtime.cwd, "lesion_healed_native.nii.gz"
+        )
+        if growth.healed_voxels != growth.given_voxels:
+            given_native = from_ras(ras_mask(given), original)
+            self._results["given_native"] = _save(given_native, runtime.cwd, "lesion_given_native.nii.gz")
+        info = growth.as_dict()
+        info["healed_ml"] = float(grown.sum() * np.prod(brain.header.get_zooms()[:3]) / 1000)
+        info["given_ml"] = float(given.sum() * np.prod(brain.header.get_zooms()[:3]) / 1000)
+        self._results["growth"] = info
+        return runtime

@@ -366,6 +366,7 @@ class EditData:
     window: tuple[float, float]
     notes: list[str]
     anomaly: Volume | None = None
+    given: np.ndarray | None = None  # heal: the mask as given, where its growth changed it
 
 
 def load_edit_data(anat: str | os.PathLike, written: dict[str, str]) -> EditData:
@@ -395,7 +396,8 @@ def load_edit_data(anat: str | os.PathLike, written: dict[str, str]) -> EditData
     box = bounding_box(keep, a.zooms)
     slices = {axis: pick_slices(focus, axis, a.zooms) for _, axis, _ in ORIENTATIONS}
     window = robust_range(a.data[brain])
-    return EditData(a, e, brain, region, lesion, unc, box, slices, window, notes, maps["anomaly"])
+    given = load_mask(written.get("lesion_given"), a)
+    return EditData(a, e, brain, region, lesion, unc, box, slices, window, notes, maps["anomaly"], given)
 
 
 def edit_figure(d: EditData, path: Path) -> Path:
@@ -413,7 +415,9 @@ def edit_figure(d: EditData, path: Path) -> Path:
     fig, panels, slots, height = _layout(blocks, ncols, legend=True)
     legend = []
     if d.lesion is not None:
-        legend.append(("lesion", LESION_COLOUR, "solid"))
+        legend.append(("lesion healed" if d.given is not None else "lesion", LESION_COLOUR, "solid"))
+    if d.given is not None:
+        legend.append(("lesion mask as given", LESION_COLOUR, "dotted"))
     if d.region is not None:
         legend.append(("edit region", REGION_COLOUR, "solid"))
     legend.append(("brain mask (difference rows)", BRAIN_COLOUR, "solid"))
@@ -424,12 +428,15 @@ def edit_figure(d: EditData, path: Path) -> Path:
         for c, idx in enumerate(d.slices[axis]):
             region = slice_2d(d.region, axis, idx, box) if d.region is not None else None
             lesion = slice_2d(d.lesion, axis, idx, box) if d.lesion is not None else None
+            given = slice_2d(d.given, axis, idx, box) if d.given is not None else None
             coordinate = world_coordinate(a, axis, idx)
             for r, vol in enumerate((a, e)):
                 p = panels[b][r][c]
                 grey_im = p.grey(slice_2d(vol.data, axis, idx, box), vmin, vmax)
                 p.contour(region, REGION_COLOUR)
                 p.contour(lesion, LESION_COLOUR)
+                if r == 0:
+                    p.contour(given, LESION_COLOUR, 0.8, "dotted")
                 p.annotate(axis, letter, coordinate, c == 0)
             p = panels[b][2][c]
             diff_im = p.image(slice_2d(diff, axis, idx, box), cmap=DIFF_CMAP, vmin=-lim, vmax=lim)

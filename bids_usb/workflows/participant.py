@@ -26,6 +26,7 @@ from ..interfaces.derivatives import DerivativesSink
 from ..interfaces.native import ToNative
 from ..interfaces.preprocessing import (
     BiasCorrect,
+    GrowMask,
     ModelTemplate,
     PrepareInputs,
     RegisterToTemplate,
@@ -63,6 +64,7 @@ class RunSettings:
     device: str = "auto"
     skull_stripped: bool = False
     omp_nthreads: int = 1
+    mask_growth: str = "none"  # heal: usb_model.mask_growth.GROWTHS
 
 
 def init_participant_wf(
@@ -144,6 +146,7 @@ def init_preprocess_wf(
     omp_nthreads: int = 1,
     orientation: str | None = None,
     seed: int = 0,
+    mask_growth: str = "none",
     name: str = "preprocess_wf",
 ) -> pe.Workflow:
     """The preprocessing chain shared by both levels, for one anatomical image.
@@ -154,7 +157,9 @@ def init_preprocess_wf(
     (deepbet, or the non-zero voxels with ``skull_stripped``) -> ``register`` (affine to the
     template, lesion out of the cost) -> ``to_model_grid`` (resampled, intensities in [0, 1]).
     ``outputnode`` carries ``PREPROCESS_OUTPUTS``; the lesion fields only when ``lesion_mask``
-    is given. Callers that extend the returned workflow may also connect its nodes directly
+    is given. With ``mask_growth`` other than ``none`` a ``grow_mask`` node (after the skull
+    strip) grows the given mask to the lesion it points at, and every lesion field downstream is
+    the grown mask. Callers that extend the returned workflow may also connect its nodes directly
     (``wf.get_node("register")``): the participant level does, so its node names stay
     ``<workflow>.prepare`` etc.
     """
@@ -190,11 +195,24 @@ def init_preprocess_wf(
         ]
     )
     if lesion_mask is not None:
+        lesion = prepare
+        if mask_growth != "none":
+            lesion = pe.Node(
+                GrowMask(anat=str(anat), lesion_mask=str(lesion_mask), method=mask_growth), name="grow_mask"
+            )
+            if orientation is not None:
+                lesion.inputs.orientation = orientation
+            wf.connect(
+                [
+                    (prepare, lesion, [("lesion_ras", "lesion_ras")]),
+                    (strip, lesion, [("brain", "brain"), ("brain_mask", "brain_mask")]),
+                ]
+            )
         wf.connect(
             [
-                (prepare, register, [("lesion_ras", "lesion_mask")]),
-                (prepare, to_model, [("lesion_ras", "lesion_mask")]),
-                (prepare, outputnode, [("lesion_ras", "lesion_ras"), ("lesion_native", "lesion_native")]),
+                (lesion, register, [("lesion_ras", "lesion_mask")]),
+                (lesion, to_model, [("lesion_ras", "lesion_mask")]),
+                (lesion, outputnode, [("lesion_ras", "lesion_ras"), ("lesion_native", "lesion_native")]),
                 (to_model, outputnode, [("lesion_mask", "lesion_model")]),
             ]
         )
@@ -214,6 +232,7 @@ def _preprocess_job(job: ImageJob, bundle: ModelBundle, settings: RunSettings, *
         omp_nthreads=settings.omp_nthreads,
         orientation=job.orientation,
         seed=settings.seed,
+        mask_growth=settings.mask_growth if task == "heal" else "none",
         name=name,
     )
 
@@ -275,8 +294,11 @@ def init_image_wf(
             wf.connect([(usb, native, [("anomaly", "anomaly"), ("detected", "detected")])])
             outputs += [("anomaly", native, "anomaly"), ("detected", native, "lesion_native")]
     if job.lesion_mask is not None:
-        wf.connect([(prepare, native, [("lesion_native", "lesion_native")])])
+        lesion_node = wf.get_node("grow_mask") or prepare
+        wf.connect([(lesion_node, native, [("lesion_native", "lesion_native")])])
         outputs += [("lesion", native, "lesion_native"), ("lesion_model", to_model, "lesion_mask")]
+        if lesion_node is not prepare:
+            outputs.append(("lesion_given", lesion_node, "given_native"))
         if settings.task == "embed":
             wf.connect(to_model, "lesion_mask", usb, "lesion_mask")
     elif job.template_lesion is not None:
@@ -333,6 +355,8 @@ def init_image_wf(
                 (sink, sink_seconds, [("seconds", f"in{index}")]),
             ]
         )
+        if role == "lesion" and wf.get_node("grow_mask") is not None:
+            wf.connect(wf.get_node("grow_mask"), "growth", sink, "growth")
 
     # What the participant's report needs about this image, each step's time included.
     summary = pe.Node(

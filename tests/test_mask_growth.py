@@ -1,0 +1,112 @@
+"""Healing what users bring: masks that miss the lesion's rim (usb_model.mask_growth) and fills
+that keep the subject's own tissue for subtle lesions (usb_model.fill: local, lift, auto)."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from usb_model.fill import lesion_contrast, lift_fill, local_tissue, prefill
+from usb_model.mask_growth import dilate_mm, grow_by_grid, grow_by_image, grow_mask
+
+
+def _ball(shape, centre, radius):
+    grid = np.indices(shape).astype(np.float32)
+    return np.sqrt(sum((g - c) ** 2 for g, c in zip(grid, centre))) <= radius
+
+
+@pytest.fixture()
+def textured():
+    """White matter (0.9) with a smooth shading across it and fine noise: a real scan's tissue."""
+    rng = np.random.default_rng(0)
+    shape = (32, 32, 32)
+    brain = _ball(shape, (16, 16, 16), 14)
+    shading = 0.9 + 0.1 * (np.indices(shape)[0] / shape[0] - 0.5)
+    tissue = (shading + rng.normal(0, 0.02, shape)).astype(np.float32) * brain
+    return tissue, brain
+
+
+def test_local_tissue_interpolates_the_shading_and_leaves_the_rest(textured):
+    tissue, brain = textured
+    lesion = _ball(tissue.shape, (16, 16, 16), 4)
+    dark = np.where(lesion, 0.2, tissue).astype(np.float32)
+    out = local_tissue(dark, lesion, brain=brain)
+    assert np.array_equal(out[~lesion], dark[~lesion])
+    assert np.abs(out[lesion] - tissue[lesion]).mean() < 0.03  # the shading comes back, not the dark core
+    # a lesion wider than the kernel reaches is still filled everywhere
+    big = _ball(tissue.shape, (16, 16, 16), 9)
+    wide = local_tissue(np.where(big, 0.2, tissue).astype(np.float32), big, brain=brain)
+    assert wide[big].min() > 0.8
+
+
+def test_lift_keeps_the_subjects_texture_of_a_subtle_lesion(textured):
+    """A lesion that darkens tissue by a fifth: lifting brings back the tissue with its own
+    fine texture, closer to the truth than any flat fill."""
+    tissue, brain = textured
+    lesion = _ball(tissue.shape, (16, 16, 16), 4)
+    subtle = np.where(lesion, tissue * 0.8, tissue).astype(np.float32)
+    lifted = lift_fill(subtle, lesion, brain=brain)
+    flat = prefill(subtle, lesion, "wm")
+    err = lambda a: float(np.abs(a[lesion] - tissue[lesion]).mean())  # noqa: E731
+    assert err(lifted) < 0.6 * err(flat)
+    assert np.corrcoef(lifted[lesion], tissue[lesion])[0, 1] > 0.5  # the texture is the subject's
+    assert np.array_equal(lifted[~lesion], subtle[~lesion])
+    # healthy voxels inside a too-large mask are not brightened past their tissue
+    large = dilate_mm(lesion, (1, 1, 1), 2.0)
+    again = lift_fill(subtle, large, brain=brain)
+    ring = large & ~lesion
+    assert np.abs(again[ring] - tissue[ring]).mean() < 0.02  # the noise's own size
+
+
+def test_auto_lifts_subtle_lesions_and_fills_dark_ones(textured):
+    tissue, brain = textured
+    subtle = _ball(tissue.shape, (16, 10, 16), 3)
+    dark = _ball(tissue.shape, (16, 22, 16), 3)
+    image = np.where(subtle, tissue * 0.8, tissue)
+    image = np.where(dark, 0.15, image).astype(np.float32)
+    both = subtle | dark
+    contrast = lesion_contrast(image, both, brain=brain)
+    assert contrast[subtle].min() > 0.7 and contrast[dark].max() < 0.3
+    out = prefill(image, both, "auto")
+    assert np.allclose(out[subtle], lift_fill(image, both, brain=brain)[subtle], atol=1e-5)
+    assert np.allclose(out[dark], prefill(image, both, "wm")[dark], atol=1e-5)  # white-matter fill, inside WM
+
+
+def test_grid_growth_only_for_a_coarser_mask(textured):
+    _tissue, brain = textured
+    mask = _ball(brain.shape, (16, 16, 16), 4)
+    same, info = grow_by_grid(mask, (1, 1, 1), (1, 1, 1))
+    assert np.array_equal(same, mask) and info["grown_mm"] == 0
+    grown, info = grow_by_grid(mask, (1, 1, 1), (2, 2, 2), grid_factor=0.5, brain=brain)
+    assert info["grown_mm"] == 1.0
+    assert np.array_equal(grown, dilate_mm(mask, (1, 1, 1), 1.0) & brain)
+
+
+def test_image_growth_takes_the_rim_and_not_a_dark_sulcus_beyond_it(textured):
+    tissue, brain = textured
+    lesion = _ball(tissue.shape, (16, 16, 16), 5)
+    core = _ball(tissue.shape, (16, 16, 16), 3.5)
+    image = np.where(lesion, tissue * 0.55, tissue)  # the rim: as dark as the lesion...
+    image = np.where(core, tissue * 0.3, image).astype(np.float32)  # ...the mask only its core
+    sulcus = (np.indices(tissue.shape)[0] == 16) & (np.indices(tissue.shape)[1] > 24)  # dark, not touching
+    image[sulcus & brain] = 0.2
+    grown, info = grow_by_image(image, core, (1, 1, 1), reach_mm=2.0, brain=brain)
+    rim = lesion & ~core
+    assert (grown & rim).sum() >= 0.9 * rim.sum()
+    assert not (grown & sulcus).any()
+    assert not (grown & ~lesion).any()  # healthy tissue around is not taken
+    assert info["added_voxels"] == int((grown & ~core).sum())
+
+
+def test_grow_mask_records_what_it_did(textured):
+    tissue, brain = textured
+    mask = _ball(tissue.shape, (16, 16, 16), 3)
+    image = np.where(mask, 0.3, tissue).astype(np.float32)
+    grown, growth = grow_mask(image, mask, (1, 1, 1), method="auto", source_voxel_mm=(2, 2, 2), brain=brain)
+    assert [s["step"] for s in growth.steps] == ["grid", "image"]
+    assert growth.given_voxels == int(mask.sum()) and growth.healed_voxels == int(grown.sum())
+    assert (grown & mask).sum() == mask.sum()
+    none, growth = grow_mask(image, mask, (1, 1, 1), method="none")
+    assert np.array_equal(none, mask) and growth.steps == []
+    with pytest.raises(ValueError, match="unknown mask growth"):
+        grow_mask(image, mask, (1, 1, 1), method="grab")
+    assert ndimage.label(grown)[1] == 1
