@@ -28,6 +28,9 @@ from .layout import strip_labels
 LEVELS = ("participant", "group")
 GROUP_TASKS = ("train", "metrics", "generate")
 
+#: ``--lesion-from generate``: the model proposes each brain's lesion (``USB.generate_lesion``).
+GENERATE_LESION = "generate"
+
 # Where each option applies: "participant:heal", "participant:embed", "group:train",
 # "group:metrics", "group:generate". Options not listed apply everywhere.
 _PARTICIPANT = {"participant:heal", "participant:embed"}
@@ -223,7 +226,7 @@ class Workflow:
     model: Path | None = None  # None: the bundled demo model
     lesion_masks: Path | None = None
     lesion_mask: Path | None = None
-    lesion_from: str | None = None  # a participant label, without sub-
+    lesion_from: str | None = None  # a participant label, without sub-; or "generate" (GENERATE_LESION)
     sampling: EditParameters = field(default_factory=EditParameters)
     n_samples: int = 1
     device: str = "auto"

@@ -43,6 +43,23 @@ def resolved_parameters(bundle: ModelBundle, task: str, params: dict[str, Any]) 
     return {k: v for k, v in used.items() if v is not None}
 
 
+def generate_lesion(
+    bundle: ModelBundle, image: np.ndarray, brain: np.ndarray | None, *, seed: int, device: str = "auto"
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """``--lesion-from generate``: a lesion mask proposed by the model for this brain, on the model
+    grid (``USB.generate_lesion``: paired sampling, the candidate whose generated brain is closest
+    to this one, cut to the brain), and what was chosen, for the sidecars."""
+    usb = USB(bundle.load_networks(), device=None if device == "auto" else device, template_t1w=bundle.template["t1w"])
+    proposal = usb.generate_lesion(image, brain, seed=seed)
+    mask = proposal.mask.cpu().numpy() > 0
+    if not mask.any():
+        raise DataError(
+            "--lesion-from generate: the model proposed no lesion inside this brain; give a mask with --lesion-mask"
+        )
+    info = {k: v for k, v in proposal.info.items() if k != "candidates"}  # the sidecar keeps the choice
+    return mask, info
+
+
 def run_edit(
     bundle: ModelBundle,
     task: str,

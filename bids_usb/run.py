@@ -14,7 +14,7 @@ import time
 import warnings
 from pathlib import Path
 
-from .config import RunConfig
+from .config import GENERATE_LESION, RunConfig
 from .dataset import collect, validate_dataset
 from .errors import BidsUsbError, DataError, NoInput, NothingSelected, UsageError
 from .progress import NodeProgress, count_nodes
@@ -66,11 +66,16 @@ def _checked_jobs(bids_dir: Path, config: RunConfig, bundle, work_dir: Path):
 
     template_lesion = config.workflow.lesion_mask
     donor = None
-    if task == "embed" and config.workflow.lesion_from:
+    generate = task == "embed" and config.workflow.lesion_from == GENERATE_LESION
+    if task == "embed" and config.workflow.lesion_from and not generate:
         donor = _donor(config.workflow.lesion_from, bids_dir, bundle, config)
     jobs = []
     for item in collected.inputs:
-        mask = item.lesion_mask if (task == "heal" or (template_lesion is None and donor is None)) else None
+        mask = (
+            item.lesion_mask
+            if (task == "heal" or (template_lesion is None and donor is None and not generate))
+            else None
+        )
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the workflow repeats these checks and logs the warnings there
@@ -86,12 +91,13 @@ def _checked_jobs(bids_dir: Path, config: RunConfig, bundle, work_dir: Path):
                 lesion_mask=mask,
                 template_lesion=template_lesion if task == "embed" else None,
                 lesion_from=donor.anat if donor is not None else None,
+                generate_lesion=generate,
                 orientation=orientation,
             )
         )
     if task == "embed":
         for job in list(jobs):
-            if job.lesion_mask is None and job.template_lesion is None and job.lesion_from is None:
+            if job.lesion_mask is None and job.template_lesion is None and job.lesion_from is None and not generate:
                 failures.append(
                     DataError(
                         f"{job.anat}: embedding needs a lesion mask; pass --lesion-mask FILE (template space) or give this image a lesion mask"

@@ -353,3 +353,35 @@ def test_a_mask_from_a_coarser_grid_is_grown_and_both_masks_are_written(run, dat
     region = np.asanyarray(nib.load(anat / "sub-01_desc-editregion_mask.nii.gz").dataobj) > 0
     assert (region & healed_mask).sum() == healed_mask.sum()  # the grown mask is what was healed
     assert assert_valid_bids(out) == []
+
+
+def test_embed_a_lesion_generated_for_each_brain(tmp_path, tiny_checkpoint, monkeypatch):
+    """--task embed --lesion-from generate: the model proposes each brain's lesion on the model grid
+    (paired sampling, here replaced by fixed pairs: an untrained tiny model's masks are noise),
+    cut to the brain; it is drawn in, written on the input's grid, and the choice is in the sidecar."""
+    import torch
+
+    from usb_model.tasks import USB, GenerationResult
+
+    def pairs(self, n, **kw):
+        shape = tuple(self.cfg.grid.shape)
+        masks = torch.zeros((n, *shape))
+        centre = [s // 2 for s in shape]
+        masks[:, centre[0] - 2 : centre[0] + 2, centre[1] - 2 : centre[1] + 2, centre[2] - 2 : centre[2] + 2] = 1
+        masks[0, :2, :2, :2] = 1  # a few voxels outside the brain, dropped
+        return GenerationResult(images=torch.full((n, *shape), 0.5), masks=masks)
+
+    monkeypatch.setattr(USB, "generate_pairs", pairs)
+    bids = tmp_path / "bids"
+    write_dataset(bids, participants=1, seed=5, n_healthy=1, voxel_size=(3.0, 3.0, 3.0), variety=False)
+    out = tmp_path / "out"
+    args = [str(bids), str(out), "participant", "--task", "embed", "--lesion-from", "generate"]
+    args += ["--model", str(tiny_checkpoint), "-w", str(tmp_path / "work"), "--steps", "3", "--skull-stripped"]
+    assert main(args + ["--plugin", "Linear"]) == 0
+    for anat in sorted(out.glob("sub-*/anat")):
+        sub = anat.parent.name
+        lesion = np.asanyarray(nib.load(anat / f"{sub}_desc-lesion_mask.nii.gz").dataobj) > 0
+        brain = np.asanyarray(nib.load(anat / f"{sub}_desc-brain_mask.nii.gz").dataobj) > 0
+        assert lesion.any() and (lesion & brain).sum() >= 0.8 * lesion.sum()
+        usb = json.loads((anat / f"{sub}_desc-lesioned_T1w.json").read_text())["USB"]
+        assert usb["GeneratedLesion"]["n_candidates"] == 4 and usb["GeneratedLesion"]["volume_ml"] > 0

@@ -14,7 +14,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from ..editing import run_edit
+from ..editing import generate_lesion, run_edit
 from ..model import ModelBundle
 from .base import TimedInterface, TimedOutputSpec
 
@@ -28,6 +28,10 @@ class _USBInputSpec(BaseInterfaceInputSpec):
     seed = traits.Int(0, usedefault=True)
     n_samples = traits.Int(1, usedefault=True)
     device = traits.Str("auto", usedefault=True)
+    generate_lesion = traits.Bool(
+        False, usedefault=True, desc="embed --lesion-from generate: propose this brain's lesion, then draw it"
+    )
+    brain_mask = File(exists=True, desc="generate_lesion: the brain on the model grid (the lesion is cut to it)")
 
 
 class _USBOutputSpec(TimedOutputSpec):
@@ -60,6 +64,20 @@ class RunUSB(TimedInterface):
             lesion = np.asanyarray(nib.load(self.inputs.lesion_mask).dataobj) > 0
         bundle = ModelBundle.open(self.inputs.model_dir)
         params = dict(self.inputs.params) if isdefined(self.inputs.params) else {}
+        generated = None
+        if self.inputs.generate_lesion:
+            brain = (
+                np.asanyarray(nib.load(self.inputs.brain_mask).dataobj) > 0
+                if isdefined(self.inputs.brain_mask)
+                else None
+            )
+            lesion, generated = generate_lesion(
+                bundle,
+                np.asanyarray(image.dataobj, dtype=np.float32),
+                brain,
+                seed=self.inputs.seed,
+                device=self.inputs.device,
+            )
         result, used = run_edit(
             bundle,
             self.inputs.task,
@@ -81,7 +99,10 @@ class RunUSB(TimedInterface):
         self._results["edited"] = save("edited_model", result.image.numpy())
         if result.std is not None:
             self._results["uncertainty"] = save("uncertainty_model", result.std.numpy())
-        if lesion is not None:
+        if generated is not None:
+            self._results["lesion_mask"] = save("lesion_generated_model", lesion, np.uint8)
+            used = {**used, "generated_lesion": generated}
+        elif lesion is not None:
             self._results["lesion_mask"] = self.inputs.lesion_mask
         if result.healed is not None:
             self._results["healed"] = save("healed_model", result.healed.numpy())

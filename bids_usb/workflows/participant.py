@@ -48,6 +48,7 @@ class ImageJob:
     lesion_mask: Path | None = None  # native grid (heal, or embed from the same participant)
     template_lesion: Path | None = None  # embed: a mask in template space (--lesion-mask FILE)
     lesion_from: Path | None = None  # embed: the donor image (--lesion-from) whose lesion is drawn
+    generate_lesion: bool = False  # embed --lesion-from generate: the model proposes this brain's lesion
     orientation: str | None = None  # --assume-orientation, for images whose qform/sform codes are 0
 
     @property
@@ -314,6 +315,12 @@ def init_image_wf(
             ]
         )
         outputs += [("lesion", native, "lesion_native"), ("lesion_model", to_grid, "lesion_mask")]
+    elif job.generate_lesion:
+        # embed --lesion-from generate: the USB node proposes the lesion for this brain, then draws it.
+        usb.inputs.generate_lesion = True
+        wf.connect(to_model, "brain_mask", usb, "brain_mask")
+        wf.connect(usb, "lesion_mask", native, "lesion_model")
+        outputs += [("lesion", native, "lesion_native"), ("lesion_model", usb, "lesion_mask")]
     elif job.lesion_from is not None:
         # embed --lesion-from: the donor's lesion on the model grid, from the donor workflow.
         from nipype.interfaces.utility import IdentityInterface
