@@ -11,6 +11,8 @@
 #                                                machine's, and other users may need it)
 #   scripts/slurm_cluster.sh env   [STATE_DIR]   the SLURM_CONF line to export for sbatch & co
 #
+# BIDS_USB_SLURM_INSTALL=no: never install, exit 69 where something is missing (what the tests use).
+#
 # Accounting is real: slurmdbd on a MariaDB of its own (datadir and socket in STATE), so
 # `sacct -j JOB` lists every array task (JOB_1, JOB_2, ...) with its state and exit code, as on a
 # production cluster. (The job completion log alone, `sacct -c`, does not know array task ids.)
@@ -36,6 +38,10 @@ have_everything() {
 
 install_packages() {
     have_everything && return
+    if [ "${BIDS_USB_SLURM_INSTALL:-yes}" = no ]; then
+        log "slurm-wlm, slurmdbd, munge or mariadb-server is not installed (scripts/slurm_cluster.sh start installs them)"
+        exit 69
+    fi
     if [ "$(id -u)" != 0 ]; then
         log "slurm-wlm, slurmdbd, munge or mariadb-server is missing and installing them needs root"
         exit 69
