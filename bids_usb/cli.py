@@ -85,8 +85,14 @@ def _band(ctx, param, value):
     type=click.Path(path_type=Path),
     help="Where intermediate results are cached (resumable). Default: <output_dir>/../work/bids_usb",
 )
-@_opt("--nprocs", "--nthreads", type=int, default=None, help="Processes nipype may run at once (default: all cores).")
-@_opt("--omp-nthreads", type=int, default=None, help="Threads per process for ANTs and PyTorch.")
+@_opt(
+    "--nprocs",
+    "--nthreads",
+    type=click.IntRange(1, None),
+    default=None,
+    help="Processes nipype may run at once (default: all cores).",
+)
+@_opt("--omp-nthreads", type=click.IntRange(1, None), default=None, help="Threads per process for ANTs and PyTorch.")
 @_opt(
     "--mem",
     "--mem-mb",
@@ -181,9 +187,17 @@ def _band(ctx, param, value):
     "OUTER; beyond it every voxel is the input's (default: the model's; 0 2 unless it says otherwise).",
 )
 @_opt(
-    "--steps", type=int, default=None, help="Denoising steps of the edit (the stride is t_start / steps, rounded up)."
+    "--steps",
+    type=click.IntRange(1, None),
+    default=None,
+    help="Denoising steps of the edit (the stride is t_start / steps, rounded up).",
 )
-@_opt("--t-start", type=int, default=None, help="Noise level the edit starts from (paper: 300 heal, 500 embed).")
+@_opt(
+    "--t-start",
+    type=click.IntRange(1, None),
+    default=None,
+    help="Noise level the edit starts from (paper: 300 heal, 500 embed).",
+)
 @_opt("--alpha0", type=float, default=None, help="ACG strength alpha0 (paper: 20).")
 @_opt("--k", "k", type=float, default=None, help="ACG decay k (paper: 0.5).")
 @_opt("--eta", "lcg_eta", type=float, default=None, help="LCG eta for embed (paper: 1).")
@@ -210,6 +224,16 @@ def _band(ctx, param, value):
     help=(
         "Images whose qform and sform codes are both 0 have no known orientation and are refused; this reads "
         "them from the sform matrix, the qform quaternion, or the voxel sizes alone (LAS) instead."
+    ),
+)
+@_opt(
+    "--mask-orientation",
+    type=click.Choice(["image", "header"]),
+    default=None,
+    help=(
+        "A lesion mask with its image's grid but a header that orders or flips the axes differently is refused "
+        "(placed by its header it would be mirrored); image: its voxels lie on the image's grid; header: its "
+        "header is right."
     ),
 )
 @_opt("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")

@@ -66,6 +66,7 @@ SCOPES: dict[str, set[str]] = {
     "no_acg": _PARTICIPANT,
     "n_samples": _PARTICIPANT,
     "assume_orientation": _PARTICIPANT,
+    "mask_orientation": _PARTICIPANT,
     "group_task": {"group:train", "group:metrics", "group:generate"},
     "preset": {"group:train"},
     "train_steps": {"group:train"},
@@ -188,6 +189,12 @@ class Nipype:
             if self.mem_gb:
                 args.setdefault("memory_gb", self.mem_gb)
             args.setdefault("raise_insufficient", False)
+        if self.plugin == "SLURM" and not os.environ.get("LOGNAME"):
+            # nipype's SLURMPlugin names every job after os.environ["LOGNAME"] and fails with a
+            # KeyError where it is unset (containers, cron, CI, `su -c`): give it the user's name.
+            import getpass
+
+            os.environ["LOGNAME"] = getpass.getuser()
         return self.plugin, args
 
     def apply(self, work_dir: Path, verbose: int = 0) -> None:
@@ -232,6 +239,7 @@ class Workflow:
     device: str = "auto"
     skull_stripped: bool = False
     assume_orientation: str | None = None
+    mask_orientation: str | None = None  # a mask whose header contradicts its image's: "image" or "header"
     mask_growth: str = "auto"  # heal: how a given lesion mask is grown to the lesion (usb_model.mask_growth)
 
 
@@ -304,6 +312,7 @@ class RunConfig:
             device=check_device(opts.get("device") or "auto"),
             skull_stripped=bool(opts.get("skull_stripped")),
             assume_orientation=opts.get("assume_orientation"),
+            mask_orientation=opts.get("mask_orientation"),
             mask_growth=opts.get("mask_growth") or "auto",
         )
         group = Group(

@@ -101,8 +101,11 @@ def write_text(text: str, path: Path) -> Path:
 
 
 def bids_uri(dataset: str, bids_dir: Path, path: Path) -> str:
-    """``bids:<dataset>:<relative path>``, the BIDS URI form for ``Sources``."""
-    return f"bids:{dataset}:{Path(path).resolve().relative_to(Path(bids_dir).resolve()).as_posix()}"
+    """``bids:<dataset>:<relative path>``, the BIDS URI form for ``Sources``: the path the dataset
+    names, never a symlink's target (DataLad's ``.git/annex/objects``, a shared store)."""
+    from .storage import dataset_path
+
+    return f"bids:{dataset}:{dataset_path(bids_dir, path)}"
 
 
 def dataset_description(bids_dir: Path, container: dict[str, str] | None = None) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import nibabel as nib
 import numpy as np
 
 from .errors import DataError
+from .storage import check_content
 
 # How to read an image whose qform and sform codes are both 0 (``--assume-orientation``): the
 # sform matrix or the qform quaternion although their codes say "unknown", or the voxel sizes
@@ -123,10 +124,21 @@ def load_image(path: str | Path, what: str = "image", orientation: str | None = 
     """A 3D NIfTI with finite voxels and a trusted orientation, its data read once (a truncated
     file fails here, not later)."""
     path = Path(path)
+    check_content(path, what)
+    check_scaling(path, what)
     try:
         img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)
-    except (OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile, nib.filebasedimages.ImageFileError) as exc:
+        with np.errstate(over="ignore", invalid="ignore"):
+            data = np.asanyarray(img.dataobj)
+    except (
+        OSError,
+        EOFError,
+        ValueError,
+        zlib.error,
+        gzip.BadGzipFile,
+        nib.filebasedimages.ImageFileError,
+        nib.spatialimages.HeaderDataError,
+    ) as exc:
         raise DataError(
             f"{path}: cannot read this {what} ({exc.__class__.__name__}: {exc}); the file is truncated or corrupt, convert it again"
         ) from exc
@@ -136,6 +148,13 @@ def load_image(path: str | Path, what: str = "image", orientation: str | None = 
         raise DataError(
             f"{path}: the {what} has shape {data.shape}; a 3D volume is needed, extract one volume first (e.g. fslroi or nibabel)"
         )
+    if np.issubdtype(data.dtype, np.floating) and np.isfinite(data).all() and _overflows_float32(data):
+        raise DataError(
+            f"{path}: the {what}'s voxels reach {np.abs(data).max():.3g} once scaled by its header (scl_slope "
+            f"{img.dataobj.slope:g}, scl_inter {img.dataobj.inter:g}), beyond what "
+            "float32 holds, so registration would read them as Inf; fix scl_slope/scl_inter in its header "
+            "(e.g. nibabel: img.header.set_slope_inter(1, 0)) or convert it again"
+        )
     if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
         n_bad = int((~np.isfinite(data)).sum())
         raise DataError(
@@ -144,6 +163,39 @@ def load_image(path: str | Path, what: str = "image", orientation: str | None = 
     out = nib.Nifti1Image(data, img.affine, img.header)
     out.set_data_dtype(data.dtype)
     return check_orientation(out, path, what, orientation)
+
+
+def _raw_header(path: Path):
+    """The NIfTI header as the file holds it (nibabel's loaded header has its scaling reset)."""
+    for klass in (nib.Nifti1Header, nib.Nifti2Header):
+        try:
+            with nib.openers.ImageOpener(str(path)) as fh:
+                return klass.from_fileobj(fh, check=False)
+        except Exception:  # not this header kind (or not NIfTI at all: nib.load says why)
+            continue
+    return None
+
+
+def check_scaling(path: Path, what: str) -> None:
+    """Refuse a non-finite ``scl_slope``/``scl_inter``: nibabel ignores such a slope, but ANTs and
+    ITK apply it, so the image would be read one way here and another in registration. A NaN or 0
+    slope means "no scaling" to both (the standard's, and what converters write)."""
+    header = _raw_header(path)
+    if header is None or "scl_slope" not in header:
+        return
+    slope, inter = float(header["scl_slope"]), float(header["scl_inter"])
+    bad = [f"{name} {value:g}" for name, value in (("scl_slope", slope), ("scl_inter", inter)) if np.isinf(value)]
+    if np.isnan(inter) and np.isfinite(slope) and slope != 0:
+        bad.append("scl_inter nan")  # a slope without an intercept: nibabel and ITK disagree on it
+    if bad:
+        raise DataError(
+            f"{path}: the {what}'s header has {' and '.join(bad)}, so its voxel values are undefined; set "
+            "scl_slope to 1 and scl_inter to 0 (e.g. nibabel: img.header.set_slope_inter(1, 0)) or convert it again"
+        )
+
+
+def _overflows_float32(data: np.ndarray) -> bool:
+    return data.dtype.itemsize > 4 and float(np.abs(data).max(initial=0.0)) > float(np.finfo(np.float32).max)
 
 
 def load_mask(

@@ -48,11 +48,33 @@ def head_mask(img: nib.Nifti1Image) -> np.ndarray:
     return data > 0.05 * float(np.percentile(positive, 99))
 
 
+def orientation_contradiction(mask: nib.Nifti1Image, anat: nib.Nifti1Image) -> tuple[str, str] | None:
+    """The two orientations (``("LPS", "RAS")``) when ``mask`` has its image's voxel grid (shape and
+    voxel sizes) but a header that orders or flips the axes differently, else None.
+
+    A mask written from the image's voxel array with another tool's header is the usual cause:
+    placed by its header it lands mirrored, healing healthy tissue and keeping the lesion. A mask
+    resampled to another orientation on purpose is just as possible, so neither is guessed."""
+    if mask.shape[:3] != anat.shape[:3]:
+        return None
+    zooms = [np.linalg.norm(np.asarray(a.affine)[:3, :3], axis=0) for a in (mask, anat)]
+    if not np.allclose(zooms[0], zooms[1], rtol=1e-3):
+        return None
+    codes = "".join(nib.aff2axcodes(mask.affine)), "".join(nib.aff2axcodes(anat.affine))
+    return codes if codes[0] != codes[1] else None
+
+
 def prepare_inputs(
-    anat_path: str | Path, mask_path: str | Path | None, task: str, orientation: str | None = None
+    anat_path: str | Path,
+    mask_path: str | Path | None,
+    task: str,
+    orientation: str | None = None,
+    mask_orientation: str | None = None,
 ) -> PreparedInputs:
     """The image and its mask, checked: readable, 3D, finite, oriented, a head, and a mask that
-    lies in that head and leaves most of it untouched. ``orientation`` is ``--assume-orientation``."""
+    lies in that head and leaves most of it untouched. ``orientation`` is ``--assume-orientation``;
+    ``mask_orientation`` (``--mask-orientation image|header``) settles a mask whose header
+    contradicts its image's on the same grid: its voxels on the image's grid, or as its header says."""
     anat = load_image(anat_path, "image", orientation)
     check_head(anat, Path(anat_path))
     if mask_path is None:
@@ -66,7 +88,21 @@ def prepare_inputs(
             f"{mask_path}: the lesion mask is in space {_space(mask_path) or 'native'} but the image is in "
             f"{_space(anat_path) or 'native'} space; give a mask on the image's own grid"
         )
-    mask = load_mask(mask_path, orientation=orientation)
+    if mask_orientation == "image":
+        mask = load_mask(mask_path, orientation=orientation or "voxel")  # the header is replaced below
+        if mask.shape[:3] == anat.shape[:3]:
+            mask = nib.Nifti1Image(np.asanyarray(mask.dataobj), anat.affine)
+            mask.set_data_dtype(np.uint8)
+    else:
+        mask = load_mask(mask_path, orientation=orientation)
+    contradiction = orientation_contradiction(mask, anat)
+    if contradiction and mask_orientation != "header":
+        raise DataError(
+            f"{mask_path}: the lesion mask has its image's grid but its header says {contradiction[0]} where the "
+            f"image's says {contradiction[1]}, so placed by its header it would be mirrored or turned; fix the "
+            "mask's header (e.g. fslcpgeom IMAGE MASK), or say which is right with --mask-orientation image "
+            "(its voxels lie on the image's grid) or --mask-orientation header (its header is right)"
+        )
     if not same_grid(mask, anat):
         mask = _resample_mask(mask, anat, mask_path)
     lesion = np.asanyarray(mask.dataobj) > 0

@@ -650,6 +650,13 @@ def collect_inputs(
         for mroot, rank in mask_roots:
             masks.extend(_derivative_masks(mroot, rank, present, lesion_filter))
 
+    if present and lesion_filter and not masks:
+        where = " or ".join([str(root), *(str(m) for m, _ in mask_roots)])
+        raise NothingSelected(
+            f"bids filter {LESION_FILTER_KEY!r}: {json.dumps(filters[LESION_FILTER_KEY])} matches no lesion mask in "
+            f"{where}; fix the query (its entities must match the masks' names) or drop it to use every mask"
+        )
+
     inputs: list[AnatInput] = []
     for f in files:
         ents = _clean_entities(f.get_entities())

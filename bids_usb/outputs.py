@@ -6,6 +6,7 @@ naming its ``role`` here; this module is the one table of what a role is called 
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,7 +86,7 @@ class ImageContext:
             try:
                 sources.append(d.bids_uri("raw", self.bids_dir, self.lesion_source))
             except ValueError:  # a mask from outside the raw dataset
-                sources.append(Path(self.lesion_source).resolve().as_uri())
+                sources.append(Path(os.path.abspath(self.lesion_source)).as_uri())
         return sources
 
 

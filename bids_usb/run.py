@@ -14,9 +14,11 @@ import time
 import warnings
 from pathlib import Path
 
+from . import storage
 from .config import GENERATE_LESION, RunConfig
 from .dataset import collect, validate_dataset
 from .errors import BidsUsbError, DataError, NoInput, NothingSelected, UsageError
+from .locks import WorkLock
 from .progress import NodeProgress, count_nodes
 
 log = logging.getLogger("bids_usb")
@@ -36,14 +38,44 @@ def run_participant(config: RunConfig) -> int:
     work_dir = config.execution.resolved_work_dir(output_dir)
     layout.check_work_dir(bids_dir, work_dir)
     bundle = ModelBundle.open(config.workflow.model)
+    _check_t_start(config, bundle)
     created = layout.create_dir(output_dir, "output_dir")
     try:
         created += layout.create_dir(work_dir, "work directory")
         jobs, failures, donor = _checked_jobs(bids_dir, config, bundle, work_dir)
+        lock = WorkLock.acquire(work_dir, [job.entities["subject"] for job in jobs])
     except BaseException:
         layout.remove_empty_dirs(created)  # a run refused up front leaves nothing behind
         raise
-    return _run_jobs(jobs, failures, donor, bids_dir, output_dir, work_dir, bundle, config)
+    with lock:
+        storage.warn_if_short([output_dir, work_dir], storage.needed_mb(_voxels(job.anat) for job in jobs))
+        watch = storage.DiskWatch([output_dir, work_dir])
+        try:
+            with watch:
+                return _run_jobs(jobs, failures, donor, bids_dir, output_dir, work_dir, bundle, config)
+        except OSError as exc:
+            if storage.is_disk_full(exc):
+                raise storage.disk_full_error(Path(exc.filename).parent if exc.filename else work_dir, exc) from exc
+            raise
+        except KeyboardInterrupt as exc:  # Interrupted: the disk watch's SIGTERM, or the user's
+            if watch.full is not None:
+                raise storage.disk_full_error(watch.full) from exc
+            raise
+
+
+def _check_t_start(config: RunConfig, bundle) -> None:
+    """--t-start beyond the model's noise schedule is refused now, not after preprocessing."""
+    t_start = config.workflow.sampling.t_start
+    limit = bundle.config.schedule.num_train_timesteps
+    if t_start is not None and t_start >= limit:
+        raise UsageError(f"--t-start {t_start} is beyond this model's noise schedule; give 1..{limit - 1}")
+
+
+def _voxels(path: Path) -> int:
+    import nibabel as nib
+    import numpy as np
+
+    return int(np.prod(nib.load(str(path)).shape[:3]))
 
 
 def _checked_jobs(bids_dir: Path, config: RunConfig, bundle, work_dir: Path):
@@ -52,9 +84,11 @@ def _checked_jobs(bids_dir: Path, config: RunConfig, bundle, work_dir: Path):
     from .inputs import prepare_inputs
     from .workflows.participant import ImageJob
 
+    storage.check_dataset_links(bids_dir, config.execution.participant_labels)
     validate_dataset(bids_dir, config)
     task = config.workflow.task
     orientation = config.workflow.assume_orientation
+    mask_orientation = config.workflow.mask_orientation
     collected = collect(bids_dir, config, bundle.contrast)
     failures: list[BidsUsbError] = []
     for subject in collected.missing:
@@ -79,8 +113,14 @@ def _checked_jobs(bids_dir: Path, config: RunConfig, bundle, work_dir: Path):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the workflow repeats these checks and logs the warnings there
-                prepare_inputs(item.path, mask, task if (mask is not None or task == "heal") else "heal", orientation)
-        except DataError as exc:
+                prepare_inputs(
+                    item.path,
+                    mask,
+                    task if (mask is not None or task == "heal") else "heal",
+                    orientation,
+                    mask_orientation,
+                )
+        except (DataError, NoInput) as exc:
             failures.append(exc)
             continue
         jobs.append(
@@ -93,6 +133,7 @@ def _checked_jobs(bids_dir: Path, config: RunConfig, bundle, work_dir: Path):
                 lesion_from=donor.anat if donor is not None else None,
                 generate_lesion=generate,
                 orientation=orientation,
+                mask_orientation=mask_orientation,
             )
         )
     if task == "embed":
@@ -114,12 +155,14 @@ def _checked_jobs(bids_dir: Path, config: RunConfig, bundle, work_dir: Path):
                     )
                 )
                 jobs.remove(job)
-    for failure in failures:
-        print(f"bids_usb: error: {failure}", file=sys.stderr, flush=True)
     if not jobs:
+        for failure in failures[1:]:  # the first is the exception's own line, printed last
+            print(f"bids_usb: error: {failure}", file=sys.stderr, flush=True)
         if failures:
             raise failures[0]
         raise NoInput(f"{bids_dir}: nothing to process")
+    for failure in failures:
+        print(f"bids_usb: error: {failure}", file=sys.stderr, flush=True)
     return jobs, failures, donor
 
 
@@ -150,24 +193,42 @@ def _run_jobs(
     try:
         wf.run(plugin=plugin, plugin_args=plugin_args)
     except RuntimeError as exc:
+        if storage.disk_full_in_crashes(work_dir / "crashes", started):
+            raise storage.disk_full_error(output_dir if _full(output_dir) else work_dir) from exc
         data_errors = node_data_errors(work_dir / "crashes", started, jobs)
         if data_errors:
             for message in data_errors[1:]:
                 print(f"bids_usb: error: {message}", file=sys.stderr, flush=True)
             raise DataError(data_errors[0]) from exc
+        failed = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
         raise BidsUsbError(
-            f"the workflow failed ({exc}); see the crash files in {work_dir} and rerun to resume"
+            f"the workflow failed ({failed}); the crash files in {work_dir / 'crashes'} say why "
+            "(nipypecli crash FILE); rerun to resume once the cause is fixed"
         ) from exc
     log.info("workflow finished in %.1f s", time.time() - started)
 
     # The report nodes (one per participant, in the graph) wrote these.
     for subject in dict.fromkeys(job.entities["subject"] for job in jobs):
         print(output_dir / f"sub-{subject}.html", flush=True)
-    if failures:  # repeated last, so that a log's last line says why the exit code is not 0
-        more = f" ({len(failures) - 1} more failure(s) above)" if len(failures) > 1 else ""
-        print(f"bids_usb: error: {failures[0]}{more}", file=sys.stderr, flush=True)
+    if failures:  # a last line that says why the exit code is not 0, without repeating the errors
+        n = len(failures)
+        print(
+            f"bids_usb: error: {n} image{'s' if n != 1 else ''} could not be processed (the error{'s' if n != 1 else ''} "
+            f"above); the other {len(jobs)} finished",
+            file=sys.stderr,
+            flush=True,
+        )
         return failures[0].exit_code
     return 0
+
+
+def _full(directory: Path, spare_mb: float = 1.0) -> bool:
+    import shutil
+
+    try:
+        return shutil.disk_usage(directory).free < spare_mb * 2**20
+    except OSError:
+        return False
 
 
 def node_data_errors(crash_dir: Path, since: float, jobs) -> list[str]:

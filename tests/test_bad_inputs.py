@@ -209,6 +209,67 @@ def _whole_head():
 
 _TINY: list[Path] = []
 
+
+def _link(rel: str, target: Callable[[Path, Path], str]):
+    """``rel`` replaced by a symlink to ``target(bids, tmp)``, which does not exist."""
+
+    def damage(bids: Path, tmp: Path) -> list[str]:
+        path = bids / rel
+        path.unlink()
+        path.symlink_to(target(bids, tmp))
+        return []
+
+    return damage
+
+
+def _annex_target(bids: Path, tmp: Path) -> str:
+    """The relative link DataLad leaves for a file whose content was not fetched (``datalad get``)."""
+    (bids / ".git" / "annex" / "objects" / "Xq" / "9v").mkdir(parents=True)
+    return "../../.git/annex/objects/Xq/9v/SHA256E-s1234--abc.nii.gz/SHA256E-s1234--abc.nii.gz"
+
+
+def _scaled(slope: float, inter: float):
+    """The T1w with raw scl_slope/scl_inter bytes (nibabel's writer would reset them)."""
+
+    def damage(bids: Path, tmp: Path) -> list[str]:
+        import gzip
+        import struct
+
+        path = bids / T1W
+        raw = bytearray(gzip.decompress(path.read_bytes()))
+        raw[112:120] = struct.pack("<ff", slope, inter)
+        path.write_bytes(gzip.compress(bytes(raw)))
+        return []
+
+    return damage
+
+
+def _flipped_lps():
+    """The mask's voxels as they are, its header flipped to LPS (x and y reversed) over the same field."""
+    affine = np.diag([-VOXEL, -VOXEL, VOXEL, 1.0])
+    affine[:2, 3] = [(SHAPE[0] - 1) * VOXEL, (SHAPE[1] - 1) * VOXEL]
+    return affine
+
+
+def _filter_file(content: dict):
+    def damage(bids: Path, tmp: Path) -> list[str]:
+        (tmp / "filter.json").write_text(json.dumps(content))
+        return ["--bids-filter-file", str(tmp / "filter.json")]
+
+    return damage
+
+
+_HELD: list = []
+
+
+def _work_dir_in_use(bids: Path, tmp: Path) -> list[str]:
+    """Another run holds sub-01 on the work directory (its lock, taken here as that run would)."""
+    from bids_usb.locks import WorkLock
+
+    _HELD.append(WorkLock.acquire(tmp / "work", ["01"]))
+    return ["-w", str(tmp / "work")]
+
+
 CASES = [
     Case("bids-missing", "BIDS_DIR does not exist", 64, "nowhere", args=("{tmp}/nowhere",)),
     Case("bids-is-file", "BIDS_DIR is a file", 64, "README", args=("{bids}/README",)),
@@ -412,6 +473,44 @@ CASES = [
         T1W,
         lambda b, t: _remove(MASK)(b, t) or ["--heal-mode", "mask"],
     ),
+    Case(
+        "t1w-broken-link",
+        "the T1w is a symlink to a file that does not exist",
+        66,
+        T1W,
+        _link(T1W, lambda b, t: str(t / "store" / "gone.nii.gz")),
+        validate=True,
+    ),
+    Case(
+        "t1w-annex-absent",
+        "the T1w is an annexed file not yet fetched (DataLad, `datalad get`)",
+        66,
+        "datalad get",
+        _link(T1W, _annex_target),
+        validate=True,
+    ),
+    Case("t1w-inf-slope", "the T1w's scl_slope is inf", 65, T1W, _scaled(float("inf"), 0.0)),
+    Case("t1w-inf-inter", "the T1w's scl_inter is inf", 65, T1W, _scaled(1.0, float("inf"))),
+    Case("t1w-slope-overflow", "the T1w's scl_slope (1e38) overflows float32", 65, T1W, _scaled(1e38, 0.0)),
+    Case(
+        "mask-flipped-header",
+        "the lesion mask has the T1w's grid, its header flipped to LPS",
+        65,
+        MASK,
+        _write(MASK, _lesion, affine=_flipped_lps()),
+    ),
+    Case(
+        "lesion-filter-empty",
+        "a `lesion` entry in --bids-filter-file that matches no mask",
+        18,
+        "lesion",
+        _filter_file({"lesion": {"desc": "nosuchmask"}}),
+    ),
+    Case("steps-zero", "--steps 0", 64, "--steps", args=("--steps", "0")),
+    Case("t-start-zero", "--t-start 0", 64, "--t-start", args=("--t-start", "0")),
+    Case("t-start-beyond", "--t-start beyond the model's schedule", 64, "--t-start", args=("--t-start", "100000")),
+    Case("nprocs-negative", "--nprocs -2", 64, "--nprocs", args=("--nprocs", "-2")),
+    Case("work-dir-in-use", "another run holds the participant on the work directory", 73, "work", _work_dir_in_use),
 ]
 
 
@@ -460,7 +559,11 @@ def test_bad_input(case: Case, base: Path, tmp_path: Path, tiny_checkpoint, caps
     before = _checksums(bids)
     outputs_before = {p.name for p in tmp_path.iterdir()}
 
-    code = main(_argv(case, bids, tmp_path, list(extra or []), tiny_checkpoint))
+    try:
+        code = main(_argv(case, bids, tmp_path, list(extra or []), tiny_checkpoint))
+    finally:
+        while _HELD:
+            _HELD.pop().release()
 
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
@@ -511,6 +614,25 @@ def test_assume_orientation_reads_an_image_without_codes(base, tmp_path):
     # nibabel's fallback for codes 0 is a different (centred, LAS) affine: "voxel" gives that one.
     voxel = prepare_inputs(bids / T1W, bids / MASK, "heal", orientation="voxel")
     assert not np.allclose(voxel.anat.affine, affine)
+
+
+def test_mask_orientation_settles_a_mask_whose_header_contradicts_its_image(base, tmp_path):
+    """The refused flipped mask, read both ways the flag offers: ``image`` keeps its voxels on the
+    image's grid (the lesion where it was drawn); ``header`` places it by its own header, mirrored."""
+    from bids_usb.errors import DataError
+    from bids_usb.inputs import prepare_inputs
+
+    bids = tmp_path / "bids"
+    shutil.copytree(base, bids)
+    lesion = np.zeros(SHAPE, np.uint8)
+    lesion[5:8, 9:12, 8:11] = 1  # off the x centre, so that a mirror moves it
+    _save(lesion, bids / MASK, affine=_flipped_lps())
+    with pytest.raises(DataError, match="--mask-orientation"):
+        prepare_inputs(bids / T1W, bids / MASK, "heal")
+    on_image = np.asanyarray(prepare_inputs(bids / T1W, bids / MASK, "heal", mask_orientation="image").lesion.dataobj)
+    assert np.array_equal(on_image, lesion)
+    by_header = np.asanyarray(prepare_inputs(bids / T1W, bids / MASK, "heal", mask_orientation="header").lesion.dataobj)
+    assert np.array_equal(by_header, lesion[::-1, ::-1, :])
 
 
 def test_there_are_at_least_thirty_cases():

@@ -146,3 +146,57 @@ def test_ctrl_c_stops_within_seconds_and_leaves_no_worker(dataset, tiny_checkpoi
     while _group_alive(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _group_alive(proc.pid), "a worker process outlived the interrupted run"
+
+
+class _Tmpfs:
+    """A small tmpfs the test mounts (root only): a file system that fills up for real."""
+
+    def __init__(self, path: Path, size: str):
+        self.path = path
+        path.mkdir(parents=True)
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.decode().strip() or 'mount failed'})")
+
+    def resize(self, size: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={size}", str(self.path)], check=True)
+
+    def unmount(self) -> None:
+        subprocess.run(["umount", "-l", str(self.path)], check=False)
+
+
+def _partial_files(root: Path) -> list[str]:
+    """Output files that are not whole: temporary names, or NIfTIs that do not load."""
+    bad = [str(p) for p in root.rglob("*") if p.is_file() and (".tmp" in p.name or p.name.startswith("."))]
+    for path in root.rglob("*.nii.gz"):
+        try:
+            np.asanyarray(nib.load(str(path)).dataobj)
+        except Exception:
+            bad.append(str(path))
+    return [b for b in bad if not b.endswith(".bidsignore")]
+
+
+@pytest.mark.parametrize("full", ["output", "work"])
+def test_a_full_file_system_ends_with_74_and_one_line_then_resumes(full, dataset, tiny_checkpoint, tmp_path):
+    """The output (or work) directory on a file system with room for almost nothing: exit 74
+    within the run's first minutes (never a hang), one line naming the directory, no partial
+    file; once space is freed the same command finishes, reusing the work directory."""
+    fs = _Tmpfs(tmp_path / "fs", "64k" if full == "output" else "400k")
+    try:
+        out = fs.path / "out" if full == "output" else tmp_path / "out"
+        work = fs.path / "work" if full == "work" else tmp_path / "work"
+        cmd = _cmd(dataset, out, work, tiny_checkpoint, "01")
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 74, proc.stderr[-3000:]
+        assert lines[-1].startswith("bids_usb: error: ") and str(fs.path) in lines[-1], lines[-1]
+        assert "space" in lines[-1].lower(), lines[-1]
+        assert _partial_files(out) == [], "a partial output was left behind"
+
+        fs.resize("512m")
+        rerun = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=900)
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+        assert any(out.rglob("*_desc-healed_T1w.nii.gz"))
+        assert _partial_files(out) == []
+    finally:
+        fs.unmount()

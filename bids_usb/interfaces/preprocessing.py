@@ -60,6 +60,9 @@ class _PrepareInputSpec(BaseInterfaceInputSpec):
     orientation = traits.Enum(
         "sform", "qform", "voxel", desc="--assume-orientation: how to read an image whose qform and sform codes are 0"
     )
+    mask_orientation = traits.Enum(
+        "image", "header", desc="--mask-orientation: a mask whose header contradicts its image's on the same grid"
+    )
 
 
 class _PrepareOutputSpec(TimedOutputSpec):
@@ -80,7 +83,8 @@ class PrepareInputs(TimedInterface):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             orientation = self.inputs.orientation if isdefined(self.inputs.orientation) else None
-            prepared = inp.prepare_inputs(self.inputs.anat, mask, self.inputs.task, orientation)
+            mask_orientation = self.inputs.mask_orientation if isdefined(self.inputs.mask_orientation) else None
+            prepared = inp.prepare_inputs(self.inputs.anat, mask, self.inputs.task, orientation, mask_orientation)
         self._results["warnings"] = [str(w.message) for w in caught]
         for w in caught:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

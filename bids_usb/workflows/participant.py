@@ -50,6 +50,7 @@ class ImageJob:
     lesion_from: Path | None = None  # embed: the donor image (--lesion-from) whose lesion is drawn
     generate_lesion: bool = False  # embed --lesion-from generate: the model proposes this brain's lesion
     orientation: str | None = None  # --assume-orientation, for images whose qform/sform codes are 0
+    mask_orientation: str | None = None  # --mask-orientation, for a mask whose header contradicts its image's
 
     @property
     def name(self) -> str:
@@ -146,6 +147,7 @@ def init_preprocess_wf(
     skull_stripped: bool = False,
     omp_nthreads: int = 1,
     orientation: str | None = None,
+    mask_orientation: str | None = None,
     seed: int = 0,
     mask_growth: str = "none",
     name: str = "preprocess_wf",
@@ -175,6 +177,8 @@ def init_preprocess_wf(
         prepare.inputs.lesion_mask = str(lesion_mask)
     if orientation is not None:
         prepare.inputs.orientation = orientation
+    if mask_orientation is not None:
+        prepare.inputs.mask_orientation = mask_orientation
     n4 = pe.Node(BiasCorrect(), name="bias_correct", n_procs=omp_nthreads)
     strip = pe.Node(SkullStrip(skull_stripped=skull_stripped), name="skull_strip", n_procs=omp_nthreads)
     register = pe.Node(RegisterToTemplate(seed=seed), name="register", n_procs=omp_nthreads)
@@ -232,6 +236,7 @@ def _preprocess_job(job: ImageJob, bundle: ModelBundle, settings: RunSettings, *
         skull_stripped=settings.skull_stripped,
         omp_nthreads=settings.omp_nthreads,
         orientation=job.orientation,
+        mask_orientation=job.mask_orientation,
         seed=settings.seed,
         mask_growth=settings.mask_growth if task == "heal" else "none",
         name=name,
