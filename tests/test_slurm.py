@@ -214,3 +214,35 @@ def test_a_cancelled_task_resumes_from_its_work_directory(slurm, cohort, array):
     for name in reference:
         assert np.array_equal(reference[name], resumed[name]), name
     assert _sidecars(array["out"], "01") == _sidecars(out, "01")
+
+
+def test_nipype_slurm_plugin_matches_multiproc(slurm, cohort, array):
+    """The --plugin SLURM recipe for one participant: nipype's SLURMPlugin submits the graph's
+    nodes as jobs (without LOGNAME in the environment, as in CI and containers, where nipype
+    alone fails with a KeyError); the outputs equal the array task's, which ran MultiProc."""
+    out, work = cohort["root"] / "out_plugin", cohort["root"] / "work_plugin"
+    env = {k: v for k, v in slurm.items() if k != "LOGNAME"}
+    since = _run(env, "date", "+%Y-%m-%dT%H:%M:%S").strip()
+    plugin_args = json.dumps({"sbatch_args": "-c 1 --mem=1G", "max_jobs": 2})
+    cmd = ["bids_usb", str(cohort["bids"]), str(out), "participant", "--participant-label", "03"]
+    cmd += [
+        "--skip-bids-validation",
+        "-w",
+        str(work),
+        *cohort["extra"],
+        "--plugin",
+        "SLURM",
+        "--plugin-args",
+        plugin_args,
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = _run(env, "sacct", "-X", "-P", "-n", "-S", since, "--format=JobName,State,ExitCode").splitlines()
+    jobs = [r.split("|") for r in rows if r.split("|")[0].endswith(".bids_usb_wf.root")]
+    assert len(jobs) > 1 and all(state == "COMPLETED" and code == "0:0" for _, state, code in jobs), rows
+    assert any(name.startswith("usb.image_sub_03_T1w_wf") for name, _, _ in jobs)  # the model ran as a job
+    reference, plugin = _images(array["out"], "03"), _images(out, "03")
+    assert reference.keys() == plugin.keys()
+    for name in reference:
+        assert np.array_equal(reference[name], plugin[name]), name
+    assert _sidecars(array["out"], "03") == _sidecars(out, "03")
