@@ -70,7 +70,8 @@ def _band(ctx, param, value):
     "--participant-label",
     multiple=True,
     cls=_NargsPlus,
-    help="Participants to process, with or without 'sub-' (e.g. --participant-label 01 02).",
+    help="Participants to process, with or without 'sub-' (e.g. --participant-label 01 02), or a file of them "
+    "(a value with a '.' or '/': --participant-label participants.txt).",
 )
 @_opt("--session-label", multiple=True, cls=_NargsPlus, help="Sessions to process, with or without 'ses-'.")
 @_opt(

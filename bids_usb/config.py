@@ -85,10 +85,13 @@ def parse_labels(values: Iterable[str], prefix: str, option: str) -> tuple[str, 
     """Labels from repeated flags or space/comma-separated lists, ``sub-``/``ses-`` dropped.
 
     None when the option was not given (every participant); an option given with nothing in it
-    is a mistake (a job script's unset variable), never "every participant"."""
+    is a mistake (a job script's unset variable), never "every participant". A value with a ``.``
+    or a ``/`` cannot be a BIDS label (labels are alphanumeric), so it is read as a file of labels
+    (``participants.txt``, one or more a line): a cohort's list need not go on the command line."""
     values = tuple(values)
     if not values:
         return None
+    values = tuple(_read_labels(value, option) if ("." in value or "/" in value) else value for value in values)
     items = [item for value in values for item in value.replace(",", " ").split()]
     if not items:
         raise UsageError(
@@ -99,6 +102,15 @@ def parse_labels(values: Iterable[str], prefix: str, option: str) -> tuple[str, 
     if bare:
         raise UsageError(f"{option} {bare[0]!r} names no label; give e.g. {option} 01")
     return tuple(strip_labels(items, prefix))
+
+
+def _read_labels(path: str, option: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise UsageError(
+            f"{option} {path}: not a label (labels are letters and digits) and not a readable file ({exc.strerror})"
+        ) from exc
 
 
 def parse_mem_gb(text: str | None) -> float | None:

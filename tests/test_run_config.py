@@ -22,6 +22,15 @@ def test_labels_are_typed_once():
             parse_labels(bad, "sub-", "--participant-label")
 
 
+def test_labels_from_a_file(tmp_path):
+    """The array recipe's participants.txt can be handed over whole; a missing file is a usage error."""
+    listing = tmp_path / "participants.txt"
+    listing.write_text("sub-01\nsub-03, 04\n")
+    assert parse_labels((str(listing), "07"), "sub-", "--participant-label") == ("01", "03", "04", "07")
+    with pytest.raises(UsageError, match="not a readable file"):
+        parse_labels((str(tmp_path / "missing.txt"),), "sub-", "--participant-label")
+
+
 @pytest.mark.parametrize(
     "text,gb",
     [("16000", 16000 / 1024), ("16000MB", 16000 / 1024), ("16G", 16.0), ("16GB", 16.0), ("1T", 1024.0), (None, None)],
