@@ -212,9 +212,10 @@ def _run_jobs(
         print(output_dir / f"sub-{subject}.html", flush=True)
     if failures:  # a last line that says why the exit code is not 0, without repeating the errors
         n = len(failures)
+        names = ", ".join(Path(str(f).split(": ", 1)[0]).name for f in failures[:3]) + (", ..." if n > 3 else "")
         print(
-            f"bids_usb: error: {n} image{'s' if n != 1 else ''} could not be processed (the error{'s' if n != 1 else ''} "
-            f"above); the other {len(jobs)} finished",
+            f"bids_usb: error: {n} image{'s' if n != 1 else ''} could not be processed ({names}: the "
+            f"error{'s' if n != 1 else ''} above); the other {len(jobs)} finished",
             file=sys.stderr,
             flush=True,
         )

@@ -200,3 +200,18 @@ def test_a_full_file_system_ends_with_74_and_one_line_then_resumes(full, dataset
         assert _partial_files(out) == []
     finally:
         fs.unmount()
+
+
+def test_a_second_identical_run_is_refused_at_once_and_the_first_finishes(dataset, tiny_checkpoint, tmp_path):
+    """Two identical commands at once (same output and work directory): the second ends with 73
+    and one line within seconds, the first is not disturbed."""
+    cmd = _cmd(dataset, tmp_path / "out", tmp_path / "work", tiny_checkpoint, "01")
+    first = _start(cmd)
+    _wait_for((tmp_path / "work", "bids_usb_wf/*/prepare"), first)  # the first holds its lock and runs nodes
+    started = time.monotonic()
+    second = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
+    assert second.returncode == 73, second.stderr[-2000:]
+    assert second.stderr.strip().splitlines()[-1].startswith("bids_usb: error: ")
+    assert "another bids_usb run" in second.stderr
+    assert time.monotonic() - started < 60
+    assert first.wait(timeout=900) == 0, first.stderr.read()[-3000:]
