@@ -246,6 +246,11 @@ def _band(ctx, param, value):
     help='JSON object (or file) of plugin arguments, e.g. \'{"sbatch_args": "-p short"}\'.',
 )
 @_opt(
+    "--stop-on-first-crash",
+    is_flag=True,
+    help="Stop at the first step that fails, instead of finishing every other step first.",
+)
+@_opt(
     "--group-task",
     type=click.Choice(["train", "metrics", "generate"]),
     default=None,

@@ -44,6 +44,7 @@ SCOPES: dict[str, set[str]] = {
     "mem": _PREPROCESSING,
     "plugin": _PREPROCESSING,
     "plugin_args": _PREPROCESSING,
+    "stop_on_first_crash": _PREPROCESSING,
     "skull_stripped": _PREPROCESSING,
     "lesion_masks": _PREPROCESSING,
     "task": _PARTICIPANT,
@@ -192,6 +193,7 @@ class Nipype:
     nprocs: int | None = None
     omp_nthreads: int = 1
     mem_gb: float | None = None
+    stop_on_first_crash: bool = False
 
     def get_plugin(self) -> tuple[str, dict]:
         """``(plugin, plugin_args)`` for ``Workflow.run``, MultiProc's resources filled in."""
@@ -226,7 +228,9 @@ class Nipype:
                     "crashfile_format": "txt",
                     "hash_method": "content",
                     "remove_unnecessary_outputs": False,
-                    "stop_on_first_crash": False,
+                    # --stop-on-first-crash: an array task ends at its first failed node instead
+                    # of running every other branch first (fMRIPrep's flag, the same meaning).
+                    "stop_on_first_crash": self.stop_on_first_crash,
                 },
                 "monitoring": {"enabled": False},
             }
@@ -309,6 +313,7 @@ class RunConfig:
             nprocs=opts.get("nprocs"),
             omp_nthreads=int(opts.get("omp_nthreads") or 1),
             mem_gb=parse_mem_gb(opts.get("mem")),
+            stop_on_first_crash=bool(opts.get("stop_on_first_crash")),
         )
         task = opts.get("task") or "heal"
         lesion_from = opts.get("lesion_from")

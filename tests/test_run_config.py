@@ -31,6 +31,14 @@ def test_labels_from_a_file(tmp_path):
         parse_labels((str(tmp_path / "missing.txt"),), "sub-", "--participant-label")
 
 
+def test_stop_on_first_crash_reaches_nipype(tmp_path):
+    from nipype import config
+
+    for flag in (True, False):
+        RunConfig.from_options(_opts(stop_on_first_crash=flag)).nipype.apply(tmp_path)
+        assert config.getboolean("execution", "stop_on_first_crash") is flag
+
+
 @pytest.mark.parametrize(
     "text,gb",
     [("16000", 16000 / 1024), ("16000MB", 16000 / 1024), ("16G", 16.0), ("16GB", 16.0), ("1T", 1024.0), (None, None)],
