@@ -224,12 +224,8 @@ def _run_jobs(
 
 
 def _full(directory: Path, spare_mb: float = 1.0) -> bool:
-    import shutil
-
-    try:
-        return shutil.disk_usage(directory).free < spare_mb * 2**20
-    except OSError:
-        return False
+    found = storage.free_bytes(directory)
+    return found is not None and found[1] < spare_mb * 2**20
 
 
 def node_data_errors(crash_dir: Path, since: float, jobs) -> list[str]:

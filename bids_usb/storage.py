@@ -127,22 +127,27 @@ def needed_mb(n_voxels: Iterable[int]) -> float:
     return sum(MB_PER_IMAGE * max(n / MEASURED_VOXELS, 0.05) for n in n_voxels)
 
 
+def free_bytes(directory: Path) -> tuple[int, float] | None:
+    """``(device, free bytes)`` of the file system ``directory`` is on (or will be, once created)."""
+    probe = Path(directory)
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    try:
+        return probe.stat().st_dev, float(shutil.disk_usage(probe).free)
+    except OSError:
+        return None
+
+
 def warn_if_short(directories: Iterable[Path], need_mb: float) -> list[str]:
     """A one-line warning per file system with less free space than the run needs; the run goes
     on (the estimate is rough, and a resumed run needs less)."""
     messages, seen = [], set()
     for directory in directories:
-        probe = Path(directory)
-        while not probe.exists() and probe.parent != probe:
-            probe = probe.parent
-        try:
-            device = probe.stat().st_dev
-            free = shutil.disk_usage(probe).free / 2**20
-        except OSError:
+        found = free_bytes(directory)
+        if found is None or found[0] in seen:
             continue
-        if device in seen:
-            continue
-        seen.add(device)
+        seen.add(found[0])
+        free = found[1] / 2**20
         if free < need_mb:
             messages.append(
                 f"{directory}: {free:.0f} MB free, and this run needs about {need_mb:.0f} MB for its outputs and "
@@ -170,15 +175,6 @@ class DiskWatch:
         self.full: Path | None = None
         self._stop = None
 
-    def _free(self, directory: Path) -> float | None:
-        probe = directory
-        while not probe.exists() and probe.parent != probe:
-            probe = probe.parent
-        try:
-            return shutil.disk_usage(probe).free
-        except OSError:
-            return None
-
     def _watch(self) -> None:
         import signal
         import time
@@ -187,7 +183,8 @@ class DiskWatch:
         while not self._stop.wait(self.every_s):
             now = time.monotonic()
             for directory in self.directories:
-                free = self._free(directory)
+                found = free_bytes(directory)
+                free = found[1] if found else None
                 if free is None or free >= self.min_free:
                     low_since.pop(directory, None)
                     continue
