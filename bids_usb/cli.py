@@ -81,6 +81,13 @@ def _band(ctx, param, value):
 )
 @_opt("--skip-bids-validation", is_flag=True, help="Do not run bids-validator-deno on the input dataset.")
 @_opt(
+    "--bids-database-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A folder for pybids' index of bids_dir, built by the first run and reused by later ones "
+    "(array tasks share one index instead of each indexing the whole dataset). Created if absent.",
+)
+@_opt(
     "-w",
     "--work-dir",
     type=click.Path(path_type=Path),

@@ -39,6 +39,7 @@ SCOPES: dict[str, set[str]] = {
     "participant_label": _PREPROCESSING | {"group:metrics"},
     "session_label": _PREPROCESSING,
     "bids_filter_file": _PREPROCESSING,
+    "bids_database_dir": _PREPROCESSING,
     "work_dir": _PREPROCESSING,
     "nprocs": _PREPROCESSING,
     "mem": _PREPROCESSING,
@@ -176,6 +177,7 @@ class Execution:
     session_labels: tuple[str, ...] | None = None
     bids_filter_file: Path | None = None
     skip_bids_validation: bool = False
+    bids_database_dir: Path | None = None  # pybids' index, built once and shared (bids_usb.database)
     seed: int = 0
     verbose: int = 0
 
@@ -304,6 +306,7 @@ class RunConfig:
             session_labels=session_labels,
             bids_filter_file=opts.get("bids_filter_file"),
             skip_bids_validation=bool(opts.get("skip_bids_validation")),
+            bids_database_dir=_absolute(opts.get("bids_database_dir")),
             seed=int(opts.get("seed") or 0),
             verbose=int(opts.get("verbose") or 0),
         )

@@ -19,9 +19,15 @@ def validate_dataset(bids_dir: Path, config: RunConfig) -> None:
 
 
 def collect(bids_dir: Path, config: RunConfig, contrast: str) -> layout.CollectResult:
-    """pybids discovery with the selection options every level shares."""
+    """pybids discovery with the selection options every level shares (the shared index of
+    --bids-database-dir where given)."""
     execution = config.execution
     bids_filter = layout.load_bids_filter(execution.bids_filter_file) if execution.bids_filter_file else None
+    database_dir = None
+    if execution.bids_database_dir is not None:
+        from .database import check_database_dir
+
+        database_dir = check_database_dir(bids_dir, execution.bids_database_dir)
     return layout.collect_inputs(
         bids_dir,
         participant_labels=execution.participant_labels,
@@ -29,4 +35,5 @@ def collect(bids_dir: Path, config: RunConfig, contrast: str) -> layout.CollectR
         bids_filter=bids_filter,
         contrast=contrast,
         lesion_masks_dir=config.workflow.lesion_masks,
+        database_dir=database_dir,
     )

@@ -396,12 +396,15 @@ def _clean_entities(entities: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def bids_layout(root: Path):
+def bids_layout(root: Path, database_dir: str | os.PathLike | None = None):
     """A pybids layout of ``root`` with the raw and derivatives entities (no validation: lesion
-    ``_roi`` files and derivatives are kept). Both levels discover files through this."""
-    from bids import BIDSLayout
+    ``_roi`` files and derivatives are kept). Both levels discover files through this; with
+    ``database_dir`` (``--bids-database-dir``) the index is built there once and shared."""
+    from . import database
 
-    return BIDSLayout(str(root), validate=False, config=["bids", "derivatives"])
+    if database_dir is not None:
+        return database.shared_layout(root, database_dir)[0]
+    return database.build_layout(root)
 
 
 def _listing(labels: Iterable[str], prefix: str, limit: int = 5) -> str:
@@ -573,6 +576,7 @@ def collect_inputs(
     contrast: str = "T1w",
     lesion_masks_dir: str | os.PathLike | None = None,
     derivatives: str | os.PathLike | Iterable[str | os.PathLike] | None = None,
+    database_dir: str | os.PathLike | None = None,
 ) -> CollectResult:
     """Select the ``anat/`` images of ``contrast`` to process and attach their lesion masks.
 
@@ -584,7 +588,8 @@ def collect_inputs(
 
     Images with a ``desc`` or ``label`` entity are derived and skipped. An image with a
     ``space`` entity (ATLAS R2.0 ships ``..._space-MNI152NLin2009aSym_T1w.nii.gz``) is used only
-    when there is no space-less image with the same other entities.
+    when there is no space-less image with the same other entities. ``database_dir``: the
+    dataset's pybids index shared between runs (``bids_usb.database``).
     """
     from bids.layout import Query
 
@@ -601,7 +606,7 @@ def collect_inputs(
     filters = _normalise_filter(bids_filter, "bids filter") if bids_filter else {}
     mask_roots = _derivative_roots(lesion_masks_dir, derivatives)
 
-    layout = bids_layout(root)
+    layout = bids_layout(root, database_dir)
     known_entities = layout.get_entities().keys()
     available = sorted(layout.get_subjects())
 

@@ -177,3 +177,22 @@ def test_participant_labels_take_several_values_like_fmriprep(tmp_path, capsys, 
     assert code == 18
     message = _err(capsys)[-1]
     assert "07" in message and "08" in message
+
+
+def test_a_bids_database_dir_is_shared_and_a_bad_one_is_one_line(tmp_path, capsys, tiny_checkpoint):
+    """--bids-database-dir: created by the first run, reused after; a file there is 64, one
+    line, before anything is written; the group level's metrics has no use for it (64)."""
+    bids = _dataset(tmp_path / "bids", subjects=("01", "02"))
+    base = [str(bids), str(tmp_path / "out"), "participant", "--model", str(tiny_checkpoint)]
+    (tmp_path / "taken").write_text("a file\n")
+    assert main([*base, "--bids-database-dir", str(tmp_path / "taken"), "--skip-bids-validation"]) == 64
+    (line,) = _err(capsys)
+    assert line.startswith("bids_usb: error: --bids-database-dir") and "not a directory" in line
+    assert not (tmp_path / "out").exists()
+    # The index comes before any image is read: a label matching nobody (18) stops after it.
+    db = tmp_path / "db"
+    assert main([*base, "--bids-database-dir", str(db), "--participant-label", "07", "--skip-bids-validation"]) == 18
+    assert (db / "layout_index.sqlite").is_file()
+    metrics = [str(bids), str(tmp_path / "out"), "group", "--group-task", "metrics", "--bids-database-dir", str(db)]
+    assert main(metrics) == 64
+    assert "--bids-database-dir does not apply" in _err(capsys)[-1]

@@ -344,3 +344,79 @@ def test_dataset_check(ds, tmp_path):
     with pytest.raises(NoInput) as info:
         dataset_check(empty)
     assert info.value.exit_code == 66
+
+
+# --------------------------------------------------------------------------------------------
+# --bids-database-dir: one pybids index shared by the runs (array tasks) of a dataset
+# --------------------------------------------------------------------------------------------
+
+
+def _selection(result) -> list[tuple]:
+    return [(i.path, i.lesion_mask, i.mask_source, sorted(i.entities.items())) for i in result.inputs]
+
+
+def test_a_shared_index_is_built_once_and_gives_the_same_images(ds, masks_ds, tmp_path):
+    from bids_usb.database import INDEX_FILE, NOTE_FILE, check_database_dir, shared_layout
+
+    db = check_database_dir(ds, tmp_path / "scratch" / "db")  # created
+    plain = collect_inputs(ds, lesion_masks_dir=masks_ds)
+    first = collect_inputs(ds, lesion_masks_dir=masks_ds, database_dir=db)
+    assert (db / INDEX_FILE).is_file() and json.loads((db / NOTE_FILE).read_text())["root"] == str(ds.resolve())
+    assert not [p for p in db.iterdir() if p.name.startswith(".building-")]
+    stamp = (db / INDEX_FILE).stat().st_mtime_ns
+    again = collect_inputs(ds, ["01", "02"], lesion_masks_dir=masks_ds, database_dir=db)
+    assert _selection(first) == _selection(plain) and first.missing == plain.missing == ["03"]
+    assert _selection(again) == [s for s in _selection(plain) if dict(s[3])["subject"] in ("01", "02")]
+    assert (db / INDEX_FILE).stat().st_mtime_ns == stamp
+    # A later run reads the index rather than the folders: a file added since is not seen
+    # (the documented staleness: delete the directory after changing the dataset).
+    _nii(ds / "sub-07" / "anat" / "sub-07_T1w.nii.gz")
+    assert "07" in collect_inputs(ds).subjects
+    assert "07" not in collect_inputs(ds, database_dir=db).subjects
+    assert shared_layout(ds, db)[1] is False
+
+
+def _build_in_a_process(args):
+    from bids_usb.database import shared_layout
+
+    layout, built = shared_layout(*args)
+    return built, sorted(layout.get_subjects())
+
+
+def test_tasks_starting_together_build_the_index_once(ds, tmp_path):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from bids_usb.database import check_database_dir
+
+    db = check_database_dir(ds, tmp_path / "db")
+    with ProcessPoolExecutor(3, mp_context=multiprocessing.get_context("fork")) as pool:
+        results = list(pool.map(_build_in_a_process, [(ds, db)] * 3))
+    assert sorted(built for built, _ in results) == [False, False, True], results
+    assert {tuple(subjects) for _, subjects in results} == {("01", "02", "03", "04", "05")}
+
+
+def test_a_database_dir_that_cannot_serve_is_one_line_and_an_exit_code(ds, tmp_path):
+    from bids_usb.database import INDEX_FILE, NOTE_FILE, check_database_dir
+
+    with pytest.raises(UsageError, match="inside the BIDS dataset"):
+        check_database_dir(ds, ds / "code" / "db")
+    assert not (ds / "code").exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UsageError, match="is not a directory"):
+        check_database_dir(ds, tmp_path / "file")
+    with pytest.raises(Exception, match="cannot be created") as info:
+        check_database_dir(ds, tmp_path / "file" / "db")
+    assert info.value.exit_code == 73
+    # An index of another dataset, or one bids_usb did not build, is refused.
+    other = tmp_path / "other"
+    _description(other)
+    _nii(other / "sub-09" / "anat" / "sub-09_T1w.nii.gz")
+    db = check_database_dir(other, tmp_path / "db")
+    collect_inputs(other, database_dir=db)
+    with pytest.raises(UsageError, match="indexes another dataset"):
+        collect_inputs(ds, database_dir=db)
+    (db / NOTE_FILE).unlink()
+    with pytest.raises(UsageError, match="did not build"):
+        collect_inputs(other, database_dir=db)
+    assert (db / INDEX_FILE).is_file()
