@@ -608,19 +608,22 @@ def collect_inputs(
 
     layout = bids_layout(root, database_dir)
     known_entities = layout.get_entities().keys()
-    available = sorted(layout.get_subjects())
 
     participants = strip_labels(participant_labels, "sub-")
     unknown: list[str] = []
     if participants:
-        unknown = [p for p in participants if p not in available]
+        # Only the selected participants' files are queried (an array task's one participant in
+        # a large dataset); the full listing only for the message when nobody matches.
+        found = set(layout.get(subject=participants, target="subject", return_type="id"))
+        unknown = [p for p in participants if p not in found]
         if len(unknown) == len(participants):
+            available = sorted(layout.get_subjects())
             raise NothingSelected(
                 f"no participant in {root} matches --participant-label "
                 f"{' '.join(participants)} (available: {_listing(available, 'sub-')})"
             )
     else:
-        participants = list(available)
+        participants = sorted(layout.get_subjects())
     present = [p for p in participants if p not in unknown]
 
     sessions = strip_labels(session_labels, "ses-")
