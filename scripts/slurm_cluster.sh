@@ -56,7 +56,7 @@ install_packages() {
 write_conf() {
     mkdir -p "$STATE/ctld" "$STATE/d" "$STATE/log"
     local cpus mem
-    cpus=${BIDS_USB_SLURM_CPUS:-$(nproc)}
+    cpus=${BIDS_USB_SLURM_CPUS:-$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)}  # GNU nproc obeys OMP_NUM_THREADS
     mem=$(($(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 512)) # MB, less what the OS keeps
     cat >"$STATE/slurmdbd.conf" <<EOF
 AuthType=auth/munge
