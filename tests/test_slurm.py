@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -246,3 +247,106 @@ def test_nipype_slurm_plugin_matches_multiproc(slurm, cohort, array):
     for name in reference:
         assert np.array_equal(reference[name], plugin[name]), name
     assert _sidecars(array["out"], "03") == _sidecars(out, "03")
+
+
+# --------------------------------------------------------------------------------------------
+# Group-level training: torchrun (2 gloo processes) started by srun inside sbatch
+# --------------------------------------------------------------------------------------------
+
+TRAIN_STEPS = {"autoencoder": 2, "lesion": 2, "brain": 2}
+TORCHRUN_JOB = """#!/bin/bash
+#SBATCH --job-name=bids_usb_train
+#SBATCH --output=train_%j.log
+set -euo pipefail
+srun torchrun --standalone --nproc-per-node 2 -m bids_usb "$@"
+"""
+
+
+@pytest.fixture(scope="module")
+def training(tmp_path_factory):
+    """test_group's cohort (3 participants at 4 mm, 2 healthy) and its training arguments."""
+    from test_group import _train_args
+
+    root = tmp_path_factory.mktemp("train")
+    bids = root / "bids"
+    write_dataset(bids, participants=3, seed=1, n_healthy=2, voxel_size=(4.0, 4.0, 4.0))
+    (root / "train.sh").write_text(TORCHRUN_JOB)
+    steps = ",".join(f"{k}={v}" for k, v in TRAIN_STEPS.items())
+
+    def args(out: Path) -> list[str]:
+        return _train_args(bids, out, root / "work", "--model-name", "ddp", "--train-steps", steps)
+
+    return {"root": root, "args": args}
+
+
+def _sbatch_training(env: dict, training: dict, out: Path) -> str:
+    env = {**env, "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo")}
+    cmd = ["sbatch", "--parsable", "-N", "1", "-n", "1", "-c", "2", "--mem=3G", "train.sh", *training["args"](out)]
+    return _run(env, *cmd, cwd=training["root"]).strip()
+
+
+def _weights(model: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(model / "checkpoint" / "model.safetensors"))
+
+
+def _progress(model: Path) -> dict:
+    from usb_model.checkpoint import load_state
+
+    return load_state(model / "state", "trainer")["progress"]
+
+
+def test_torchrun_under_sbatch_trains_as_outside_slurm_and_resumes_after_scancel(slurm, training):
+    """sbatch + srun start torchrun with 2 gloo processes: the checkpoint equals, tensor for
+    tensor (the DDP test's tolerance), that of the same torchrun outside SLURM. A second job
+    cancelled after its first save (the autoencoder stage) and submitted again resumes from
+    the saved state (the progress counter goes on from there, the log is not restarted) and
+    ends with the same checkpoint."""
+    import torch
+
+    from usb_model.train import read_log
+
+    root = training["root"]
+    env = {**slurm, "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo")}
+    reference = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "bids_usb"]
+        + training["args"](root / "out_ref"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    expected = _weights(root / "out_ref" / "models" / "ddp")
+
+    job = _sbatch_training(slurm, training, root / "out_slurm")
+    assert _wait(slurm, job, 1, timeout=600) == {job: ("COMPLETED", "0:0")}, (root / f"train_{job}.log").read_text()
+    model = root / "out_slurm" / "models" / "ddp"
+    assert json.loads((model / "training.json").read_text())["world_size"] == 2
+    got = _weights(model)
+    assert got.keys() == expected.keys()
+    assert not [k for k in expected if not torch.equal(expected[k], got[k])]
+
+    out = root / "out_cancel"
+    model = out / "models" / "ddp"
+    job = _sbatch_training(slurm, training, out)
+    deadline = time.monotonic() + 600
+    while not (model / "state" / "trainer.json").is_file() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    _run(slurm, "scancel", job)
+    assert _wait(slurm, job, 1, timeout=120)[job][0] == "CANCELLED"
+    saved = _progress(model)
+    assert saved["autoencoder"] == 2 and saved["brain"] < 2, saved  # stopped mid-way, after the first save
+    again = _sbatch_training(slurm, training, out)
+    assert _wait(slurm, again, 1, timeout=600) == {again: ("COMPLETED", "0:0")}, (
+        root / f"train_{again}.log"
+    ).read_text()
+    assert "(resuming)" in (root / f"train_{again}.log").read_text()
+    assert _progress(model) == TRAIN_STEPS
+    rows = read_log(model / "log.tsv")
+    assert [(r["stage"], r["step"]) for r in rows] == [
+        (s, 2) for s in TRAIN_STEPS
+    ]  # a row every 10 steps and at the end of a stage
+    resumed = _weights(model)
+    assert not [k for k in expected if not torch.equal(expected[k], resumed[k])]
