@@ -42,6 +42,17 @@ sys.exit(0 if done else 1)
 EOF
 }
 
+usb_stages_started() {  # the denoiser stages with at least one step and a checkpoint
+	[ -f "$RUNS/usb/checkpoint/model.safetensors" ] || return 0
+	python - "$RUNS/usb" <<'EOF'
+import sys
+from pathlib import Path
+from usb_model.checkpoint import load_state
+progress = load_state(Path(sys.argv[1]) / "state", "trainer")["progress"]
+print(" ".join(stage for stage in ("lesion", "brain") if progress.get(stage, 0) > 0))
+EOF
+}
+
 run_all() {
 	restore ae
 	restore usb
@@ -79,6 +90,11 @@ pack)
 		if [ "$name" = ae ]; then
 			python benchmarks/learning_curve.py "$RUNS/ae" --stage autoencoder \
 				--run-name "ae-f2c4 campaign (from ae_f2c4_whole)" --threads "$THREADS" --note "${NOTE:-}"
+		else
+			for stage in $(usb_stages_started); do
+				python benchmarks/learning_curve.py "$RUNS/usb" --stage "$stage" \
+					--run-name "denoisers c16-32-64 campaign" --threads "$THREADS" --note "${NOTE:-}"
+			done
 		fi
 		python -m usb_model.train.snapshot pack "$RUNS/$name" "$STATE/$name"
 	done
