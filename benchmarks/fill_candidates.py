@@ -72,6 +72,7 @@ GROWTH_VARIANTS = {
     "grid0.5": ("grid", 0.5, 1.5, 0.35),
     "grid1": ("grid", 1.0, 1.5, 0.35),
     "image": ("image", 0.5, 1.5, 0.35),
+    "image2": ("image", 0.5, 2.0, 0.25),
     "auto": ("auto", 0.5, 1.5, 0.35),
 }
 
@@ -175,6 +176,7 @@ def main(argv=None) -> int:
     parser.add_argument("--colin", type=Path, default=COLIN)
     parser.add_argument("--anatomies", default="colin,template")
     parser.add_argument("--classes", default=",".join(CLASSES))
+    parser.add_argument("--growths", default=",".join(GROWTH_VARIANTS), help="growth variants on the degraded masks")
     parser.add_argument("--results", default="fill-candidates.json")
     args = parser.parse_args(argv)
     if not args.colin.is_file():
@@ -195,6 +197,8 @@ def main(argv=None) -> int:
                     given, source_voxel = given_mask(truth, mask_kind, affine)
                     given &= brain
                     for growth_name, (method, factor, reach, fraction) in GROWTH_VARIANTS.items():
+                        if growth_name not in args.growths.split(",") and growth_name != "none":
+                            continue
                         if mask_kind == "exact" and growth_name not in ("none", "auto"):
                             continue
                         if growth_name.startswith("grid") and source_voxel is None:
@@ -244,7 +248,8 @@ def main(argv=None) -> int:
         "command": "python benchmarks/fill_candidates.py"
         + (f" --cases-per-class {args.cases_per_class}" if args.cases_per_class != 2 else "")
         + (f" --anatomies {args.anatomies}" if args.anatomies != "colin,template" else "")
-        + (f" --classes {args.classes}" if args.classes != ",".join(CLASSES) else ""),
+        + (f" --classes {args.classes}" if args.classes != ",".join(CLASSES) else "")
+        + (f" --growths {args.growths}" if args.growths != ",".join(GROWTH_VARIANTS) else ""),
         "date": time.strftime("%Y-%m-%d"),
         "seconds": round(time.perf_counter() - clock, 1),
         "summary": summarise(rows),

@@ -5,7 +5,7 @@ import pytest
 
 from usb_model.composite import blend_weight, heal_composite
 from usb_model.detection import anomaly_map, detect_lesions
-from usb_model.fill import prefill, template_graft, white_matter, wm_fill
+from usb_model.fill import local_tissue, prefill, template_graft, white_matter, wm_fill
 
 
 @pytest.fixture()
@@ -46,7 +46,8 @@ def test_template_graft_maps_the_template_onto_the_scan(scene):
 
 def test_auto_fill_uses_white_matter_inside_white_matter_and_the_graft_elsewhere(scene):
     """Per component: the lesion in the white core gets the white-matter fill; one on the grey
-    shell gets the template's anatomy."""
+    shell gets the template's anatomy, once it is too large (here: on a 4 mm grid, 1.7 ml) to be
+    a hole that the tissue around it fills (usb_model.fill.auto_choice)."""
     healthy, lesioned, lesion, brain = scene
     z, y, x = np.mgrid[:24, :24, :24]
     cortical = (np.abs(x - 12) < 2) & (np.abs(y - 12) < 2) & (np.abs(z - 20) < 2) & brain
@@ -54,11 +55,14 @@ def test_auto_fill_uses_white_matter_inside_white_matter_and_the_graft_elsewhere
     both = lesion | cortical
     template = np.where(brain, 0.3, 0.0).astype(np.float32)  # a template that differs in the white core
     template[~both] = healthy[~both] * 0.5  # ... and maps onto the scan by a line outside the lesions
-    out = prefill(lesioned, both, "auto", template=template)
+    out = prefill(lesioned, both, "auto", template=template, spacing=(4, 4, 4))
     assert np.allclose(out[lesion], 0.9, atol=1e-6)  # white-matter fill, not the template
     graft = template_graft(lesioned, both, template)
     assert np.allclose(out[cortical], graft[cortical], atol=1e-5)  # the graft
     assert np.array_equal(out[~both], lesioned[~both])
+    # At 1 mm the same dark cortical lesion is 0.03 ml: a hole, filled from the tissue around it.
+    small = prefill(lesioned, both, "auto", template=template)
+    assert np.allclose(small[cortical], local_tissue(lesioned, both)[cortical], atol=1e-5)
 
 
 def test_heal_composite_fills_the_lesion_and_adds_only_the_change_around_it(scene):

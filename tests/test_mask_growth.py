@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from usb_model.fill import lesion_contrast, lift_fill, local_tissue, prefill
+from usb_model.fill import AUTO_CODES, auto_choice, lesion_contrast, lift_fill, local_tissue, prefill
 from usb_model.mask_growth import dilate_mm, grow_by_grid, grow_by_image, grow_mask
 
 
@@ -57,18 +57,47 @@ def test_lift_keeps_the_subjects_texture_of_a_subtle_lesion(textured):
     assert np.abs(again[ring] - tissue[ring]).mean() < 0.02  # the noise's own size
 
 
-def test_auto_lifts_subtle_lesions_and_fills_dark_ones(textured):
+def test_local_tissue_fills_on_a_grid_coarser_than_its_shell(textured):
+    """On the model's 3 mm grid the 2 mm shell around a lesion holds no voxel centre: the shell
+    widens to the neighbouring voxels, so the fill (and the contrast auto reads from it) is the
+    tissue around the lesion, not the lesion itself."""
     tissue, brain = textured
-    subtle = _ball(tissue.shape, (16, 10, 16), 3)
-    dark = _ball(tissue.shape, (16, 22, 16), 3)
+    lesion = _ball(tissue.shape, (16, 16, 16), 2)
+    dark = np.where(lesion, 0.2, tissue).astype(np.float32)
+    out = local_tissue(dark, lesion, brain=brain, spacing=(3, 3, 3))
+    assert np.abs(out[lesion] - tissue[lesion]).mean() < 0.05
+    assert lesion_contrast(dark, lesion, brain=brain, spacing=(3, 3, 3))[lesion].max() < 0.3
+
+
+def test_auto_fills_each_lesion_by_its_contrast_size_and_rim(textured):
+    """auto_choice's order: a small dark hole from the tissue around it, a subtle lesion with the
+    white-matter mean, a large dark lesion in white matter with the white-matter mean, and a large
+    one outside white matter (its rim grey matter) with the graft."""
+    tissue, brain = textured
+    subtle = _ball(tissue.shape, (16, 8, 16), 3)
+    hole = _ball(tissue.shape, (16, 24, 16), 3)  # 0.12 ml
+    large = _ball(tissue.shape, (9, 16, 16), 6.5)  # 1.1 ml
     image = np.where(subtle, tissue * 0.8, tissue)
-    image = np.where(dark, 0.15, image).astype(np.float32)
-    both = subtle | dark
-    contrast = lesion_contrast(image, both, brain=brain)
-    assert contrast[subtle].min() > 0.7 and contrast[dark].max() < 0.3
-    out = prefill(image, both, "auto")
-    assert np.allclose(out[subtle], lift_fill(image, both, brain=brain)[subtle], atol=1e-5)
-    assert np.allclose(out[dark], prefill(image, both, "wm")[dark], atol=1e-5)  # white-matter fill, inside WM
+    image = np.where(hole | large, 0.15, image).astype(np.float32)
+    lesions = subtle | hole | large
+    contrast = lesion_contrast(image, lesions, brain=brain)
+    assert contrast[subtle].min() > 0.7 and contrast[hole].max() < 0.3 and contrast[large].max() < 0.3
+    choice = auto_choice(image, lesions)
+    assert (choice[subtle] == AUTO_CODES["wm"]).all()
+    assert (choice[hole] == AUTO_CODES["local"]).all()
+    assert (choice[large] == AUTO_CODES["wm"]).all()  # its rim is white matter
+    assert (choice[~lesions] == 0).all()
+    template = np.where(brain, 0.5, 0.0).astype(np.float32)
+    out = prefill(image, lesions, "auto", template=template)
+    assert np.allclose(out[subtle], prefill(image, lesions, "wm")[subtle], atol=1e-5)
+    assert np.allclose(out[hole], local_tissue(image, lesions)[hole], atol=1e-5)
+    assert np.array_equal(out[~lesions], image[~lesions])
+    # The same large lesion with a grey-matter rim (tissue at 0.6 around it) is grafted.
+    grey = dilate_mm(large, (1, 1, 1), 3.0) & ~large
+    cortical = np.where(grey, 0.6 * tissue, image).astype(np.float32)
+    assert (auto_choice(cortical, lesions)[large] == AUTO_CODES["graft"]).all()
+    graft = prefill(cortical, lesions, "auto", template=template)
+    assert np.allclose(graft[large], prefill(cortical, large, "graft", template=template)[large], atol=1e-5)
 
 
 def test_grid_growth_only_for_a_coarser_mask(textured):

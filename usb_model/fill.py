@@ -35,11 +35,20 @@ AUTO_WM_RIM = 0.5
 #: near 0.6-0.75 of it, so the cut holds whatever share of the brain each tissue has).
 WM_FRACTION = 0.85
 
-#: ``auto``: a lesion component whose median is at least this fraction of the tissue interpolated
-#: around it is subtle (a white-matter lesion that darkens T1w by a third or less): it is lifted
-#: (``lift_fill``) rather than replaced. Dark cores (lacunes, infarcts: CSF-like, 0.1-0.5 of the
-#: tissue) stay below it.
+#: A lesion component whose median is at least this fraction of the tissue interpolated around it
+#: is subtle (a white-matter lesion that darkens T1w by a third or less; ``auto`` gives it the
+#: white-matter mean, ``lift_fill`` lifts no further than it needs). Dark cores (lacunes,
+#: infarcts: CSF-like, 0.1-0.5 of the tissue) stay below it.
 SUBTLE_RATIO = 0.67
+
+#: ``auto``: a dark lesion component (``lesion_contrast`` below ``SUBTLE_RATIO``) smaller than
+#: this (ml) is a lacune-like hole and is filled from the tissue around it (``local``): on both
+#: benchmark anatomies the local fill beat the white-matter fill and the graft on lacunes by
+#: 5-7 dB, where a graft's few-mm misregistration and a global mean both miss a small hole.
+AUTO_LOCAL_ML = 1.0
+
+#: The fills ``auto_choice`` picks from, as the codes of its map (0: outside the mask).
+AUTO_CODES = {"wm": 1, "local": 2, "graft": 3}
 
 #: Gaussian width (mm) of the neighbourhood the local fill and the lift interpolate from; where
 #: a lesion is wider than the kernel reaches, the width doubles until every voxel has support.
@@ -125,11 +134,13 @@ def local_tissue(image, mask, *, brain=None, spacing=(1.0, 1.0, 1.0), sigma_mm: 
         return out
     spacing = np.asarray(spacing, dtype=np.float64)
     labels, n = ndimage.label(mask)
+    # The shell is 2 mm, and at least the neighbouring voxels on a grid coarser than that.
+    shell_mm = max(2.0, float(spacing.max()))
     for index, found in enumerate(ndimage.find_objects(labels), start=1):
         component = labels == index
-        reach = np.ceil(2.0 / spacing).astype(int) + 1
+        reach = np.ceil(shell_mm / spacing).astype(int) + 1
         box = tuple(slice(max(f.start - r, 0), min(f.stop + r, size)) for f, r, size in zip(found, reach, mask.shape))
-        near = ndimage.distance_transform_edt(~component[box], sampling=spacing) <= 2.0
+        near = ndimage.distance_transform_edt(~component[box], sampling=spacing) <= shell_mm
         shell = image[box][near & outside[box]]
         if shell.size == 0:
             continue
@@ -200,11 +211,8 @@ def prefill(image, mask, kind: str, *, template=None, spacing=(1.0, 1.0, 1.0)) -
     """``image`` with its lesion filled by ``kind`` (``auto``, ``graft``, ``wm`` or ``none``).
 
     ``graft`` without a template falls back to ``wm``: a checkpoint without a template on its
-    grid cannot graft. ``auto`` decides per connected component of the mask: a subtle lesion
-    (``lesion_contrast`` >= ``SUBTLE_RATIO``) is lifted, keeping the subject's own tissue; of the
-    others, those inside white matter (``white_matter_lesions``) get the white-matter fill, where
-    the template's anatomy adds nothing but its own intensity, and the rest the graft, where
-    anatomy matters. ``spacing`` (mm) sizes the neighbourhood of ``local`` and ``lift``.
+    grid cannot graft. ``auto`` decides per connected component of the mask (``auto_choice``).
+    ``spacing`` (mm) sizes the neighbourhood of ``local`` and ``lift`` and the components' volumes.
     """
     if kind not in FILLS:
         raise ValueError(f"unknown fill {kind!r}; choose one of {', '.join(FILLS)}")
@@ -217,16 +225,15 @@ def prefill(image, mask, kind: str, *, template=None, spacing=(1.0, 1.0, 1.0)) -
     if kind == "lift":
         return lift_fill(image, mask, spacing=spacing)
     if kind == "auto":
-        tissue = local_tissue(image, mask, spacing=spacing)
-        subtle = mask & (lesion_contrast(image, mask, spacing=spacing, tissue=tissue) >= SUBTLE_RATIO)
-        in_wm = white_matter_lesions(image, mask) & ~subtle
+        choice = auto_choice(image, mask, spacing=spacing)
         # Every fill sees the scan as it is, every lesion excluded from its fit.
         out = wm_fill(image, mask, noise=False)
-        rest = mask & ~in_wm & ~subtle
-        if rest.any() and template is not None:
-            out[rest] = template_graft(image, mask, template)[rest]
-        if subtle.any():
-            out[subtle] = lift_fill(image, mask, spacing=spacing, tissue=tissue)[subtle]
+        if (choice == AUTO_CODES["local"]).any():
+            local = choice == AUTO_CODES["local"]
+            out[local] = local_tissue(image, mask, spacing=spacing)[local]
+        graft = choice == AUTO_CODES["graft"]
+        if graft.any() and template is not None:
+            out[graft] = template_graft(image, mask, template)[graft]
         return out
     if kind == "graft" and template is not None:
         return template_graft(image, mask, template)
@@ -249,4 +256,40 @@ def white_matter_lesions(image, mask) -> np.ndarray:
         rim = ndimage.binary_dilation(component) & ~mask[box] & brain[box]
         if rim.any() and wm[box][rim].mean() >= AUTO_WM_RIM:
             out[box] |= component
+    return out
+
+
+def auto_choice(image, mask, *, spacing=(1.0, 1.0, 1.0)) -> np.ndarray:
+    """The fill ``prefill(kind="auto")`` gives each connected component of ``mask``, as a map of
+    ``AUTO_CODES``, in this order (benchmarks/fill_candidates.py, both anatomies):
+
+    1. dark (``lesion_contrast`` < ``SUBTLE_RATIO``) and under ``AUTO_LOCAL_ML``: ``local``;
+    2. a white-matter rim (``white_matter_lesions``) or a subtle contrast (>= ``SUBTLE_RATIO``):
+       ``wm``, the white-matter mean. Subtle lesions and WMH were once lifted to the tissue
+       around them (``lift``), keeping the subject's own texture: that won on the template's
+       own anatomy but lost 4-6 dB to the white-matter mean on a real head (Colin 27), where
+       the lesion's darkened texture is all that lift keeps;
+    3. anything else (cortical, deep grey, territorial): ``graft``, where anatomy matters.
+    """
+    from scipy import ndimage
+
+    image = np.asarray(image, dtype=np.float32)
+    mask = np.asarray(mask) > 0
+    out = np.zeros(mask.shape, np.uint8)
+    if not mask.any():
+        return out
+    contrast = lesion_contrast(image, mask, spacing=spacing)
+    in_wm = white_matter_lesions(image, mask)
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    labels, _ = ndimage.label(mask)
+    for index, box in enumerate(ndimage.find_objects(labels), start=1):
+        component = labels[box] == index
+        ratio = float(contrast[box][component][0])
+        if ratio < SUBTLE_RATIO and component.sum() * voxel_ml < AUTO_LOCAL_ML:
+            code = AUTO_CODES["local"]
+        elif ratio >= SUBTLE_RATIO or in_wm[box][component].any():
+            code = AUTO_CODES["wm"]
+        else:
+            code = AUTO_CODES["graft"]
+        out[box][component] = code
     return out
