@@ -22,8 +22,8 @@ from typing import Any
 
 from usb_model.config import EditParameters
 
+from .discovery import strip_labels
 from .errors import UsageError
-from .layout import strip_labels
 
 LEVELS = ("participant", "group")
 GROUP_TASKS = ("train", "metrics", "generate")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import layout
+from . import directories, discovery
+from .bids_filter import load_bids_filter
 from .config import RunConfig
 
 
@@ -14,21 +15,21 @@ def validate_dataset(bids_dir: Path, config: RunConfig) -> None:
         return
     from .validation import validate_or_raise
 
-    layout.dataset_check(bids_dir)
+    directories.dataset_check(bids_dir)
     validate_or_raise(bids_dir)
 
 
-def collect(bids_dir: Path, config: RunConfig, contrast: str) -> layout.CollectResult:
+def collect(bids_dir: Path, config: RunConfig, contrast: str) -> discovery.CollectResult:
     """pybids discovery with the selection options every level shares (the shared index of
     --bids-database-dir where given)."""
     execution = config.execution
-    bids_filter = layout.load_bids_filter(execution.bids_filter_file) if execution.bids_filter_file else None
+    bids_filter = load_bids_filter(execution.bids_filter_file) if execution.bids_filter_file else None
     database_dir = None
     if execution.bids_database_dir is not None:
         from .database import check_database_dir
 
         database_dir = check_database_dir(bids_dir, execution.bids_database_dir)
-    return layout.collect_inputs(
+    return discovery.collect_inputs(
         bids_dir,
         participant_labels=execution.participant_labels,
         session_labels=execution.session_labels,

@@ -25,7 +25,7 @@ log = logging.getLogger("bids_usb")
 
 
 def run_participant(config: RunConfig) -> int:
-    from . import layout
+    from . import directories
     from .model import ModelBundle
 
     bids_dir: Path = config.execution.bids_dir
@@ -33,19 +33,19 @@ def run_participant(config: RunConfig) -> int:
         raise UsageError(f"bids_dir {bids_dir} is not a directory; give the root folder of a BIDS dataset")
     bids_dir = bids_dir.resolve()
     output_dir: Path = config.execution.output_dir.absolute()
-    layout.check_output_dir(bids_dir, output_dir)
-    layout.check_output_dataset(output_dir)
+    directories.check_output_dir(bids_dir, output_dir)
+    directories.check_output_dataset(output_dir)
     work_dir = config.execution.resolved_work_dir(output_dir)
-    layout.check_work_dir(bids_dir, work_dir)
+    directories.check_work_dir(bids_dir, work_dir)
     bundle = ModelBundle.open(config.workflow.model)
     _check_t_start(config, bundle)
-    created = layout.create_dir(output_dir, "output_dir")
+    created = directories.create_dir(output_dir, "output_dir")
     try:
-        created += layout.create_dir(work_dir, "work directory")
+        created += directories.create_dir(work_dir, "work directory")
         jobs, failures, donor = _checked_jobs(bids_dir, config, bundle, work_dir)
         lock = WorkLock.acquire(work_dir, [job.entities["subject"] for job in jobs])
     except BaseException:
-        layout.remove_empty_dirs(created)  # a run refused up front leaves nothing behind
+        directories.remove_empty_dirs(created)  # a run refused up front leaves nothing behind
         raise
     with lock:
         storage.warn_if_short([output_dir, work_dir], storage.needed_mb(_voxels(job.anat) for job in jobs))
@@ -254,12 +254,12 @@ def _donor(label: str, bids_dir: Path, bundle, config: RunConfig):
     """``--lesion-from sub-XX``: that participant's image with a lesion mask, checked now; its
     preprocessing runs inside the main graph (``init_participant_wf(donor=...)``), cached like
     every other node, and its lesion on the model grid goes to every image."""
-    from . import layout
+    from . import discovery
     from .inputs import prepare_inputs
     from .workflows.participant import ImageJob
 
     try:
-        donors = layout.collect_inputs(
+        donors = discovery.collect_inputs(
             bids_dir,
             participant_labels=[label],
             contrast=bundle.contrast,

@@ -9,14 +9,10 @@ import nibabel as nb
 import numpy as np
 import pytest
 
+from bids_usb.bids_filter import load_bids_filter
+from bids_usb.directories import check_output_dir, check_work_dir, dataset_check
+from bids_usb.discovery import collect_inputs
 from bids_usb.errors import DataError, NoInput, NothingSelected, UsageError, ValidationFailed
-from bids_usb.layout import (
-    check_output_dir,
-    check_work_dir,
-    collect_inputs,
-    dataset_check,
-    load_bids_filter,
-)
 
 
 def _nii(path: Path, mask: bool = False) -> Path:

@@ -39,8 +39,8 @@ import numpy as np
 
 from usb_model.bids import BIDS_VERSION
 
+from ..discovery import lesion_masks
 from ..errors import CannotCreateOutput, DataError, NoInput, UsageError
-from ..layout import lesion_masks
 from ._common import pick_device, say, warn, written
 
 DERIVATIVES_NAME = "usb-generate"
@@ -150,7 +150,7 @@ def run_generate(config) -> int:
     from usb_model.tasks import USB
 
     from .. import derivatives as d
-    from ..layout import check_output_dir
+    from ..directories import check_output_dir
     from ..model import TEMPLATE_SPACE, ModelBundle
 
     bids_dir: Path = config.execution.bids_dir

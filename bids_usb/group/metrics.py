@@ -36,8 +36,8 @@ import nibabel as nib
 import numpy as np
 
 from ..derivatives import derivative_path
+from ..discovery import bids_layout
 from ..errors import DataError, NoInput, UsageError
-from ..layout import bids_layout
 from ._common import add_bidsignore, finite_or_text, say, tsv_cell, warn, written
 
 #: A voxel of an embedded image counts as changed when it differs from the input by more than

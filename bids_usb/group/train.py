@@ -347,16 +347,16 @@ def _raise_shared(status: dict[str, Any]) -> None:
 
 
 def run_train(config) -> int:
-    from .. import layout
+    from .. import directories
 
     ranks = _Ranks.from_env()
     bids_dir: Path = config.execution.bids_dir
     if not bids_dir.is_dir():
         raise UsageError(f"bids_dir {bids_dir} is not a directory; give the root folder of a BIDS dataset")
     bids_dir = bids_dir.resolve()
-    output_dir = layout.check_output_dir(bids_dir, config.execution.output_dir.absolute())
+    output_dir = directories.check_output_dir(bids_dir, config.execution.output_dir.absolute())
     work_dir = config.execution.resolved_work_dir(output_dir)
-    layout.check_work_dir(bids_dir, work_dir)
+    directories.check_work_dir(bids_dir, work_dir)
     name = check_name(config.group.model_name, "--model-name")
     cfg = load_config(config.group.preset)
     if config.group.batch_size:

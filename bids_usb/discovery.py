@@ -1,4 +1,4 @@
-"""Find the anatomical images to heal, and their lesion masks, in a BIDS dataset.
+"""Discovery: find the anatomical images to heal, and their lesion masks, in a BIDS dataset.
 
 The raw dataset is indexed with pybids (``validate=False`` so that the ``_roi`` files of the
 fMRIPrep lesion convention are kept, and ``config=['bids', 'derivatives']`` so that ``label``,
@@ -17,58 +17,37 @@ acquisition and space that the mask names is equal to the image's (a mask withou
 every run).  A mask from ``lesion_masks_dir`` wins over one from ``derivatives``, which wins over
 a raw ``_roi``, which wins over a raw ``_mask``; within one source the mask naming more of the
 image's entities wins; a tie is an error (:class:`~bids_usb.errors.DataError`) rather than a guess.
+
+The folder checks that run before discovery are in :mod:`bids_usb.directories`, and the
+``--bids-filter-file`` parsing in :mod:`bids_usb.bids_filter`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import CannotCreateOutput, DataError, NoInput, NothingSelected, UsageError, ValidationFailed
+from .bids_filter import FILTER_KEYS, LESION_FILTER_KEY, normalise_filter, pybids_query
+from .errors import DataError, NothingSelected, UsageError
 
 __all__ = [
     "AnatInput",
     "CollectResult",
-    "check_output_dataset",
-    "check_output_dir",
-    "create_dir",
-    "check_work_dir",
+    "bids_layout",
     "collect_inputs",
-    "dataset_check",
-    "load_bids_filter",
+    "lesion_masks",
+    "strip_labels",
 ]
 
 NIFTI_EXTENSIONS = (".nii", ".nii.gz")
 CONTRASTS = ("T1w", "FLAIR")
 MASK_SOURCES = ("raw-roi", "raw-atlas", "derivatives")
 
-# Which entry of a --bids-filter-file applies to which query.
-FILTER_KEYS = {"T1w": "t1w", "FLAIR": "flair"}
-LESION_FILTER_KEY = "lesion"
-
-# Short BIDS keys (as they appear in file names) -> pybids entity names.
-_ENTITY_ALIASES = {
-    "sub": "subject",
-    "ses": "session",
-    "acq": "acquisition",
-    "ce": "ceagent",
-    "rec": "reconstruction",
-    "dir": "direction",
-    "mod": "modality",
-    "trc": "tracer",
-}
-# Entities a filter may not change: the command line owns them.
-_FORBIDDEN_FILTER_ENTITIES = {
-    "subject": "use --participant-label",
-    "suffix": "the contrast sets the suffix",
-    "datatype": "only anat/ images are used",
-}
 # Entities whose presence marks a derived (not raw) image.
 _DERIVED_IMAGE_ENTITIES = ("desc", "label")
 # Entities a mask may name; when it does, the image must have the same value.
@@ -138,236 +117,6 @@ class CollectResult:
     @property
     def without_mask(self) -> list[AnatInput]:
         return [i for i in self.inputs if i.lesion_mask is None]
-
-
-# --------------------------------------------------------------------------------------------
-# Directory checks
-# --------------------------------------------------------------------------------------------
-
-
-def _resolved(path: str | os.PathLike) -> Path:
-    return Path(path).expanduser().resolve()
-
-
-def check_output_dir(bids_dir: str | os.PathLike, output_dir: str | os.PathLike) -> Path:
-    """Refuse an output directory that would write into the raw dataset.
-
-    Allowed: anywhere outside ``bids_dir``, or strictly below ``bids_dir/derivatives/``.
-    Returns the resolved output directory.
-    """
-    bids = _resolved(bids_dir)
-    out = _resolved(output_dir)
-    if out == bids:
-        raise UsageError(
-            f"output_dir {output_dir} is the BIDS dataset itself ({bids}); "
-            f"give a separate folder, e.g. {bids / 'derivatives' / 'bids_usb'}"
-        )
-    if out.is_relative_to(bids):
-        derivs = bids / "derivatives"
-        if out == derivs or not out.is_relative_to(derivs):
-            raise UsageError(
-                f"output_dir {output_dir} ({out}) lies inside the BIDS dataset {bids}; "
-                f"outputs may only go below {derivs}/ (e.g. {derivs / 'bids_usb'}) "
-                "or outside the dataset"
-            )
-    return out
-
-
-def check_work_dir(bids_dir: str | os.PathLike, work_dir: str | os.PathLike) -> Path:
-    """Refuse a working directory inside (or equal to) the BIDS dataset; returns it resolved."""
-    bids = _resolved(bids_dir)
-    work = _resolved(work_dir)
-    if work == bids or work.is_relative_to(bids):
-        raise UsageError(
-            f"work_dir {work_dir} ({work}) lies inside the BIDS dataset {bids}; "
-            "give a working directory outside it (e.g. -w /tmp/bids_usb_work)"
-        )
-    return work
-
-
-def check_output_dataset(output_dir: str | os.PathLike) -> None:
-    """Refuse an output directory that holds another tool's dataset, or a description nobody can read.
-
-    bids_usb adds files to its own derivatives (other participants, other runs); writing into a
-    dataset that another pipeline generated would overwrite that pipeline's masks and images.
-    """
-    desc = Path(output_dir) / "dataset_description.json"
-    if not desc.exists():
-        return
-    try:
-        content = json.loads(desc.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UsageError(
-            f"{desc} cannot be read as JSON ({exc.__class__.__name__}), so whose dataset this is cannot be told; "
-            "fix it, or remove it if the folder holds only bids_usb outputs (a new one is written)"
-        ) from exc
-    generated = content.get("GeneratedBy") if isinstance(content, dict) else None
-    names = [g.get("Name") for g in generated if isinstance(g, dict)] if isinstance(generated, list) else []
-    if "bids_usb" not in names:
-        other = ", ".join(str(n) for n in names if n) or "no GeneratedBy"
-        raise UsageError(
-            f"output_dir {output_dir} already holds another dataset ({desc} names {other}); bids_usb would "
-            f"overwrite its files. Give a folder of its own, e.g. {Path(output_dir).parent / 'bids_usb'}"
-        )
-
-
-def create_dir(path: str | os.PathLike, what: str) -> list[Path]:
-    """Create ``path`` (and its parents) and check that files can be written there (exit 73).
-
-    Returns the directories this call created, deepest last, so that a run that stops before
-    writing anything can remove them again.
-    """
-    path = Path(path)
-    made = []
-    probe = path
-    while not probe.exists() and probe.parent != probe:
-        made.append(probe)
-        probe = probe.parent
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".bids_usb_write_test_"):
-            pass
-    except OSError as exc:
-        remove_empty_dirs(reversed(made))
-        reason = exc.strerror or exc.__class__.__name__
-        raise CannotCreateOutput(
-            f"{what} {path} cannot be created or written to ({reason}); give a folder you can write to"
-        ) from exc
-    return list(reversed(made))
-
-
-def remove_empty_dirs(paths: Iterable[Path]) -> None:
-    """Remove the given directories, deepest first, where they are still empty."""
-    for path in sorted(paths, key=lambda p: len(p.parts), reverse=True):
-        try:
-            path.rmdir()
-        except OSError:
-            pass
-
-
-def dataset_check(bids_dir: str | os.PathLike) -> Path:
-    """Cheap checks on the input dataset before anything else runs; returns the resolved path.
-
-    * not a directory -> :class:`UsageError` (64)
-    * no (or unreadable) ``dataset_description.json`` -> :class:`ValidationFailed` (16)
-    * no ``sub-<label>`` folder -> :class:`NoInput` (66)
-    """
-    path = Path(bids_dir).expanduser()
-    if not path.is_dir():
-        what = "does not exist" if not path.exists() else "is not a directory"
-        raise UsageError(f"bids_dir {bids_dir} {what}; give the root folder of a BIDS dataset")
-    root = path.resolve()
-    desc = root / "dataset_description.json"
-    if not desc.is_file():
-        raise ValidationFailed(
-            f"{root} has no dataset_description.json, so it is not a BIDS dataset; "
-            "add a dataset_description.json or pass --skip-bids-validation"
-        )
-    try:
-        content = json.loads(desc.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValidationFailed(f"{desc} cannot be read as JSON ({exc}); fix it or pass --skip-bids-validation") from exc
-    if not isinstance(content, dict):
-        raise ValidationFailed(
-            f"{desc} holds a JSON {type(content).__name__}, not an object; fix it or pass --skip-bids-validation"
-        )
-    if not any(p.is_dir() and p.name.startswith("sub-") for p in root.iterdir()):
-        raise NoInput(f"{root} has no sub-<label> folders: there is nothing to process")
-    return root
-
-
-# --------------------------------------------------------------------------------------------
-# --bids-filter-file
-# --------------------------------------------------------------------------------------------
-
-
-def _check_filter_value(value: Any) -> bool:
-    scalar = (str, int, bool, type(None))
-    if isinstance(value, scalar):
-        return True
-    return isinstance(value, list) and all(isinstance(v, scalar) and v is not None for v in value)
-
-
-def _normalise_filter(filters: Mapping, origin: str) -> dict[str, dict[str, Any]]:
-    if not isinstance(filters, Mapping):
-        raise UsageError(
-            f"{origin}: a BIDS filter must be a JSON object such as "
-            '{"t1w": {"acquisition": "mprage"}}, '
-            f"not a {type(filters).__name__}"
-        )
-    out: dict[str, dict[str, Any]] = {}
-    for key, query in filters.items():
-        if not isinstance(query, Mapping):
-            raise UsageError(
-                f"{origin}: the entry {key!r} must be an object of BIDS entities "
-                f'(e.g. {{"acquisition": "mprage"}}), not {json.dumps(query)}'
-            )
-        clean: dict[str, Any] = {}
-        for entity, value in query.items():
-            name = _ENTITY_ALIASES.get(entity, entity)
-            if not _check_filter_value(value):
-                raise UsageError(
-                    f"{origin}: {key}.{entity} must be a string, a number, null or a list of "
-                    f"strings/numbers, not {json.dumps(value)}"
-                )
-            clean[name] = value
-        out[str(key).lower()] = clean
-    return out
-
-
-def load_bids_filter(path: str | os.PathLike | None) -> dict[str, dict[str, Any]] | None:
-    """Read a ``--bids-filter-file`` (fMRIPrep's format); ``None`` gives ``None``.
-
-    The file holds one object per query (``"t1w"``, ``"flair"``, and ``"lesion"`` for the
-    lesion masks), each a dict of pybids entities; ``null`` means "entity absent" and ``"*"``
-    means "entity present, any value". Short keys (``acq``, ``ses``, ``rec``, ``ce``) are
-    accepted. Any problem is a :class:`UsageError` naming the file.
-    """
-    if path is None:
-        return None
-    p = Path(path).expanduser()
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--bids-filter-file {path} cannot be read: {exc}") from exc
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(
-            f"--bids-filter-file {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-        ) from exc
-    return _normalise_filter(data, f"--bids-filter-file {path}")
-
-
-def _pybids_query(entities: Mapping[str, Any], known: Iterable[str], what: str) -> dict[str, Any]:
-    """Turn a filter entry into pybids ``get()`` keywords, checking the entity names."""
-    from bids.layout import Query
-
-    known = set(known)
-    query: dict[str, Any] = {}
-    for name, value in entities.items():
-        if name in _FORBIDDEN_FILTER_ENTITIES:
-            raise UsageError(
-                f"bids filter {what!r}: the entity {name!r} cannot be filtered on ({_FORBIDDEN_FILTER_ENTITIES[name]})"
-            )
-        if name not in known:
-            raise UsageError(
-                f"bids filter {what!r}: {name!r} is not a BIDS entity pybids knows (known: {', '.join(sorted(known))})"
-            )
-        if value is None or value == "<NONE>":
-            query[name] = Query.NONE
-        elif value in ("*", "<ANY>"):
-            query[name] = Query.ANY
-        elif value == "<OPTIONAL>":
-            query[name] = Query.OPTIONAL
-        else:
-            query[name] = value
-    return query
-
-
-# --------------------------------------------------------------------------------------------
-# Collection
-# --------------------------------------------------------------------------------------------
 
 
 def strip_labels(labels: Iterable[str] | str | None, prefix: str) -> list[str] | None:
@@ -568,6 +317,88 @@ def _drop_duplicates(images: list) -> list:
     return kept
 
 
+def _participants(layout, root: Path, participant_labels) -> tuple[list[str], list[str]]:
+    """(every selected participant, those of them the dataset lacks); none found is an error."""
+    participants = strip_labels(participant_labels, "sub-")
+    if not participants:
+        return sorted(layout.get_subjects()), []
+    # Only the selected participants' files are queried (an array task's one participant in a
+    # large dataset); the full listing only for the message when nobody matches.
+    found = set(layout.get(subject=participants, target="subject", return_type="id"))
+    unknown = [p for p in participants if p not in found]
+    if len(unknown) == len(participants):
+        available = sorted(layout.get_subjects())
+        raise NothingSelected(
+            f"no participant in {root} matches --participant-label "
+            f"{' '.join(participants)} (available: {_listing(available, 'sub-')})"
+        )
+    return participants, unknown
+
+
+def _sessions(layout, root: Path, session_labels, present: list[str]) -> list[str] | None:
+    sessions = strip_labels(session_labels, "ses-")
+    if sessions:
+        have = set(layout.get_sessions(subject=present)) if present else set()
+        if not have.intersection(sessions):
+            raise NothingSelected(
+                f"no session of the selected participants in {root} matches --session-label "
+                f"{' '.join(sessions)} (available: {_listing(have, 'ses-')})"
+            )
+    return sessions
+
+
+def _images(layout, contrast: str, present: list[str], sessions, image_filter: dict) -> list:
+    """The raw (space-less, underived) ``anat/`` images of ``contrast``, one per entity set."""
+    from bids.layout import Query
+
+    if not present:
+        return []
+    query: dict[str, Any] = dict(
+        datatype="anat",
+        suffix=contrast,
+        extension=list(NIFTI_EXTENSIONS),
+        **{name: Query.NONE for name in _DERIVED_IMAGE_ENTITIES},
+    )
+    if sessions:
+        query["session"] = sessions
+    query.update(image_filter)
+    query["subject"] = present
+    return _drop_duplicates(layout.get(**query))
+
+
+def _masks(layout, root: Path, mask_roots, present: list[str], lesion_filter: dict, filters: dict) -> list[_Mask]:
+    """Every lesion mask of the selected participants, raw and derivatives alike."""
+    if not present:
+        return []
+    masks = _raw_masks(layout, present, lesion_filter)
+    for mroot, rank in mask_roots:
+        masks.extend(_derivative_masks(mroot, rank, present, lesion_filter))
+    if lesion_filter and not masks:
+        where = " or ".join([str(root), *(str(m) for m, _ in mask_roots)])
+        raise NothingSelected(
+            f"bids filter {LESION_FILTER_KEY!r}: {json.dumps(filters[LESION_FILTER_KEY])} matches no lesion mask in "
+            f"{where}; fix the query (its entities must match the masks' names) or drop it to use every mask"
+        )
+    return masks
+
+
+def _anat_input(f, contrast: str, masks: list[_Mask]) -> AnatInput:
+    ents = _clean_entities(f.get_entities())
+    item = AnatInput(
+        subject=ents["subject"],
+        session=ents.get("session"),
+        run=ents.get("run"),
+        suffix=contrast,
+        path=Path(f.path),
+        entities=ents,
+    )
+    chosen = _pick_mask(item, masks)
+    if chosen is not None:
+        item.lesion_mask = chosen.path
+        item.mask_source = chosen.source
+    return item
+
+
 def collect_inputs(
     bids_dir: str | os.PathLike,
     participant_labels: Iterable[str] | str | None = None,
@@ -591,8 +422,6 @@ def collect_inputs(
     when there is no space-less image with the same other entities. ``database_dir``: the
     dataset's pybids index shared between runs (``bids_usb.database``).
     """
-    from bids.layout import Query
-
     by_lower = {c.lower(): c for c in CONTRASTS}
     if str(contrast).lower() not in by_lower:
         raise UsageError(f"contrast {contrast!r} is not supported; use one of {', '.join(CONTRASTS)}")
@@ -603,93 +432,24 @@ def collect_inputs(
         raise UsageError(f"bids_dir {bids_dir} is not a directory")
     root = root.resolve()
 
-    filters = _normalise_filter(bids_filter, "bids filter") if bids_filter else {}
+    filters = normalise_filter(bids_filter, "bids filter") if bids_filter else {}
     mask_roots = _derivative_roots(lesion_masks_dir, derivatives)
 
     layout = bids_layout(root, database_dir)
     known_entities = layout.get_entities().keys()
-
-    participants = strip_labels(participant_labels, "sub-")
-    unknown: list[str] = []
-    if participants:
-        # Only the selected participants' files are queried (an array task's one participant in
-        # a large dataset); the full listing only for the message when nobody matches.
-        found = set(layout.get(subject=participants, target="subject", return_type="id"))
-        unknown = [p for p in participants if p not in found]
-        if len(unknown) == len(participants):
-            available = sorted(layout.get_subjects())
-            raise NothingSelected(
-                f"no participant in {root} matches --participant-label "
-                f"{' '.join(participants)} (available: {_listing(available, 'sub-')})"
-            )
-    else:
-        participants = sorted(layout.get_subjects())
+    participants, unknown = _participants(layout, root, participant_labels)
     present = [p for p in participants if p not in unknown]
-
-    sessions = strip_labels(session_labels, "ses-")
-    if sessions:
-        have = set(layout.get_sessions(subject=present)) if present else set()
-        if not have.intersection(sessions):
-            raise NothingSelected(
-                f"no session of the selected participants in {root} matches --session-label "
-                f"{' '.join(sessions)} (available: {_listing(have, 'ses-')})"
-            )
+    sessions = _sessions(layout, root, session_labels, present)
 
     filter_key = FILTER_KEYS[contrast]
-    image_filter = _pybids_query(filters.get(filter_key, {}), known_entities, filter_key)
-    lesion_filter = _pybids_query(filters.get(LESION_FILTER_KEY, {}), known_entities, LESION_FILTER_KEY)
+    image_filter = pybids_query(filters.get(filter_key, {}), known_entities, filter_key)
+    lesion_filter = pybids_query(filters.get(LESION_FILTER_KEY, {}), known_entities, LESION_FILTER_KEY)
 
-    query: dict[str, Any] = dict(
-        datatype="anat",
-        suffix=contrast,
-        extension=list(NIFTI_EXTENSIONS),
-        **{name: Query.NONE for name in _DERIVED_IMAGE_ENTITIES},
-    )
-    if sessions:
-        query["session"] = sessions
-    query.update(image_filter)
-    query["subject"] = present
-
-    files = _drop_duplicates(layout.get(**query)) if present else []
-
-    masks: list[_Mask] = []
-    if present:
-        masks.extend(_raw_masks(layout, present, lesion_filter))
-        for mroot, rank in mask_roots:
-            masks.extend(_derivative_masks(mroot, rank, present, lesion_filter))
-
-    if present and lesion_filter and not masks:
-        where = " or ".join([str(root), *(str(m) for m, _ in mask_roots)])
-        raise NothingSelected(
-            f"bids filter {LESION_FILTER_KEY!r}: {json.dumps(filters[LESION_FILTER_KEY])} matches no lesion mask in "
-            f"{where}; fix the query (its entities must match the masks' names) or drop it to use every mask"
-        )
-
-    inputs: list[AnatInput] = []
-    for f in files:
-        ents = _clean_entities(f.get_entities())
-        item = AnatInput(
-            subject=ents["subject"],
-            session=ents.get("session"),
-            run=ents.get("run"),
-            suffix=contrast,
-            path=Path(f.path),
-            entities=ents,
-        )
-        chosen = _pick_mask(item, masks)
-        if chosen is not None:
-            item.lesion_mask = chosen.path
-            item.mask_source = chosen.source
-        inputs.append(item)
-
-    inputs.sort(
-        key=lambda i: (
-            i.subject,
-            i.session or "",
-            i.acquisition or "",
-            i.run or "",
-            str(i.path),
-        )
+    files = _images(layout, contrast, present, sessions, image_filter)
+    masks = _masks(layout, root, mask_roots, present, lesion_filter, filters)
+    inputs = sorted(
+        (_anat_input(f, contrast, masks) for f in files),
+        key=lambda i: (i.subject, i.session or "", i.acquisition or "", i.run or "", str(i.path)),
     )
     found = {i.subject for i in inputs}
     missing = [p for p in participants if p not in found]
