@@ -5,9 +5,11 @@
 #       -v /data/bids:/data:ro -v /data/out:/out -v /scratch/work:/work \
 #       bids_usb:0.1.0 /data /out participant -w /work
 #
-# Two stages: "builder" installs the app into a virtual environment (/opt/venv); "runtime" copies
-# it onto a clean base. Nothing is downloaded at run time: the template every run registers to
-# is the one stored in the model's checkpoint. docs/containers.md explains every choice, and
+# Two stages: "builder" installs the app into a virtual environment (/opt/venv) and fetches
+# TemplateFlow's MNI152NLin2009aSym (/opt/templateflow); "runtime" copies both onto a clean base.
+# Nothing is downloaded at run time: every run registers to the template stored in the model's
+# checkpoint, and reads TemplateFlow's files from TEMPLATEFLOW_HOME, offline, where the model
+# was trained on TemplateFlow's copy. docs/containers.md explains every choice, and
 # tests/test_container.py checks this file against .ci/run and the repository (it cannot rot
 # silently where no Docker engine is available to build it).
 
@@ -58,6 +60,26 @@ RUN if [ "$REQUIRE_MODEL" = "1" ]; then \
     fi \
     && python -I -c "import importlib.resources as r; p = r.files('bids_usb_resources') / 'boutiques.json'; assert p.is_file(), p"
 
+# TemplateFlow's MNI152NLin2009aSym at res-1 (T1w, brain mask, GM/WM/CSF probabilistic maps: the
+# files usb_model.template asks templateflow.api.get for), fetched now so that no run needs the
+# network; the runtime stage copies them and sets TEMPLATEFLOW_HOME (and
+# TEMPLATEFLOW_AUTOUPDATE=0), as fMRIPrep's image carries its templates pre-fetched. The second
+# command checks that the app finds them offline. Where TemplateFlow's server cannot be reached,
+# --build-arg FETCH_TEMPLATEFLOW=0 leaves a note instead: the bundled model uses nilearn's copy of
+# the template anyway, and a model trained on TemplateFlow's falls back to it with one log line,
+# named in the sidecars (docs/containers.md).
+ENV TEMPLATEFLOW_HOME=/opt/templateflow \
+    TEMPLATEFLOW_AUTOUPDATE=0
+ARG FETCH_TEMPLATEFLOW=1
+RUN mkdir -p "${TEMPLATEFLOW_HOME}" \
+    && if [ "${FETCH_TEMPLATEFLOW}" = "1" ]; then \
+        python -I -c "import templateflow.api as tf; from usb_model.template import TEMPLATE_NAME, TEMPLATEFLOW_QUERIES; \
+print(*(tf.get(TEMPLATE_NAME, resolution=1, extension='.nii.gz', **q) for q in TEMPLATEFLOW_QUERIES.values()))" \
+        && python -I -c "from usb_model.template import resolve_source; print(resolve_source('templateflow', fallback=False))"; \
+    else \
+        echo "TemplateFlow templates not fetched: built with FETCH_TEMPLATEFLOW=0" > "${TEMPLATEFLOW_HOME}/NOT_FETCHED.txt"; \
+    fi
+
 
 FROM ${PYTHON_IMAGE} AS runtime
 
@@ -71,12 +93,15 @@ LABEL org.opencontainers.image.title="bids_usb" \
       org.opencontainers.image.vendor="bids_usb developers"
 
 COPY --from=builder /opt/venv /opt/venv
+COPY --from=builder /opt/templateflow /opt/templateflow
 
 # No USER line: the image runs as whatever uid starts it (docker run -u, Apptainer), so HOME is a
 # folder any uid can write. Thread counts default to 1 per process (nipype runs --nprocs of
 # them); raise them with -e OMP_NUM_THREADS=8 (docker) or --env (Apptainer).
 ENV PATH=/opt/venv/bin:$PATH \
     HOME=/home/bids_usb \
+    TEMPLATEFLOW_HOME=/opt/templateflow \
+    TEMPLATEFLOW_AUTOUPDATE=0 \
     OMP_NUM_THREADS=1 \
     MKL_NUM_THREADS=1 \
     OPENBLAS_NUM_THREADS=1 \

@@ -22,13 +22,14 @@ from usb_model.checkpoint import (
     read_meta,
 )
 from usb_model.config import USBConfig
-from usb_model.template import grid_nifti
+from usb_model.template import TemplateSource, grid_nifti, resolve_source
 
 from .errors import DataError, NoInput
 
 BUNDLED_MODELS = bids_usb_resources.MODELS
 DEFAULT_MODEL_NAME = "demo"
-# The template space every checkpoint of this project lives in (nilearn's MNI ICBM 2009a sym).
+# The template space every checkpoint of this project lives in (MNI ICBM 2009a sym; which copy,
+# nilearn's or TemplateFlow's, its config's grid.template_source says: usb_model.template).
 TEMPLATE_SPACE = "MNI152NLin2009aSym"
 
 
@@ -93,6 +94,25 @@ class ModelBundle:
     @cached_property
     def template(self) -> dict:
         return load_template_arrays(self.path)
+
+    @property
+    def template_source(self) -> str:
+        """The copy of the template this model was trained with and carries on its grid
+        (``grid.template_source``; a checkpoint without the field: ``"nilearn"``)."""
+        return self.config.grid.template_source
+
+    @cached_property
+    def graft_source(self) -> TemplateSource:
+        """Where this run reads the 1 mm template a graft fill copies from: the model's own copy,
+        found offline, or nilearn's with one log line when TemplateFlow's files are not there."""
+        return resolve_source(self.template_source, fallback=True)
+
+    def template_record(self) -> dict:
+        """The ``Template`` entry of the sidecars' ``USB.Model``: the model's copy and the graft's."""
+        return {
+            **self.graft_source.record(),
+            "Checkpoint": "TemplateFlow" if self.template_source == "templateflow" else "nilearn",
+        }
 
     def template_image(self) -> nib.Nifti1Image:
         return grid_nifti(self.template["t1w"], self.template["affine"])

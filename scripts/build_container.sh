@@ -14,6 +14,7 @@
 #   WORK=/var/tmp/bids_usb_container   base file system, logs, the demo and the table's cases
 #   TORCH_WHEELS=/opt/wheels           a folder with a torch wheel (e.g. the CPU build), mounted
 #                                      at build time; unset: PyPI's torch (the CUDA build)
+#   FETCH_TEMPLATEFLOW=1               0 where TemplateFlow's server cannot be reached
 #   CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt   mounted at build time and named in pip's
 #                                      config: for a proxy that re-signs TLS; unset: none
 #   RUN_UID=12345:12345                the uid:gid that runs the image
@@ -30,6 +31,7 @@ BASE_IMAGE=${BASE_IMAGE:-localhost/bids_usb-base:bookworm-debootstrap}
 IMAGE=${IMAGE:-localhost/bids_usb:$VERSION}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 TORCH_WHEELS=${TORCH_WHEELS:-}
+FETCH_TEMPLATEFLOW=${FETCH_TEMPLATEFLOW:-1}
 CA_BUNDLE=${CA_BUNDLE:-}
 RUN_UID=${RUN_UID:-12345:12345}
 OCI_RUNTIME=${OCI_RUNTIME:-runc}
@@ -79,7 +81,8 @@ step_base() {
 
 build_args() {
     BUILD=(buildah bud --layers --isolation chroot --network host
-           --build-arg "PYTHON_IMAGE=$BASE_IMAGE" --build-arg "VERSION=$VERSION")
+           --build-arg "PYTHON_IMAGE=$BASE_IMAGE" --build-arg "VERSION=$VERSION"
+           --build-arg "FETCH_TEMPLATEFLOW=$FETCH_TEMPLATEFLOW")
     if [ -n "$TORCH_WHEELS" ]; then
         BUILD+=(--build-arg TORCH_FIND_LINKS=/wheels --volume "$TORCH_WHEELS:/wheels:ro")
     fi

@@ -8,6 +8,8 @@ to the repository and to .ci/run, so the image cannot silently rot:
 * it installs the same torch version and the same project extras as CI (CI's test extra minus
   the test tools), from the repository, non-editable;
 * it copies what pyproject.toml needs to build, and the package data reaches the wheel;
+* it fetches, into the TEMPLATEFLOW_HOME of the runtime stage, exactly the TemplateFlow files
+  usb_model.template asks for, and each exists in TemplateFlow's own skeleton;
 * labels, tags and the Apptainer definition carry the project's version;
 * hadolint (when installed) finds nothing.
 """
@@ -445,9 +447,17 @@ def test_runtime_environment(dockerfile):
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"):
         assert env.get(name, "").isdigit(), f"{name} must be set in the runtime stage"
     assert env.get("NIPYPE_NO_ET") == "1", "nipype's version check would go to the network"
+    assert env.get("TEMPLATEFLOW_AUTOUPDATE") == "0"
+    tf_home = env.get("TEMPLATEFLOW_HOME")
+    assert tf_home and tf_home == dockerfile.env(0).get("TEMPLATEFLOW_HOME"), (
+        "TEMPLATEFLOW_HOME must be the folder filled at build time"
+    )
     copied = [copy_parts(i) for i in dockerfile.of("COPY", last)]
     assert any(flags.get("from") and "/opt/venv" in src for flags, src, _ in copied), (
         "the virtual environment must be copied into the runtime stage"
+    )
+    assert any(flags.get("from") and tf_home in src for flags, src, _ in copied), (
+        "the templates must be copied into the runtime stage"
     )
     assert "/opt/venv/bin" in env.get("PATH", "")
 
@@ -649,6 +659,30 @@ def test_bundled_model_is_checked_at_build(dockerfile):
         assert (source / name).is_file(), f"the bundled model lacks {name}"
 
 
+def test_templateflow_fetch_is_what_the_app_reads(dockerfile):
+    """The build's templateflow.api.get fetches the queries usb_model.template reads (the code
+    names them, the Dockerfile uses that table), and each resolves to one file of TemplateFlow's
+    own skeleton (read from the wheel: importing templateflow would unpack one into ~/.cache)."""
+    import importlib.util
+    import zipfile
+
+    from usb_model.template import TEMPLATE_NAME, TEMPLATEFLOW_QUERIES
+
+    fetch = [cmd for cmd in dockerfile.runs(0) if "tf.get(" in cmd]
+    assert len(fetch) == 1 and "TEMPLATEFLOW_QUERIES.values()" in fetch[0] and "resolution=1" in fetch[0]
+    assert "resolve_source('templateflow', fallback=False)" in fetch[0], "the build must check the app finds them"
+    spec = importlib.util.find_spec("templateflow")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("templateflow is not installed")
+    skeleton = Path(list(spec.submodule_search_locations)[0]) / "conf" / "templateflow-skel.zip"
+    names = set(zipfile.ZipFile(skeleton).namelist())
+    order = ("label", "desc")  # TemplateFlow's entity order after res
+    for query in TEMPLATEFLOW_QUERIES.values():
+        entities = ["res-1"] + [f"{k}-{query[k]}" for k in order if query.get(k)]
+        name = "_".join([f"tpl-{TEMPLATE_NAME}", *entities, query["suffix"]]) + ".nii.gz"
+        assert f"tpl-{TEMPLATE_NAME}/{name}" in names, f"TemplateFlow has no {name}"
+
+
 def test_hadolint():
     exe = shutil.which("hadolint") or next(
         (str(p) for p in [Path(sys.executable).parent / "hadolint"] if p.is_file()), None
@@ -695,10 +729,11 @@ def test_build_script_passes_only_the_dockerfiles_args(dockerfile):
             i.args.partition("=")[0].strip() for i in dockerfile.of("ARG", stage)
         }
     passed = set(re.findall(r"--build-arg[ \"']+(\w+)=", text))
-    assert {"PYTHON_IMAGE", "TORCH_FIND_LINKS", "VERSION"} <= passed
+    assert {"PYTHON_IMAGE", "TORCH_FIND_LINKS", "FETCH_TEMPLATEFLOW", "VERSION"} <= passed
     assert passed <= declared, f"the script passes build arguments the Dockerfile lacks: {sorted(passed - declared)}"
     for default in ("TORCH_FIND_LINKS",):
         assert dockerfile.args(0).get(default) == "", f"{default} must be empty by default (PyPI's torch for users)"
+    assert dockerfile.args(0).get("FETCH_TEMPLATEFLOW") == "1", "the templates must be fetched by default"
     bash = shutil.which("bash")
     if bash:
         proc = subprocess.run([bash, "-n", str(BUILD_SCRIPT)], capture_output=True, text=True, check=False)

@@ -30,6 +30,10 @@ class GridConfig:
     # "percentile" (this project: the brain's 99.5th percentile to 1) or "minmax" (the authors':
     # the brain's maximum to 1). Inference must use the model's own rule.
     normalisation: str = "percentile"
+    # Which copy of the MNI152NLin2009aSym template the model was trained with and carries
+    # (usb_model.template): "nilearn" (nilearn's wheel; every checkpoint without this field) or
+    # "templateflow" (TemplateFlow's files in TEMPLATEFLOW_HOME, read offline).
+    template_source: str = "nilearn"
 
 
 @dataclass

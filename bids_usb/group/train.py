@@ -253,6 +253,7 @@ def _prepare(config, cfg, model_dir: Path, steps: dict[str, int]) -> dict[str, A
         contrast=contrast,
         skull_stripped=config.workflow.skull_stripped,
         omp_nthreads=config.nipype.omp_nthreads,
+        template_source=cfg.grid.template_source,
     )
     plugin, plugin_args = config.nipype.get_plugin()
     if plugin == "MultiProc" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -271,7 +272,7 @@ def _prepare(config, cfg, model_dir: Path, steps: dict[str, int]) -> dict[str, A
         ) from exc
     log.info("preprocessing finished in %.1f s", time.time() - started)
     # The TrainingArray nodes wrote each image's volume at a known path.
-    arrays = arrays_dir(work_dir, cfg.grid.shape, cfg.grid.voxel_size)
+    arrays = arrays_dir(work_dir, cfg.grid.shape, cfg.grid.voxel_size, cfg.grid.template_source)
     brains, masks, mask_sources, sources = [], [], [], []
     for image in images:
         if image.healthy:
@@ -359,6 +360,13 @@ def run_train(config) -> int:
     directories.check_work_dir(bids_dir, work_dir)
     name = check_name(config.group.model_name, "--model-name")
     cfg = load_config(config.group.preset)
+    # The copy of the template the new checkpoint is trained with and records: a config asking
+    # for TemplateFlow's that is not there offline gets nilearn's (one log line), and says so.
+    from usb_model.template import resolve_source
+
+    source = resolve_source(cfg.grid.template_source, fallback=True)
+    if source.name != cfg.grid.template_source:
+        cfg = cfg.replace(grid={"template_source": source.name})
     if config.group.batch_size:
         cfg = cfg.replace(training={"batch_size": int(config.group.batch_size)})
     steps = parse_train_steps(config.group.train_steps or default_steps(cfg.name))

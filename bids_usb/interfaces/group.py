@@ -20,6 +20,9 @@ from nipype.interfaces.base import (
 class _GridTemplateInputSpec(BaseInterfaceInputSpec):
     shape = traits.Tuple(traits.Int, traits.Int, traits.Int, mandatory=True, desc="the model grid's shape")
     voxel_size = traits.Tuple(traits.Float, traits.Float, traits.Float, mandatory=True, desc="its voxel size (mm)")
+    template_source = traits.Enum(
+        "nilearn", "templateflow", usedefault=True, desc="the copy of the template (the config's grid.template_source)"
+    )
 
 
 class _GridTemplateOutputSpec(TraitedSpec):
@@ -42,7 +45,11 @@ class GridTemplate(SimpleInterface):
         from usb_model.config import GridConfig
         from usb_model.template import grid_nifti, load_template
 
-        grid = GridConfig(shape=tuple(self.inputs.shape), voxel_size=tuple(self.inputs.voxel_size))
+        grid = GridConfig(
+            shape=tuple(self.inputs.shape),
+            voxel_size=tuple(self.inputs.voxel_size),
+            template_source=self.inputs.template_source,
+        )
         template = load_template(grid)
         img = grid_nifti(template.t1w, template.affine)
         mask = grid_nifti(np.asarray(template.brain_mask) > 0.5, template.affine, np.uint8)

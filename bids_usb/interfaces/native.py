@@ -30,6 +30,9 @@ class _NativeInputSpec(BaseInterfaceInputSpec):
     anomaly = File(exists=True, desc="heal without a mask: the anomaly map on the model grid")
     detected = File(exists=True, desc="heal without a mask: the detected lesion on the model grid")
     parameters = traits.Dict(mandatory=True, desc="the sampler's parameters (band_mm is read from them)")
+    template_source = traits.Enum(
+        "nilearn", "templateflow", usedefault=True, desc="the copy of the 1 mm template a graft fill reads"
+    )
     orientation = traits.Enum(
         "sform", "qform", "voxel", desc="--assume-orientation: how to read an image whose qform and sform codes are 0"
     )
@@ -72,7 +75,7 @@ class ToNative(TimedInterface):
         params = self.inputs.parameters if isdefined(self.inputs.parameters) else {}
         if heal and isdefined(self.inputs.fill_change) and lesion is not None and lesion.any():
             # The fill made again at the scan's own resolution; the model's change is added to it.
-            heal["fill_native"] = native_fill(original, lesion, params["fill"], reg)
+            heal["fill_native"] = native_fill(original, lesion, params["fill"], reg, self.inputs.template_source)
             heal["fill_change_model"] = nib.load(self.inputs.fill_change)
         heal["band_mm"] = tuple(float(v) for v in params["band_mm"])  # the sampler reports the band it used
         edit = to_native_edit(

@@ -88,6 +88,15 @@ REFERENCES = {
         "Hahn T. deepbet: fast brain extraction of T1-weighted MRI using convolutional neural networks. Computers in "
         "Biology and Medicine. 2024;179:108845. doi:10.1016/j.compbiomed.2024.108845"
     ),
+    "mni2009": (
+        "Fonov V, Evans AC, Botteron K, Almli CR, McKinstry RC, Collins DL. Unbiased average age-appropriate atlases "
+        "for pediatric studies. NeuroImage. 2011;54(1):313–327. doi:10.1016/j.neuroimage.2010.07.033"
+    ),
+    "templateflow": (
+        "Ciric R, Thompson WH, Lorenz R, Goncalves M, MacNicol EE, Markiewicz CJ, Halchenko YO, Ghosh SS, "
+        "Gorgolewski KJ, Poldrack RA, Esteban O. TemplateFlow: FAIR-sharing of multi-scale, multi-species brain "
+        "models. Nature Methods. 2022;19:1568–1571. doi:10.1038/s41592-022-01681-2"
+    ),
     "nipype": (
         "Gorgolewski K, Burns CD, Madison C, Clark D, Halchenko YO, Waskom ML, Ghosh SS. Nipype: a flexible, lightweight "
         "and extensible neuroimaging data processing framework in Python. Frontiers in Neuroinformatics. 2011;5:13. "
@@ -242,8 +251,15 @@ def methods_paragraph(image: ImageReport, version: str, versions: dict[str, str 
         )
     else:
         s.append(f"The brain was extracted with deepbet{v['deepbet']} (Fisch et al., 2024). ")
+    tpl = image.model.get("Template") or {}
+    copy = {"TemplateFlow": "TemplateFlow's copy (Ciric et al., 2022)", "nilearn": "nilearn's copy"}.get(
+        str(tpl.get("Checkpoint", "")), ""
+    )
+    template = "the model's template" + (
+        f", MNI152NLin2009aSym (ICBM 2009a nonlinear symmetric; Fonov et al., 2011) in {copy}," if copy else ""
+    )
     s.append(
-        "The brain was then aligned to the model's template with an affine transform (ANTs, Mattes mutual information"
+        f"The brain was then aligned to {template} with an affine transform (ANTs, Mattes mutual information"
         + (", the lesion excluded from the cost function" if has_lesion and image.task == "heal" else "")
         + "), resampled onto the model's grid, and its intensities were normalised to [0, 1]. "
     )

@@ -40,9 +40,12 @@ class TrainImage:
         return node_name(self.anat)
 
 
-def arrays_dir(work_dir: Path, grid_shape, voxel_size) -> Path:
-    """Where the training arrays of one grid are kept (inside the work directory)."""
+def arrays_dir(work_dir: Path, grid_shape, voxel_size, template_source: str = "nilearn") -> Path:
+    """Where the training arrays of one grid (and copy of the template) are kept (inside the
+    work directory)."""
     grid = "x".join(str(int(s)) for s in grid_shape) + "_" + "x".join(f"{float(v):g}" for v in voxel_size) + "mm"
+    if template_source != "nilearn":  # registered to another copy; nilearn's keep their old folder
+        grid += f"_{template_source}"
     return Path(work_dir) / "bids_usb_group_arrays" / grid
 
 
@@ -55,16 +58,21 @@ def init_group_train_wf(
     contrast: str = "T1w",
     skull_stripped: bool = False,
     omp_nthreads: int = 1,
+    template_source: str = "nilearn",
 ) -> pe.Workflow:
     """One preprocessing sub-workflow per image (``image_<name>_wf``), all registered to the
     template on the training grid (node ``grid_template``), each ending in a ``TrainingArray``
     node that writes its volume to ``arrays_dir(...)/<name>.npy`` (or ``<name>_lesion.npy``)."""
     wf = pe.Workflow(name=WORKFLOW_NAME, base_dir=str(work_dir))
     template = pe.Node(
-        GridTemplate(shape=tuple(int(s) for s in grid_shape), voxel_size=tuple(float(v) for v in voxel_size)),
+        GridTemplate(
+            shape=tuple(int(s) for s in grid_shape),
+            voxel_size=tuple(float(v) for v in voxel_size),
+            template_source=template_source,
+        ),
         name="grid_template",
     )
-    out_dir = arrays_dir(work_dir, grid_shape, voxel_size)
+    out_dir = arrays_dir(work_dir, grid_shape, voxel_size, template_source)
     for image in images:
         pre = init_preprocess_wf(
             image.anat,

@@ -109,6 +109,7 @@ def init_participant_wf(
                     "SHA256": bundle.sha256,
                     "Contrast": bundle.contrast,
                     "Path": str(bundle.path),
+                    "Template": bundle.template_record(),
                 },
             ),
             name=f"report_sub_{node_name(subject)}",
@@ -269,7 +270,9 @@ def init_image_wf(
         name="usb",
         n_procs=settings.omp_nthreads,
     )
-    native = pe.Node(ToNative(anat=str(job.anat)), name="to_native")
+    # The graft's 1 mm template: the model's own copy, resolved here once (one log line when
+    # TemplateFlow's files are not there) so that the node and the sidecars agree.
+    native = pe.Node(ToNative(anat=str(job.anat), template_source=bundle.graft_source.name), name="to_native")
     if job.orientation is not None:
         native.inputs.orientation = job.orientation
     lesion_source = job.lesion_mask or job.template_lesion or (donor_lesion if job.lesion_from else None)
@@ -348,7 +351,12 @@ def init_image_wf(
         "entities": job.entities,
         "suffix": job.suffix,
         "task": settings.task,
-        "model": {"Name": bundle.name, "SHA256": bundle.sha256, "Contrast": bundle.contrast},
+        "model": {
+            "Name": bundle.name,
+            "SHA256": bundle.sha256,
+            "Contrast": bundle.contrast,
+            "Template": bundle.template_record(),
+        },
         "res_label": bundle.res_label,
     }
     if job.orientation is not None:

@@ -103,6 +103,7 @@ class TripletDataset(Dataset):
             raise ValueError("seed must be non-negative")
         self.shape = tuple(int(s) for s in grid.shape)
         self.voxel_size = tuple(float(v) for v in grid.voxel_size)
+        self.template_source = getattr(grid, "template_source", "nilearn")  # which copy synthesis deforms
         self.length = int(length)
         self.seed = int(seed)
         self.healthy_fraction = float(healthy_fraction)
@@ -135,7 +136,9 @@ class TripletDataset(Dataset):
         if self.images:
             source = self.images[int(rng.integers(len(self.images)))]
         else:
-            source = load_template(GridConfig(shape=self.shape, voxel_size=self.voxel_size))
+            source = load_template(
+                GridConfig(shape=self.shape, voxel_size=self.voxel_size, template_source=self.template_source)
+            )
         sample = synth_triplet(
             source,
             rng,
