@@ -10,13 +10,17 @@ from .config import RunConfig
 
 
 def validate_dataset(bids_dir: Path, config: RunConfig) -> None:
-    """The cheap dataset checks and bids-validator-deno, unless --skip-bids-validation."""
+    """The cheap dataset checks and bids-validator-deno, unless --skip-bids-validation.
+
+    The raw-dataset lesion masks the app reads (``discovery.RAW_MASK_GLOBS``: fMRIPrep's
+    ``_label-lesion_roi``, ATLAS-style ``_desc-T1lesion_mask``) are expected files, not errors.
+    """
     if config.execution.skip_bids_validation:
         return
     from .validation import validate_or_raise
 
     directories.dataset_check(bids_dir)
-    validate_or_raise(bids_dir)
+    validate_or_raise(bids_dir, expected=discovery.RAW_MASK_GLOBS)
 
 
 def collect(bids_dir: Path, config: RunConfig, contrast: str) -> discovery.CollectResult:

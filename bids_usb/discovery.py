@@ -36,6 +36,7 @@ from .bids_filter import FILTER_KEYS, LESION_FILTER_KEY, normalise_filter, pybid
 from .errors import DataError, NothingSelected, UsageError
 
 __all__ = [
+    "RAW_MASK_GLOBS",
     "AnatInput",
     "CollectResult",
     "bids_layout",
@@ -45,6 +46,19 @@ __all__ = [
 ]
 
 NIFTI_EXTENSIONS = (".nii", ".nii.gz")
+# The raw-dataset lesion masks this app reads, as globs the validator's configuration takes
+# (relative to the dataset root, no leading "/"; one "*" per path segment: bids-validator-deno
+# 3.0.2 matches nothing with "*_desc-*lesion_mask"). They are not BIDS files, so the validator
+# calls them NOT_INCLUDED; the app tells it they are expected (``validation.validate_or_raise``)
+# instead of asking the user for a .bidsignore. Covered: fMRIPrep's ``_label-lesion_roi`` and
+# every ``_mask`` whose name ends in ``lesion_mask`` (ATLAS's ``_label-L_desc-T1lesion_mask``,
+# ``_label-lesion_mask``, ``_desc-lesion_mask``), with their sidecars. A raw ``_mask`` known as a
+# lesion only by its sidecar's "Type" still needs the user's .bidsignore.
+RAW_MASK_GLOBS = tuple(
+    f"sub-*/**/anat/*{name}{ext}"
+    for name in ("_label-lesion_roi", "lesion_mask")
+    for ext in (*NIFTI_EXTENSIONS, ".json")
+)
 CONTRASTS = ("T1w", "FLAIR")
 MASK_SOURCES = ("raw-roi", "raw-atlas", "derivatives")
 

@@ -11,6 +11,13 @@ a ``"derivative"`` dataset is checked with the derivatives rules (for instance
 type is not in the list.
 
 Exit status of the validator: 0 without errors, 16 with errors, anything else is a crash.
+
+Files the app expects in a raw dataset but BIDS does not define (fMRIPrep's
+``_label-lesion_roi.nii.gz`` lesion masks) are passed to the validator as ``expected``: a
+configuration file (``--config``, written to a temporary folder, never into the dataset) tells
+it to ignore ``NOT_INCLUDED`` for those names, and only that code. The validator's glob syntax
+takes paths relative to the root without a leading ``/`` (``sub-*/**/anat/*_roi.nii.gz``;
+measured with 3.0.2: a leading ``/`` matches nothing).
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ __all__ = [
     "find_validator",
     "run_bids_validator",
     "validate_or_raise",
+    "validator_config",
 ]
 
 VALIDATOR = "bids-validator-deno"
@@ -158,6 +166,11 @@ def _code_messages(block: dict) -> dict:
     return messages
 
 
+def validator_config(expected: Iterable[str]) -> dict:
+    """The validator's configuration that ignores ``NOT_INCLUDED`` for the ``expected`` globs."""
+    return {"ignore": [{"code": "NOT_INCLUDED", "location": glob.lstrip("/")} for glob in expected]}
+
+
 def run_bids_validator(
     bids_dir: str | os.PathLike,
     ignore_warnings: bool = True,
@@ -165,8 +178,12 @@ def run_bids_validator(
     ignore_nifti_headers: bool = False,
     timeout: float | None = None,
     extra_args: Iterable[str] = (),
+    expected: Iterable[str] = (),
 ) -> ValidatorReport:
     """Run ``bids-validator-deno --format json [--ignoreWarnings] [-r] DIR`` and parse it.
+
+    ``expected``: globs of files the caller reads although BIDS does not define them; their
+    ``NOT_INCLUDED`` errors are ignored (a ``--config`` file in a temporary folder).
 
     ``recursive`` adds ``-r``: datasets under ``DIR/derivatives/`` are validated too, and their
     issues carry ``dataset="derivatives/<name>"``. Raises :class:`UsageError` when ``bids_dir``
@@ -192,7 +209,6 @@ def run_bids_validator(
     if ignore_nifti_headers:
         cmd.append("--ignoreNiftiHeaders")
     cmd.extend(extra_args)
-    cmd.append(str(root))
 
     env = dict(os.environ)
     env["NO_COLOR"] = "1"
@@ -200,6 +216,14 @@ def run_bids_validator(
     if not env.get("DENO_DIR") and not _writable(_default_deno_cache()):
         tmp_cache = tempfile.TemporaryDirectory(prefix="bids_usb_deno_")
         env["DENO_DIR"] = tmp_cache.name
+    expected = list(expected)
+    tmp_config: tempfile.TemporaryDirectory | None = None
+    if expected:
+        tmp_config = tempfile.TemporaryDirectory(prefix="bids_usb_validator_")
+        config_file = Path(tmp_config.name) / "validator_config.json"
+        config_file.write_text(json.dumps(validator_config(expected), indent=2))
+        cmd.extend(["--config", str(config_file)])
+    cmd.append(str(root))
 
     start = time.monotonic()
     try:
@@ -212,8 +236,9 @@ def run_bids_validator(
     except OSError as exc:
         raise ValidatorUnavailable(f"{VALIDATOR} could not be started ({exe}): {exc}") from exc
     finally:
-        if tmp_cache is not None:
-            tmp_cache.cleanup()
+        for tmp in (tmp_cache, tmp_config):
+            if tmp is not None:
+                tmp.cleanup()
     elapsed = time.monotonic() - start
 
     def crash(why: str) -> ValidatorUnavailable:
@@ -255,13 +280,15 @@ def validate_or_raise(
     bids_dir: str | os.PathLike,
     recursive: bool = False,
     timeout: float | None = None,
+    expected: Iterable[str] = (),
 ) -> ValidatorReport:
     """Validate ``bids_dir``; raise :class:`ValidationFailed` (exit 16) on any error.
 
     The message is one line: the number of errors, the first error codes with their files, and
-    the ways out (fix, ``.bidsignore``, ``--skip-bids-validation``).
+    the ways out (fix, ``.bidsignore``, ``--skip-bids-validation``). ``expected``: as for
+    :func:`run_bids_validator` (the app passes its raw lesion-mask names).
     """
-    report = run_bids_validator(bids_dir, ignore_warnings=True, recursive=recursive, timeout=timeout)
+    report = run_bids_validator(bids_dir, ignore_warnings=True, recursive=recursive, timeout=timeout, expected=expected)
     if report.errors:
         raise ValidationFailed(
             f"BIDS validation of {report.bids_dir} failed with {report.one_line()}; "
@@ -275,6 +302,7 @@ def assert_valid_bids(
     path: str | os.PathLike,
     recursive: bool = False,
     ignore_codes: Iterable[str] = (),
+    expected: Iterable[str] = (),
 ) -> list[str]:
     """The validator's errors for ``path`` as strings (``"CODE[subCode] /location"``).
 
@@ -282,10 +310,10 @@ def assert_valid_bids(
     flag: the validator applies the derivatives rules when ``dataset_description.json`` says
     ``"DatasetType": "derivative"``. ``recursive`` also checks datasets under
     ``path/derivatives/``. Codes in ``ignore_codes`` (``"CODE"`` or ``"CODE[subCode]"``) are
-    left out.
+    left out. ``expected``: as for :func:`run_bids_validator`.
     """
     skip = set(ignore_codes)
-    report = run_bids_validator(path, ignore_warnings=True, recursive=recursive)
+    report = run_bids_validator(path, ignore_warnings=True, recursive=recursive, expected=expected)
     out = []
     for issue in report.errors:
         full = f"{issue.code}[{issue.sub_code}]" if issue.sub_code else issue.code

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from bids_usb import validation
+from bids_usb.discovery import RAW_MASK_GLOBS
 from bids_usb.errors import UsageError, ValidationFailed
 from bids_usb.validation import (
     ValidatorUnavailable,
@@ -18,6 +19,7 @@ from bids_usb.validation import (
     find_validator,
     run_bids_validator,
     validate_or_raise,
+    validator_config,
 )
 
 pytestmark = pytest.mark.skipif(find_validator() is None, reason="bids-validator-deno not installed")
@@ -112,6 +114,29 @@ def test_lesion_roi_needs_bidsignore(tmp_path):
     assert assert_valid_bids(root) == ["NOT_INCLUDED /sub-01/anat/sub-01_label-lesion_roi.nii.gz"]
     (root / ".bidsignore").write_text("*_roi.nii.gz\n")
     assert assert_valid_bids(root) == []
+
+
+def test_the_apps_raw_masks_are_expected_without_a_bidsignore(tmp_path):
+    """The app's own raw lesion-mask names are passed as expected files: NOT_INCLUDED is ignored
+    for them (a --config in a temporary folder, nothing written into the dataset), and only for
+    them and only that code."""
+    root = _raw(tmp_path / "raw")
+    anat = root / "sub-02" / "ses-a" / "anat"
+    _nii(root / "sub-01" / "anat" / "sub-01_label-lesion_roi.nii.gz")
+    _json(root / "sub-01" / "anat" / "sub-01_label-lesion_roi.json", {"Type": "Lesion"})
+    _nii(anat / "sub-02_ses-a_run-1_space-MNI152NLin2009aSym_label-L_desc-T1lesion_mask.nii.gz")
+    _nii(root / "sub-01" / "anat" / "sub-01_mprage.nii.gz")  # not a mask: still an error
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    report = run_bids_validator(root, expected=RAW_MASK_GLOBS)
+    assert [str(e) for e in report.errors] == ["NOT_INCLUDED /sub-01/anat/sub-01_mprage.nii.gz"]
+    assert "--config" in report.command and not Path(report.command[report.command.index("--config") + 1]).exists()
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
+    assert len(run_bids_validator(root).errors) == 4  # without them: every mask and the sidecar
+    with pytest.raises(ValidationFailed, match="sub-01_mprage"):
+        validate_or_raise(root, expected=RAW_MASK_GLOBS)
+    assert validator_config(["sub-*/**/anat/*_roi.nii.gz"]) == {
+        "ignore": [{"code": "NOT_INCLUDED", "location": "sub-*/**/anat/*_roi.nii.gz"}]
+    }
 
 
 def test_derivative_dataset_uses_derivative_rules(tmp_path):
