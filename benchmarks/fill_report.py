@@ -45,8 +45,10 @@ def fill_tables(result: dict) -> list[str]:
         "| anatomy | class | input | " + " | ".join(FILLS) + " |",
         "| --- | --- | --- | " + " | ".join("---" for _ in FILLS) + " |",
     ]
-    for anatomy in ("colin", "template"):
-        for klass in CLASSES:
+    anatomies = [a for a in ("colin", "template") if any(k.startswith(a + "|") for k in s)]
+    classes = [c for c in CLASSES if any(k.split("|")[1] == c for k in s)]
+    for anatomy in anatomies:
+        for klass in classes:
             cells = [_cell(s, f"{anatomy}|{klass}|exact|none|{fill}") for fill in FILLS]
             lines.append(
                 f"| {anatomy} | {klass} | {_cell(s, f'{anatomy}|{klass}|-|-|none')} | " + " | ".join(cells) + " |"
@@ -63,8 +65,8 @@ def fill_tables(result: dict) -> list[str]:
         "| anatomy | class | exact | " + " | ".join(f"{m} {g}" for m, g in columns) + " |",
         "| --- | --- | --- | " + " | ".join("---" for _ in columns) + " |",
     ]
-    for anatomy in ("colin", "template"):
-        for klass in CLASSES:
+    for anatomy in anatomies:
+        for klass in classes:
             cells = [_cell(s, f"{anatomy}|{klass}|{m}|{g}|auto") for m, g in columns]
             exact = _cell(s, f"{anatomy}|{klass}|exact|auto|auto")
             lines.append(f"| {anatomy} | {klass} | {exact} | " + " | ".join(cells) + " |")
@@ -116,6 +118,18 @@ def main() -> int:
     candidates = RESULTS / "fill-candidates.json"
     if candidates.is_file():
         lines += fill_tables(json.loads(candidates.read_text()))
+    core = RESULTS / "fill-candidates-core.json"
+    if core.is_file():
+        lines += [
+            "",
+            "## The lesion's contrast read on its core",
+            "",
+            "`usb_model.fill.lesion_contrast` reads a lesion's intensity 1 mm inside its mask's edge",
+            "(`CONTRAST_EDGE_MM`), so that a generous or grown mask no longer makes a lacune pass",
+            "for a subtle lesion; rerun on the classes it can change:",
+            "",
+        ]
+        lines += fill_tables(json.loads(core.read_text()))
     lines += ["", "## Through the participant level, on Colin 27 (single sample)", ""]
     lines += app_tables()
     write_text(OUT, "\n".join(lines).rstrip() + "\n")
