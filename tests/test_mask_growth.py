@@ -74,9 +74,9 @@ def test_auto_fills_each_lesion_by_its_contrast_size_and_rim(textured):
     white-matter mean, a large dark lesion in white matter with the white-matter mean, and a large
     one outside white matter (its rim grey matter) with the graft."""
     tissue, brain = textured
-    subtle = _ball(tissue.shape, (16, 8, 16), 3)
-    hole = _ball(tissue.shape, (16, 24, 16), 3)  # 0.12 ml
-    large = _ball(tissue.shape, (9, 16, 16), 6.5)  # 1.1 ml
+    subtle = _ball(tissue.shape, (24, 10, 16), 3)
+    hole = _ball(tissue.shape, (24, 22, 16), 3)  # 0.12 ml
+    large = _ball(tissue.shape, (10, 16, 16), 7.5)  # 1.8 ml, its core 1.1 ml
     image = np.where(subtle, tissue * 0.8, tissue)
     image = np.where(hole | large, 0.15, image).astype(np.float32)
     lesions = subtle | hole | large
@@ -87,6 +87,9 @@ def test_auto_fills_each_lesion_by_its_contrast_size_and_rim(textured):
     assert (choice[hole] == AUTO_CODES["local"]).all()
     assert (choice[large] == AUTO_CODES["wm"]).all()  # its rim is white matter
     assert (choice[~lesions] == 0).all()
+    # A mask drawn 1 mm too large around the hole: the contrast and size are read on its core.
+    generous = dilate_mm(hole, (1, 1, 1), 1.0) & brain
+    assert (auto_choice(image, generous)[generous] == AUTO_CODES["local"]).all()
     template = np.where(brain, 0.5, 0.0).astype(np.float32)
     out = prefill(image, lesions, "auto", template=template)
     assert np.allclose(out[subtle], prefill(image, lesions, "wm")[subtle], atol=1e-5)
