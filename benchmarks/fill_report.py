@@ -26,7 +26,12 @@ OUT = ROOT / "docs" / "healing-what-users-bring.md"
 CLASSES = ("subtle", "wmh", "lacune", "infarct", "territorial")
 FILLS = ("wm", "wm_noise", "local", "lift", "graft", "auto")
 APP_METHODS = ("none", "wm_fill", "graft", "lift", "usb_mask")
-APP_MASKS = {"exact": "healing-colin.json", "short1": "healing-colin-short1.json", "grid2": "healing-colin-grid2.json"}
+APP_MASKS = {
+    "exact": "healing-colin.json",
+    "exact, lacune rerun after the core size (86434a3)": "healing-colin-lacune-final.json",
+    "short1": "healing-colin-short1.json",
+    "grid2": "healing-colin-grid2.json",
+}
 
 
 def _cell(summary: dict, key: str) -> str:
