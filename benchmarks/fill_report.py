@@ -95,9 +95,8 @@ def app_tables() -> list[str]:
             "| --- | --- | " + " | ".join("---" for _ in CLASSES) + " |",
         ]
         for method in methods:
-            cells = [
-                f"{summary[k][method]['psnr']:.2f}" if method in summary.get(k, {}) else "-" for k in ("all", *CLASSES)
-            ]
+            values = [summary.get(k, {}).get(method, {}).get("psnr", float("nan")) for k in ("all", *CLASSES)]
+            cells = [f"{v:.2f}" if v == v else "-" for v in values]  # nan: the class was not run
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines
