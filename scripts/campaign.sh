@@ -60,12 +60,24 @@ run_all() {
 		usb-train "$RUNS/ae" --preset "$AE_CONFIG" --init-autoencoder "$AE_INIT" \
 			--steps "autoencoder=$AE_STEPS" --threads "$THREADS" --save-every 100 >>"$RUNS/ae.log" 2>&1
 	fi
-	# The denoisers start from the finished autoencoder (its weights travel in their own state).
-	python - "$RUNS/ae/checkpoint/model.safetensors" "$RUNS/ae_final.safetensors" <<'EOF'
+	# The denoisers start from the finished autoencoder (its weights travel in their own state):
+	# from its checkpoint, or, in a fresh checkout that restored only the committed state, from
+	# the training state's (float16-rounded) weights.
+	python - "$RUNS/ae" "$RUNS/ae_final.safetensors" <<'EOF'
 import sys
+from pathlib import Path
 from safetensors.torch import load_file, save_file
-tensors = {k: v for k, v in load_file(sys.argv[1]).items() if k.startswith("autoencoder.")}
-save_file(tensors, sys.argv[2])
+run = Path(sys.argv[1])
+checkpoint = run / "checkpoint" / "model.safetensors"
+if checkpoint.is_file():
+    tensors = {k: v for k, v in load_file(checkpoint).items() if k.startswith("autoencoder.")}
+else:
+    prefix = "trainer.networks."
+    state = load_file(run / "state" / "trainer.safetensors")
+    tensors = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix + "autoencoder.")}
+if not tensors:
+    sys.exit(f"{run}: no autoencoder weights in its checkpoint or training state")
+save_file({k: v.contiguous() for k, v in tensors.items()}, sys.argv[2])
 EOF
 	usb-train "$RUNS/usb" --preset "$USB_CONFIG" --init-autoencoder "$RUNS/ae_final.safetensors" \
 		--steps "lesion=$LESION_STEPS,brain=$BRAIN_STEPS" --threads "$THREADS" --save-every 100 >>"$RUNS/usb.log" 2>&1
