@@ -244,12 +244,13 @@ def prefill(image, mask, kind: str, *, template=None, spacing=(1.0, 1.0, 1.0)) -
     if kind == "lift":
         return lift_fill(image, mask, spacing=spacing)
     if kind == "auto":
-        choice = auto_choice(image, mask, spacing=spacing)
+        tissue = local_tissue(image, mask, spacing=spacing)  # read by the choice and the local fill
+        choice = auto_choice(image, mask, spacing=spacing, tissue=tissue)
         # Every fill sees the scan as it is, every lesion excluded from its fit.
         out = wm_fill(image, mask, noise=False)
         if (choice == AUTO_CODES["local"]).any():
             local = choice == AUTO_CODES["local"]
-            out[local] = local_tissue(image, mask, spacing=spacing)[local]
+            out[local] = tissue[local]
         graft = choice == AUTO_CODES["graft"]
         if graft.any() and template is not None:
             out[graft] = template_graft(image, mask, template)[graft]
@@ -278,7 +279,7 @@ def white_matter_lesions(image, mask) -> np.ndarray:
     return out
 
 
-def auto_choice(image, mask, *, spacing=(1.0, 1.0, 1.0)) -> np.ndarray:
+def auto_choice(image, mask, *, spacing=(1.0, 1.0, 1.0), tissue=None) -> np.ndarray:
     """The fill ``prefill(kind="auto")`` gives each connected component of ``mask``, as a map of
     ``AUTO_CODES``, in this order (benchmarks/fill_candidates.py, both anatomies):
 
@@ -290,6 +291,8 @@ def auto_choice(image, mask, *, spacing=(1.0, 1.0, 1.0)) -> np.ndarray:
        own anatomy but lost 4-6 dB to the white-matter mean on a real head (Colin 27), where
        the lesion's darkened texture is all that lift keeps;
     3. anything else (cortical, deep grey, territorial): ``graft``, where anatomy matters.
+
+    ``tissue``: ``local_tissue`` of the same image and mask, when the caller has it already.
     """
     from scipy import ndimage
 
@@ -298,7 +301,7 @@ def auto_choice(image, mask, *, spacing=(1.0, 1.0, 1.0)) -> np.ndarray:
     out = np.zeros(mask.shape, np.uint8)
     if not mask.any():
         return out
-    contrast = lesion_contrast(image, mask, spacing=spacing)
+    contrast = lesion_contrast(image, mask, spacing=spacing, tissue=tissue)
     in_wm = white_matter_lesions(image, mask)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     labels, _ = ndimage.label(mask)
