@@ -73,3 +73,53 @@ def test_unpack_refuses_what_is_not_a_snapshot(tmp_path):
     (tmp_path / "snapshot.json").write_text(json.dumps({"format": "something else"}))
     with pytest.raises(ValueError, match="not a training snapshot"):
         snapshot.unpack(tmp_path, tmp_path / "run")
+
+
+def test_frozen_parts_are_the_same_file_from_one_pack_to_the_next(tmp_path, cfg):
+    """What a stage no longer trains is written byte for byte again, so git stores it once."""
+    data = toy_triplets(4)
+    T.train_all(cfg, data, tmp_path / "run", {"autoencoder": 2, "lesion": 1}, save_every=10)
+    first = snapshot.pack(tmp_path / "run", tmp_path / "snap1")
+    T.train_all(cfg, data, tmp_path / "run", {"lesion": 3}, resume=True, save_every=10)
+    snapshot.pack(tmp_path / "run", tmp_path / "snap2")
+    assert "networks.autoencoder" in first["parts"] and "networks.lesion" in first["parts"]
+    assert first["dropped_first_moments"] > 0
+
+    def blob(snap, part):
+        return (tmp_path / snap / f"trainer.{part}.safetensors").read_bytes()
+
+    assert blob("snap1", "networks.autoencoder") == blob("snap2", "networks.autoencoder")
+    assert blob("snap1", "networks.lesion") != blob("snap2", "networks.lesion")
+    state = snapshot.load_state(tmp_path / "snap2", "trainer.optimizers.lesion")
+    moments = [entry for entry in state["value"].values()]
+    assert moments and all("exp_avg" not in e or e["exp_avg"] is None for e in moments)
+
+
+def test_a_resume_restarts_adams_first_moment_at_zero_and_keeps_the_second(tmp_path, cfg):
+    data = toy_triplets(4)
+    T.train_all(cfg, data, tmp_path / "run", {"autoencoder": 2, "lesion": 2}, save_every=10)
+    snapshot.pack(tmp_path / "run", tmp_path / "snap")
+    snapshot.unpack(tmp_path / "snap", tmp_path / "resumed")
+    original = snapshot.load_state(tmp_path / "run" / "state", "trainer")["optimizers"]["lesion"]["state"]
+    resumed = snapshot.load_state(tmp_path / "resumed" / "state", "trainer")["optimizers"]["lesion"]["state"]
+    assert original.keys() == resumed.keys()
+    for key, entry in resumed.items():
+        assert not entry["exp_avg"].any()
+        torch.testing.assert_close(entry["exp_avg_sq"], original[key]["exp_avg_sq"], rtol=1e-2, atol=0)
+        assert float(entry["step"]) == float(original[key]["step"])
+
+
+def test_a_snapshot_of_the_first_format_still_unpacks(tmp_path, cfg):
+    """Format /1 (one file, first moments kept) is what the campaign committed until 2026-12-05."""
+    data = toy_triplets(4)
+    T.train_all(cfg, data, tmp_path / "run", {"autoencoder": 2}, save_every=10)
+    state = snapshot.load_state(tmp_path / "run" / "state", "trainer")
+    old = tmp_path / "old"
+    old.mkdir()
+    snapshot.save_state(snapshot._cast(state), old, "trainer")
+    (old / "snapshot.json").write_text(json.dumps({"format": "usb-train-snapshot/1", "dropped": []}))
+    snapshot.unpack(old, tmp_path / "resumed")
+    resumed = snapshot.load_state(tmp_path / "resumed" / "state", "trainer")
+    for key, value in state["networks"].items():
+        if isinstance(value, torch.Tensor) and key.startswith("autoencoder."):
+            torch.testing.assert_close(resumed["networks"][key], value, atol=2e-3, rtol=2e-3)
