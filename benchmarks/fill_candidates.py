@@ -64,7 +64,7 @@ CLASSES = {
 MASKS = ("exact", "short1", "grid2", "large1")
 ANATOMIES = ("colin", "template")
 #: Every fill on the exact mask; the degraded masks compare growths under the two fills that matter.
-DEGRADED_FILLS = ("wm", "auto")
+DEGRADED_FILLS = ("wm", "auto", "auto_given")
 FILL_KINDS = ("wm", "local", "lift", "graft", "auto")
 GROWTH_VARIANTS = {
     # name: (method, grid_factor, reach_mm, fraction)
@@ -164,7 +164,9 @@ def metrics(pred, truth_img, sick, region, brain):
     return float(m["psnr"]), float(m["ssim"])
 
 
-def fill(sick, healed_mask, kind, donor, brain):
+def fill(sick, healed_mask, kind, donor, brain, given=None):
+    if kind == "auto_given":  # auto, each lesion's fill chosen on the mask as given (the app's way)
+        return prefill(sick, healed_mask, "auto", template=donor, given=given)
     if kind == "wm_noise":
         return wm_fill(sick, healed_mask, brain=brain, rng=np.random.default_rng(0))
     return prefill(sick, healed_mask, kind, template=donor)
@@ -219,7 +221,7 @@ def main(argv=None) -> int:
                         else:
                             kinds = DEGRADED_FILLS
                         for kind in kinds:
-                            pred = fill(sick, healed_mask, kind, donor, brain)
+                            pred = fill(sick, healed_mask, kind, donor, brain, given)
                             psnr, ssim = metrics(pred, image, sick, truth, brain)
                             # what a too-large mask costs the healthy tissue under it
                             psnr_u = (

@@ -78,6 +78,30 @@ def fill_tables(result: dict) -> list[str]:
     return lines
 
 
+def given_tables(result: dict) -> list[str]:
+    """auto with each lesion's fill chosen on the grown mask (``auto``) against on the mask as
+    given (``auto_given``, what the app does since 2026-12-05), both filling the grown mask."""
+    s = result["summary"]
+    anatomies = [a for a in ("colin", "template") if any(k.startswith(a + "|") for k in s)]
+    classes = [c for c in CLASSES if any(k.split("|")[1] == c for k in s)]
+    masks = ("exact", "short1", "grid2", "large1")
+    lines = [
+        f"`{result['command']}` ({result['date']}, {result['seconds'] / 60:.0f} min). Lesion PSNR (dB) on",
+        "the whole true lesion, growth `auto`; each cell: fill chosen on the grown mask -> on the given mask.",
+        "",
+        "| anatomy | class | " + " | ".join(masks) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in masks) + " |",
+    ]
+    for anatomy in anatomies:
+        for klass in classes:
+            cells = []
+            for mask in masks:
+                grown, given = (_cell(s, f"{anatomy}|{klass}|{mask}|auto|{fill}") for fill in ("auto", "auto_given"))
+                cells.append(grown if mask == "exact" and given == "-" else f"{grown} -> {given}")
+            lines.append(f"| {anatomy} | {klass} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def app_tables() -> list[str]:
     lines = []
     for mask, name in APP_MASKS.items():
@@ -134,6 +158,19 @@ def main() -> int:
             "",
         ]
         lines += fill_tables(json.loads(core.read_text()))
+    given = RESULTS / "fill-candidates-given.json"
+    if given.is_file():
+        lines += [
+            "",
+            "## Each lesion's fill chosen on the mask as given",
+            "",
+            "A growth takes in the lesion's paler partial-volume rim, and read over the grown mask a",
+            "lacune can pass for a larger, paler lesion and get the white-matter mean instead of its",
+            "local fill. `auto_choice(..., given=)` reads contrast and size on the given voxels and",
+            "applies the fill chosen there to the whole grown component:",
+            "",
+        ]
+        lines += given_tables(json.loads(given.read_text()))
     lines += ["", "## Through the participant level, on Colin 27 (single sample)", ""]
     lines += app_tables()
     write_text(OUT, "\n".join(lines).rstrip() + "\n")

@@ -103,6 +103,25 @@ def test_auto_fills_each_lesion_by_its_contrast_size_and_rim(textured):
     assert np.allclose(graft[large], prefill(cortical, large, "graft", template=template)[large], atol=1e-5)
 
 
+def test_auto_chooses_each_lesions_fill_on_the_mask_as_given_and_fills_all_that_is_grown(textured):
+    """A lacune with a wide partial-volume rim: grown over its rim, its core reads as a larger,
+    paler lesion (the white-matter mean); read on the mask as given it is the small dark hole it
+    is, and the local fill covers the whole grown mask."""
+    tissue, brain = textured
+    given = _ball(tissue.shape, (16, 16, 16), 4)
+    grown = _ball(tissue.shape, (16, 16, 16), 7) & brain
+    image = np.where(grown, tissue * 0.7, tissue)  # the rim: partial volume, paler than the hole
+    image = np.where(given, 0.15, image).astype(np.float32)
+    assert (auto_choice(image, grown)[grown] == AUTO_CODES["wm"]).all()  # read on the grown mask
+    choice = auto_choice(image, grown, given=given)
+    assert (choice[grown] == AUTO_CODES["local"]).all() and (choice[~grown] == 0).all()
+    out = prefill(image, grown, "auto", given=given)
+    assert np.allclose(out[grown], local_tissue(image, grown)[grown], atol=1e-5)
+    assert np.array_equal(out[~grown], image[~grown])
+    # Without a growth, given and mask are the same: the same choice as without ``given``.
+    assert np.array_equal(auto_choice(image, given, given=given), auto_choice(image, given))
+
+
 def test_grid_growth_only_for_a_coarser_mask(textured):
     _tissue, brain = textured
     mask = _ball(brain.shape, (16, 16, 16), 4)
