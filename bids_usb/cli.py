@@ -174,6 +174,14 @@ def _band(ctx, param, value):
     "(decode(healed) - decode(filled)), instead of the decoded healed brain (default: the model's).",
 )
 @_opt(
+    "--ae-passes",
+    type=click.Choice(["edit", "full"]),
+    default=None,
+    help="heal with a mask: the autoencoder's passes over the edit region's box only ('edit', default: the output "
+    "keeps the input's voxels elsewhere; cut into tiles that fit --mem or the host's memory) or over the whole "
+    "grid ('full', the paper's way; acg and detect modes always pass over the whole grid).",
+)
+@_opt(
     "--detect-threshold",
     type=click.FloatRange(0, None),
     default=None,

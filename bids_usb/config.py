@@ -55,6 +55,7 @@ SCOPES: dict[str, set[str]] = {
     "heal_mode": {"participant:heal"},
     "fill": {"participant:heal"},
     "fill_residual": {"participant:heal"},
+    "ae_passes": {"participant:heal"},
     "mask_growth": {"participant:heal"},
     "detect_threshold": {"participant:heal"},
     "detect_min_ml": {"participant:heal"},
@@ -223,6 +224,10 @@ class Nipype:
         threads = str(self.omp_nthreads)
         os.environ["OMP_NUM_THREADS"] = threads
         os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = threads
+        if self.mem_gb:  # the USB node cuts the autoencoder's boxes to fit (usb_model.passes)
+            os.environ["BIDS_USB_MEM_GB"] = str(self.mem_gb)
+        else:
+            os.environ.pop("BIDS_USB_MEM_GB", None)
         config.update_config(
             {
                 "execution": {
@@ -399,6 +404,7 @@ def sampling_from_options(opts: Mapping[str, Any], task: str) -> EditParameters:
             mode=opts.get("heal_mode"),
             fill=opts.get("fill"),
             fill_residual=opts.get("fill_residual"),
+            ae_passes=opts.get("ae_passes"),
             detect_threshold=opts.get("detect_threshold"),
             detect_min_ml=opts.get("detect_min_ml"),
         )

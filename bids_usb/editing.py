@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from usb_model.config import EditParameters
+from usb_model.costs import CostLog
 from usb_model.diffusion import stride_for_steps
 from usb_model.tasks import USB, EditResult
 
@@ -70,7 +71,10 @@ def run_edit(
     seed: int,
     n_samples: int,
     device: str = "auto",
+    costs: CostLog | None = None,
 ) -> tuple[EditResult, dict[str, Any]]:
+    """``costs``, when given, records each stage's seconds and peak memory and the autoencoder's
+    passes (usb_model.costs), the loading of the networks included."""
     used = resolved_parameters(bundle, task, params)
     steps = used.pop("steps", None)
     if steps:  # --steps N: the stride that walks from this image's t_start to 0 in about N steps
@@ -80,7 +84,14 @@ def run_edit(
             mode = "mask" if lesion is not None and lesion.any() else "detect"
         default_t = {"heal": s.t_start_heal if mode == "acg" else s.t_start_mask, "embed": s.t_start_embed}[task]
         used["stride"] = stride_for_steps(int(used.get("t_start", default_t)), int(steps))
-    usb = USB(bundle.load_networks(), device=None if device == "auto" else device, template_t1w=bundle.template["t1w"])
+    costs = costs if costs is not None else CostLog()
+    with costs.stage("load"):
+        usb = USB(
+            bundle.load_networks(),
+            device=None if device == "auto" else device,
+            template_t1w=bundle.template["t1w"],
+            costs=costs,
+        )
     spacing = bundle.config.grid.voxel_size
     if task == "heal":
         # No composite on the model grid: the composite happens on the native grid, where the

@@ -145,6 +145,7 @@ class EditParameters:
     mode: str | None = None  # heal: auto | mask | detect | acg
     fill: str | None = None  # heal: graft | wm | none
     fill_residual: bool | None = None  # heal (mask, detect): the fill plus the model's change inside the lesion
+    ae_passes: str | None = None  # heal (mask): autoencoder passes over the edit region's box ("edit") or all ("full")
     t_start: int | None = None
     steps: int | None = None
     stride: int | None = None

@@ -25,12 +25,22 @@ from .checkpoint import CheckpointError, load_checkpoint, load_template_arrays
 from .composite import blend_weight, heal_composite, within_local_range
 from .composite import composite as blend
 from .config import USBConfig
+from .costs import CostLog, NoCosts
 from .detection import anomaly_map, detect_lesions
 from .device import autocast, make_generator, pick_device
 from .diffusion import Diffusion
 from .fill import brain_region, intensity_line, prefill
 from .guidance import acg_weight, apply_guidance, lcg_weight, soft_lesion_map
 from .networks import USBNetworks
+from .passes import (
+    MARGIN_LATENT,
+    Box,
+    GroupNormStatistics,
+    decode_box,
+    encode_box,
+    max_pass_voxels,
+    memory_budget_gb,
+)
 
 log = logging.getLogger("usb_model.sampling")
 
@@ -98,14 +108,28 @@ class _Guidance:
 
 
 HEAL_MODES = ("mask", "detect", "acg")
+# Autoencoder passes of mask-mode healing: "edit", only the boxes the output takes (the edit
+# region's, grown by the decoder's reach; the lesion's for the filled image); "full", every pass
+# over the whole grid. The other modes and tasks always pass over the whole grid.
+AE_PASSES = ("edit", "full")
 
 
 class USB:
     """A trained USB model ready to sample: networks, diffusion schedule and device."""
 
     def __init__(
-        self, networks: USBNetworks, device: str | torch.device | None = None, template_t1w: np.ndarray | None = None
+        self,
+        networks: USBNetworks,
+        device: str | torch.device | None = None,
+        template_t1w: np.ndarray | None = None,
+        *,
+        ae_passes: str = "edit",
+        mem_gb: float | None = None,
+        ae_margin: int = MARGIN_LATENT,
+        costs: CostLog | None = None,
     ):
+        if ae_passes not in AE_PASSES:
+            raise ValueError(f"unknown ae_passes {ae_passes!r}; choose one of {', '.join(AE_PASSES)}")
         self.device = pick_device(device)
         self.networks = networks.to(self.device).eval()
         self.cfg: USBConfig = networks.cfg
@@ -113,14 +137,20 @@ class USB:
         # The template on the model grid, for the graft that mask-aware healing starts from;
         # without it the graft falls back to a white-matter fill.
         self.template_t1w = template_t1w
+        self.ae_passes = ae_passes
+        # The memory the autoencoder's boxes are cut to fit (--mem, else the host's available
+        # memory; usb_model.passes.memory_budget_gb), and where each stage's cost is recorded.
+        self.mem_gb = mem_gb
+        self.ae_margin = ae_margin  # context around a cropped pass, in latent voxels
+        self.costs = costs if costs is not None else NoCosts()
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None) -> USB:
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None, **options) -> USB:
         try:
             template = load_template_arrays(path)["t1w"]
         except CheckpointError:
             template = None
-        return cls(load_checkpoint(path), device=device, template_t1w=template)
+        return cls(load_checkpoint(path), device=device, template_t1w=template, **options)
 
     # --- the four tasks -----------------------------------------------------------------------
 
@@ -217,6 +247,7 @@ class USB:
         mode: str | None = None,
         fill: str | None = None,
         fill_residual: bool | None = None,
+        ae_passes: str | None = None,
         n_samples: int = 1,
         seed: int = 0,
         t_start: int | None = None,
@@ -265,10 +296,14 @@ class USB:
             raise ValueError(f"unknown heal mode {mode!r}; choose one of auto, {', '.join(HEAL_MODES)}")
         if mode == "mask" and mask_t is None:
             raise ValueError("heal mode 'mask' needs a non-empty lesion mask (use mode 'detect' without one)")
+        ae_passes = ae_passes or self.ae_passes
+        if ae_passes not in AE_PASSES:
+            raise ValueError(f"unknown ae_passes {ae_passes!r}; choose one of {', '.join(AE_PASSES)}")
         params = {
             "mode": mode,
             "fill": fill or s.heal_fill,
             "fill_residual": bool(s.fill_residual if fill_residual is None else fill_residual),
+            "ae_passes": ae_passes if mode == "mask" else "full",
             "t_start": t_start if t_start is not None else (s.t_start_heal if mode == "acg" else s.t_start_mask),
             "stride": stride or s.edit_stride,
             "alpha0": s.alpha0 if alpha0 is None else alpha0,
@@ -287,13 +322,38 @@ class USB:
             )
         spacing = tuple(spacing or self.cfg.grid.voxel_size)
         image_np = image_t[0, 0].cpu().numpy()
-        y_input = self.networks.encode(image_t)
-        reconstruction = self._decode(y_input)[0, 0].cpu().numpy()
+        if params["ae_passes"] == "edit":
+            healed_samples, change_samples, fill_change, lesion_np = self._heal_in_box(
+                image_t, image_np, mask_t, params, spacing
+            )
+            return self._heal_result(
+                image_t,
+                image_np,
+                healed_samples,
+                change_samples,
+                fill_change,
+                lesion_np,
+                None,
+                params,
+                spacing,
+                composite,
+            )
+        with self.costs.stage("encode input"):
+            y_input = self._encode(image_t)
+        with self.costs.stage("decode input"):
+            reconstruction = self._decode(y_input)[0, 0].cpu().numpy()
         anomaly = None
         if mode == "detect":
-            free = self._heal_samples(y_input, None, params, t_start=params["detect_t_start"], acg=False)
-            anomaly = anomaly_map(free.numpy(), reconstruction, brain_region(image_np))
-            found = detect_lesions(anomaly, params["detect_threshold"], params["detect_min_ml"], spacing)
+            with self.costs.stage("detect"):
+                free = (
+                    self._decode(
+                        self._heal_latents(y_input, None, params, t_start=params["detect_t_start"], acg=False)
+                    )[:, 0]
+                    .float()
+                    .cpu()
+                )
+                anomaly = anomaly_map(free.numpy(), reconstruction, brain_region(image_np))
+                found = detect_lesions(anomaly, params["detect_threshold"], params["detect_min_ml"], spacing)
             mask_t = torch.from_numpy(found).reshape(1, 1, *found.shape).to(self.device) if found.any() else None
             anomaly = torch.from_numpy(anomaly)
             if mask_t is None:  # nothing found: the input comes back untouched
@@ -310,23 +370,55 @@ class USB:
                     anomaly=anomaly,
                     params=params,
                 )
+        filled = y_filled = None
         if mode == "acg":
-            samples = self._heal_samples(y_input, None, params)
+            with self.costs.stage("sampling"):
+                y_out = self._heal_latents(y_input, None, params)
         else:
-            filled = prefill(
-                image_np, mask_t[0, 0].cpu().numpy(), params["fill"], template=self.template_t1w, spacing=spacing
-            )
-            y_filled = self.networks.encode(self._volume(filled, "filled image"))
-            samples = self._heal_samples(y_filled, mask_t, params)
-        change_samples = samples - torch.from_numpy(reconstruction)
-        lesion_np = mask_t[0, 0].cpu().numpy() if mask_t is not None else None
-        healed_samples = self._match_intensity(samples, reconstruction, image_np, lesion_np, spacing)
-        fill_change = None
+            with self.costs.stage("fill"):
+                filled = prefill(
+                    image_np, mask_t[0, 0].cpu().numpy(), params["fill"], template=self.template_t1w, spacing=spacing
+                )
+            with self.costs.stage("encode fill"):
+                y_filled = self._encode(self._volume(filled, "filled image"))
+            with self.costs.stage("sampling"):
+                y_out = self._heal_latents(y_filled, mask_t, params)
+        with self.costs.stage("decode samples"):
+            samples = self._decode(y_out)[:, 0].float().cpu()
+        fill_decoded = None
         if mode != "acg" and params["fill_residual"]:
+            with self.costs.stage("decode fill"):
+                fill_decoded = self._decode(y_filled)[0, 0].cpu()
+        lesion_np = mask_t[0, 0].cpu().numpy() if mask_t is not None else None
+        with self.costs.stage("outputs"):
+            healed_samples, change_samples, fill_change = self._heal_outputs(
+                samples, reconstruction, image_np, lesion_np, filled, fill_decoded, params, spacing
+            )
+        return self._heal_result(
+            image_t,
+            image_np,
+            healed_samples,
+            change_samples,
+            fill_change,
+            lesion_np,
+            anomaly,
+            params,
+            spacing,
+            composite,
+        )
+
+    def _heal_outputs(
+        self, samples, reconstruction, image_np, lesion_np, filled, fill_decoded, params, spacing, line=None
+    ):
+        """Decoded samples -> (healed samples, changes, the model's change to the fill or None),
+        on whatever part of the grid the arrays cover (all of it, or the edit path's box)."""
+        change_samples = samples - torch.from_numpy(reconstruction)
+        healed_samples = self._match_intensity(samples, reconstruction, image_np, lesion_np, spacing, line)
+        fill_change = None
+        if fill_decoded is not None:
             # decode(filled) carries the same decoder blur as decode(healed): their difference is
             # the model's edit alone, laid onto the fill instead of the blurred decode.
-            fill_decoded = self._decode(y_filled)[0, 0].cpu()
-            matched = self._match_intensity(fill_decoded[None], reconstruction, image_np, lesion_np, spacing)[0]
+            matched = self._match_intensity(fill_decoded[None], reconstruction, image_np, lesion_np, spacing, line)[0]
             corrections = healed_samples - matched
             fill_np = np.asarray(filled, np.float32)
             # Bounded by the fill's local range here as on the native grid (bids_usb.native),
@@ -334,6 +426,119 @@ class USB:
             bounded = within_local_range(fill_np[None] + corrections.numpy(), fill_np, lesion_np)
             healed_samples = torch.from_numpy(bounded.astype(np.float32)).clamp(0, 1)
             fill_change = corrections.mean(dim=0)
+        return healed_samples, change_samples, fill_change
+
+    def _heal_in_box(self, image_t, image_np, mask_t, params, spacing):
+        """Mask-mode healing with the autoencoder's passes limited to what the output takes.
+
+        - the input is encoded once, over the whole grid (the denoisers see the whole latent);
+        - the filled image differs from the input only inside the lesion: its latent is the
+          input's plus ``encode(filled) - encode(input)`` over the lesion's box grown by the
+          encoder's reach (the two cropped passes share their crop's statistics and faces, which
+          cancel in the difference);
+        - input, samples and fill are decoded over the edit region's box only (the lesion grown
+          by the blend band and two voxels for the resampling to the native grid, then by the
+          decoder's reach); outside it the outputs are the input (no change).
+        """
+        shape = tuple(self.cfg.grid.shape)
+        factor = self.cfg.autoencoder.downsample_factor
+        margin = self.ae_margin * factor
+        budget = memory_budget_gb(self.mem_gb)
+        weights_gb = sum(p.numel() * p.element_size() for p in self.networks.parameters()) / 2**30
+        max_voxels = max_pass_voxels(self.cfg.autoencoder.channels[0], budget, weights_gb)
+        lesion_np = mask_t[0, 0].cpu().numpy()
+        lesion_box = Box.around(lesion_np)
+        band = int(np.ceil(params["band_mm"][1] / min(spacing))) + 2
+        out_box = lesion_box.grow(band, shape).snap(factor, shape)
+        ae = self.networks.autoencoder
+        enc_stats, dec_stats = GroupNormStatistics(), GroupNormStatistics()
+        with self.costs.stage("encode input"), enc_stats.record(ae):
+            y_input = self._encode(image_t)
+        with self.costs.stage("fill"):
+            filled = prefill(image_np, lesion_np, params["fill"], template=self.template_t1w, spacing=spacing)
+        with self.costs.stage("encode fill"), enc_stats.frozen(ae):
+            filled_t = self._volume(filled, "filled image")
+            enc_box = lesion_box.grow(margin, shape).snap(factor, shape)
+            pair = encode_box(
+                self._encode_raw,
+                torch.cat([filled_t, image_t]),
+                enc_box,
+                factor=factor,
+                margin=margin,
+                max_voxels=max(max_voxels // 2, 16**3),
+                shape=shape,
+                costs=self.costs,
+            )
+            y_filled = y_input.clone()
+            y_filled[(..., *enc_box.latent(factor))] += pair[:1] - pair[1:]
+        with self.costs.stage("sampling"):
+            y_out = self._heal_latents(y_filled, mask_t, params)
+        with self.costs.stage("decode input"), dec_stats.record(ae):
+            reconstruction = self._decode(y_input)[0, 0].cpu().numpy()
+        line = self._intensity_line(reconstruction, image_np, lesion_np, spacing)
+
+        def decode(latent):
+            with dec_stats.frozen(ae):
+                return (
+                    decode_box(
+                        self._decode,
+                        latent,
+                        out_box,
+                        factor=factor,
+                        margin=margin,
+                        max_voxels=max_voxels,
+                        shape=shape,
+                        costs=self.costs,
+                    )[:, 0]
+                    .float()
+                    .cpu()
+                )
+
+        with self.costs.stage("decode samples"):
+            samples = decode(y_out)
+        fill_decoded = None
+        if params["fill_residual"]:
+            with self.costs.stage("decode fill"):
+                fill_decoded = decode(y_filled)[0]
+        box = out_box.slices
+        with self.costs.stage("outputs"):
+            healed_b, change_b, fill_change_b = self._heal_outputs(
+                samples,
+                reconstruction[box],
+                image_np[box],
+                lesion_np[box],
+                np.asarray(filled)[box],
+                fill_decoded,
+                params,
+                spacing,
+                line,
+            )
+            n = samples.shape[0]
+            healed_samples = torch.from_numpy(np.asarray(filled, np.float32)).expand(n, *shape).clone()
+            healed_samples[(slice(None), *box)] = healed_b
+            change_samples = torch.zeros((n, *shape))
+            change_samples[(slice(None), *box)] = change_b
+            fill_change = None
+            if fill_change_b is not None:
+                fill_change = torch.zeros(shape)
+                fill_change[box] = fill_change_b
+        return healed_samples, change_samples, fill_change, lesion_np
+
+    def _heal_result(
+        self,
+        image_t,
+        image_np,
+        healed_samples,
+        change_samples,
+        fill_change,
+        lesion_np,
+        anomaly,
+        params,
+        spacing,
+        composite,
+    ) -> EditResult:
+        s = self.cfg.sampling
+        n_samples = params["n_samples"]
         healed = healed_samples.mean(dim=0)
         change = change_samples.mean(dim=0)
         std = healed_samples.std(dim=0, unbiased=True) if n_samples > 1 else None
@@ -373,7 +578,7 @@ class USB:
                 result.std = None
         return result
 
-    def _heal_samples(
+    def _heal_latents(
         self,
         y_start: torch.Tensor,
         mask_t: torch.Tensor | None,
@@ -382,7 +587,7 @@ class USB:
         t_start: int | None = None,
         acg: bool | None = None,
     ) -> torch.Tensor:
-        """Decoded samples (n, *grid) of one healing pass from the clean latent ``y_start``.
+        """The clean latents (n, C, *latent grid) of one healing pass from the clean latent ``y_start``.
 
         ACG pulls towards ``y_start``; with ``mask_t`` the guidance weight is multiplied by
         ``1 - coverage`` of the mask grown by one latent voxel, so the lesion is free.
@@ -404,20 +609,30 @@ class USB:
         y_out, _ = self._reverse(
             timesteps, y_t, condition=condition, guidance=guidance, generator=gen, ddim_eta=params["ddim_eta"]
         )
-        return self._decode(y_out)[:, 0].float().cpu()
+        return y_out
 
     def _match_intensity(
-        self, samples: torch.Tensor, reconstruction: np.ndarray, image: np.ndarray, lesion: np.ndarray | None, spacing
+        self,
+        samples: torch.Tensor,
+        reconstruction: np.ndarray,
+        image: np.ndarray,
+        lesion: np.ndarray | None,
+        spacing,
+        line: tuple[float, float] | None = None,
     ) -> torch.Tensor:
         """Decoded samples mapped onto the input's intensities by the line that maps the
         decoded input onto the input over the brain away from the lesion: the decoder's global
-        intensity bias does not enter the fill."""
+        intensity bias does not enter the fill. ``line``: that line, fitted beforehand (the edit
+        path fits it on the whole grid and applies it to its box)."""
+        slope, intercept = line if line is not None else self._intensity_line(reconstruction, image, lesion, spacing)
+        brain = torch.from_numpy(brain_region(reconstruction) | brain_region(image))
+        return torch.where(brain, (samples * slope + intercept).clamp(0, 1), samples)
+
+    def _intensity_line(self, reconstruction, image, lesion, spacing) -> tuple[float, float]:
         fit = brain_region(image)
         if lesion is not None:
             fit = fit & (blend_weight(lesion, spacing, 0.0, 2.0 * max(spacing)) == 0)
-        slope, intercept = intensity_line(reconstruction, image, fit)
-        brain = torch.from_numpy(brain_region(reconstruction) | brain_region(image))
-        return torch.where(brain, (samples * slope + intercept).clamp(0, 1), samples)
+        return intensity_line(reconstruction, image, fit)
 
     @torch.no_grad()
     def embed(
@@ -543,7 +758,17 @@ class USB:
     def _decode(self, latent: torch.Tensor) -> torch.Tensor:
         with autocast(self.device):
             volume = self.networks.decode(latent)
+        if latent.shape[-3:] == tuple(self.cfg.latent_shape[-3:]):  # a box records its own pass
+            self.costs.ae_pass("decode", volume.shape[-3:], latent.shape[0])
         return volume.float().clamp(0, 1)
+
+    def _encode_raw(self, volume: torch.Tensor) -> torch.Tensor:
+        return self.networks.encode(volume)
+
+    def _encode(self, volume: torch.Tensor) -> torch.Tensor:
+        """``networks.encode`` over the whole grid, recorded as one pass."""
+        self.costs.ae_pass("encode", volume.shape[-3:], volume.shape[0])
+        return self.networks.encode(volume)
 
     def _volume(self, array, what: str) -> torch.Tensor:
         """A (grid) or (1, grid) or (1, 1, grid) array -> (1, 1, grid) float32 on the device."""

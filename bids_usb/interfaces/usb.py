@@ -44,6 +44,7 @@ class _USBOutputSpec(TimedOutputSpec):
     anomaly = File(desc="heal without a mask: the anomaly map on the model grid")
     detected = File(desc="heal without a mask: the detected lesion on the model grid (absent when nothing was found)")
     parameters = traits.Dict(desc="every parameter the sampler used, for the sidecars")
+    costs = File(desc="seconds and peak memory per stage, autoencoder passes (usb_model.costs), JSON")
 
 
 class RunUSB(TimedInterface):
@@ -51,9 +52,12 @@ class RunUSB(TimedInterface):
     output_spec = _USBOutputSpec
 
     def _run_interface(self, runtime):
+        import json
         import os
 
         import torch
+
+        from usb_model.costs import CostLog
 
         # --omp-nthreads reaches this worker through OMP_NUM_THREADS (set by bids_usb.run); a
         # forked worker keeps its parent's thread pool, so apply it explicitly.
@@ -78,6 +82,7 @@ class RunUSB(TimedInterface):
                 seed=self.inputs.seed,
                 device=self.inputs.device,
             )
+        costs = CostLog()
         result, used = run_edit(
             bundle,
             self.inputs.task,
@@ -87,8 +92,16 @@ class RunUSB(TimedInterface):
             seed=self.inputs.seed,
             n_samples=self.inputs.n_samples,
             device=self.inputs.device,
+            costs=costs,
         )
         cwd = Path(runtime.cwd)
+        summary = {
+            **costs.summary(),
+            "threads": torch.get_num_threads(),
+            "interop_threads": torch.get_num_interop_threads(),
+        }
+        (cwd / "usb_costs.json").write_text(json.dumps(summary, indent=2) + "\n")
+        self._results["costs"] = str(cwd / "usb_costs.json")
 
         def save(name: str, data, dtype=np.float32) -> str:
             img = nib.Nifti1Image(np.asarray(data).astype(dtype), image.affine)
