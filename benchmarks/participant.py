@@ -85,6 +85,9 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
     job = ImageJob(anat=anat, entities={"subject": "01"}, lesion_mask=mask)
     wf = init_participant_wf([job], bundle, settings, bids, root / "out", work)
+    from nipype import config as nipype_config
+
+    nipype_config.set("execution", "remove_unnecessary_outputs", "false")  # keep the node's usb_costs.json
     start = time.perf_counter()
     graph = wf.run(plugin="Linear")
     total = time.perf_counter() - start
@@ -96,7 +99,7 @@ def main() -> None:
 
     img = nib.load(str(anat))
     usb_node = next(n for n in graph.nodes() if n.name == "usb")
-    node_costs = json.loads(Path(usb_node.result.outputs.costs).read_text())
+    node_costs = json.loads((Path(usb_node.output_dir()) / "usb_costs.json").read_text())
     compare = None if args.no_compare else compare_passes(bundle, usb_node, params, args.threads)
     result = {
         "environment": {

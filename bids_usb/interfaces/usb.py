@@ -44,7 +44,6 @@ class _USBOutputSpec(TimedOutputSpec):
     anomaly = File(desc="heal without a mask: the anomaly map on the model grid")
     detected = File(desc="heal without a mask: the detected lesion on the model grid (absent when nothing was found)")
     parameters = traits.Dict(desc="every parameter the sampler used, for the sidecars")
-    costs = File(desc="seconds and peak memory per stage, autoencoder passes (usb_model.costs), JSON")
 
 
 class RunUSB(TimedInterface):
@@ -100,8 +99,8 @@ class RunUSB(TimedInterface):
             "threads": torch.get_num_threads(),
             "interop_threads": torch.get_num_interop_threads(),
         }
+        # Not an output (nipype would delete it as unconnected): the node's folder keeps it.
         (cwd / "usb_costs.json").write_text(json.dumps(summary, indent=2) + "\n")
-        self._results["costs"] = str(cwd / "usb_costs.json")
 
         def save(name: str, data, dtype=np.float32) -> str:
             img = nib.Nifti1Image(np.asarray(data).astype(dtype), image.affine)
