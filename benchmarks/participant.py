@@ -88,6 +88,7 @@ def main() -> None:
     from nipype import config as nipype_config
 
     nipype_config.set("execution", "remove_unnecessary_outputs", "false")  # keep the node's usb_costs.json
+    wf.config.setdefault("execution", {})["remove_unnecessary_outputs"] = False
     start = time.perf_counter()
     graph = wf.run(plugin="Linear")
     total = time.perf_counter() - start
