@@ -167,7 +167,10 @@ def main() -> int:
             "A growth takes in the lesion's paler partial-volume rim, and read over the grown mask a",
             "lacune can pass for a larger, paler lesion and get the white-matter mean instead of its",
             "local fill. `auto_choice(..., given=)` reads contrast and size on the given voxels and",
-            "applies the fill chosen there to the whole grown component:",
+            "applies the fill chosen there to the whole grown component. It won on the template's",
+            "lacunes and lost on Colin 27's WMH, so the app does not use it (the choice stays on the",
+            "healed mask). A stricter variant (the local fill for a grown lesion only below contrast",
+            "0.5, `fill-candidates-given-hole.json`) lost more on Colin's WMH, exact masks included:",
             "",
         ]
         lines += given_tables(json.loads(given.read_text()))

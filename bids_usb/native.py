@@ -55,19 +55,17 @@ def native_fill(
     kind: str,
     registration: prep.Registration,
     template_source: str = "nilearn",
-    given: np.ndarray | None = None,
 ) -> np.ndarray:
     """The lesion of ``original`` filled by ``kind`` (usb_model.fill.prefill) on its own grid, in its
     own intensities: for a graft, the 1 mm MNI template (the copy ``template_source``, the model's
-    own) moved onto the scan by its registration. ``given``: the mask as the user gave it, when
-    ``lesion`` is that mask grown (``auto`` chooses each lesion's fill on it)."""
+    own) moved onto the scan by its registration."""
     data = np.asanyarray(original.dataobj, dtype=np.float32)
     template = None
     if kind in ("graft", "auto"):
         mni = template_1mm(template_source)
         moving = nib.Nifti1Image(np.asarray(mni.t1w, dtype=np.float32), np.asarray(mni.affine))
         template = np.asanyarray(prep.to_native(moving, original, registration).dataobj, dtype=np.float32)
-    return prefill(data, lesion, kind, template=template, spacing=original.header.get_zooms()[:3], given=given)
+    return prefill(data, lesion, kind, template=template, spacing=original.header.get_zooms()[:3])
 
 
 def _native(

@@ -49,11 +49,6 @@ CONTRAST_EDGE_MM = 1.0
 #: benchmark anatomies the local fill beat the white-matter fill and the graft on lacunes by
 #: 5-7 dB, where a graft's few-mm misregistration and a global mean both miss a small hole.
 AUTO_LOCAL_ML = 1.0
-# A grown lesion gets the local fill only when what was given is a hole (a lacune: CSF, about a
-# third of white matter on T1w). Moderately dark lesions (WMH, 0.5-0.67) lie by the ventricles,
-# and interpolated across a grown mask they lost 2 dB to the white-matter mean on Colin 27 (2 mm
-# grid masks), while grown lacunes gained 4-5 dB from it (benchmarks/fill_candidates.py).
-AUTO_HOLE_RATIO = 0.5
 
 #: The fills ``auto_choice`` picks from, as the codes of its map (0: outside the mask).
 AUTO_CODES = {"wm": 1, "local": 2, "graft": 3}
@@ -314,9 +309,15 @@ def auto_choice(image, mask, *, spacing=(1.0, 1.0, 1.0), tissue=None, given=None
     than the lesion: read over the grown mask, a lacune whose 2 mm-grid mask was grown from 1.9
     to 4.4 ml got a core of 2.6 ml at contrast 0.72 and the white-matter mean instead of its
     local fill (Colin 27 through the participant level: 11.0 dB against 17.1 with the exact
-    mask). A grown component gets ``local`` only when its given core is a hole (contrast below
-    ``AUTO_HOLE_RATIO``). A component with no given voxel (never made by the growths, which
-    only add to the mask) is read on itself.
+    mask). A component with no given voxel (never made by the growths, which only add to the
+    mask) is read on itself.
+
+    The app does not pass ``given`` (2026-12-05, ``benchmarks/fill_candidates.py --classes
+    lacune,wmh,subtle --growths auto``, fill-candidates-given.json): it gained 5.0 and 4.0 dB
+    on the template anatomy's lacunes with 2 mm-grid and too-large masks, nothing on Colin 27's
+    lacunes, and lost 2.1 and 0.4 dB on Colin's WMH (2 mm-grid, short masks), whose dark cores
+    then got the local fill across a mask grown to 2-3 times the lesion. On the real head it
+    lost; the choice stays on the healed mask until a reading wins on both anatomies.
     """
     from scipy import ndimage
 
@@ -335,10 +336,9 @@ def auto_choice(image, mask, *, spacing=(1.0, 1.0, 1.0), tissue=None, given=None
         read = component & given[box]
         read = read if read.any() else component
         ratio = _core_contrast(image[box], tissue[box], read, spacing)
-        dark = ratio < (AUTO_HOLE_RATIO if read.sum() < component.sum() else SUBTLE_RATIO)
         # The size, like the contrast, from the core: a lacune's mask drawn 1 mm too large is
         # still a lacune (on Colin 27 such masks lost 3 dB to the white-matter fill otherwise).
-        if dark and lesion_core(read, spacing).sum() * voxel_ml < AUTO_LOCAL_ML:
+        if ratio < SUBTLE_RATIO and lesion_core(read, spacing).sum() * voxel_ml < AUTO_LOCAL_ML:
             code = AUTO_CODES["local"]
         elif ratio >= SUBTLE_RATIO or in_wm[box][component].any():
             code = AUTO_CODES["wm"]

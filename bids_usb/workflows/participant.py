@@ -308,8 +308,6 @@ def init_image_wf(
         outputs += [("lesion", native, "lesion_native"), ("lesion_model", to_model, "lesion_mask")]
         if lesion_node is not prepare:
             outputs.append(("lesion_given", lesion_node, "given_native"))
-            if settings.task == "heal":  # the fill of each lesion is chosen on what was given
-                wf.connect(lesion_node, "given_native", native, "given_native")
         if settings.task == "embed":
             wf.connect(to_model, "lesion_mask", usb, "lesion_mask")
     elif job.template_lesion is not None:
