@@ -123,7 +123,7 @@ class USB:
         device: str | torch.device | None = None,
         template_t1w: np.ndarray | None = None,
         *,
-        ae_passes: str = "edit",
+        ae_passes: str = "full",
         mem_gb: float | None = None,
         ae_margin: int = MARGIN_LATENT,
         costs: CostLog | None = None,
