@@ -93,6 +93,8 @@ EXTRA_METHODS = {
     # the given mask healed as it is (no growth), and single fills under the model
     "usb_mask_nogrow": ["--mask-growth", "none"],
     "usb_mask_lift": ["--fill", "lift"],
+    # the autoencoder over the edit region's box only (issue 26; the default passes over the whole grid)
+    "usb_mask_edit": ["--ae-passes", "edit"],
 }
 # (t_start, steps, samples) of the mask mode; the last run averages 4 samples at the default steps, so that
 # the mean of samples (which flatters distortion metrics) is reported beside the single-sample numbers.
