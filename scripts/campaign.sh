@@ -99,6 +99,10 @@ start)
 pack)
 	for name in ae usb; do
 		[ -f "$RUNS/$name/state/trainer.json" ] || continue
+		# A finished autoencoder restored from its snapshot has nothing new to record or pack.
+		if [ "$name" = ae ] && [ ! -f "$RUNS/ae/checkpoint/model.safetensors" ] && ae_done; then
+			continue
+		fi
 		if [ "$name" = ae ]; then
 			python benchmarks/learning_curve.py "$RUNS/ae" --stage autoencoder \
 				--run-name "ae-f2c4 campaign (from ae_f2c4_whole)" --threads "$THREADS" --note "${NOTE:-}"
