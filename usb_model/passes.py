@@ -185,6 +185,11 @@ def decode_box(
     return out
 
 
+def _on_latent(box: Box, factor: int) -> Box:
+    """``box`` (snapped to the latent grid) in latent voxels."""
+    return Box(tuple(a // factor for a in box.start), tuple(b // factor for b in box.stop))
+
+
 def encode_box(
     encode,
     volume: torch.Tensor,
@@ -209,13 +214,10 @@ def encode_box(
         )
         if out is None:
             out = latent.new_empty((*latent.shape[:2], *(s // factor for s in box.shape)))
-        core_in_box = Box(tuple(a // factor for a in core.start), tuple(b // factor for b in core.stop)).within(
-            Box(tuple(a // factor for a in box.start), tuple(b // factor for b in box.stop))
-        )
-        core_in_grown = Box(tuple(a // factor for a in core.start), tuple(b // factor for b in core.stop)).within(
-            Box(tuple(a // factor for a in grown.start), tuple(b // factor for b in grown.stop))
-        )
-        out[(..., *core_in_box)] = latent[(..., *core_in_grown)]
+        core_latent = _on_latent(core, factor)
+        out[(..., *core_latent.within(_on_latent(box, factor)))] = latent[
+            (..., *core_latent.within(_on_latent(grown, factor)))
+        ]
     return out
 
 
