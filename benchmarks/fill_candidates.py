@@ -67,14 +67,24 @@ ANATOMIES = ("colin", "template")
 DEGRADED_FILLS = ("wm", "auto", "auto_given")
 FILL_KINDS = ("wm", "local", "lift", "graft", "auto")
 GROWTH_VARIANTS = {
-    # name: (method, grid_factor, reach_mm, fraction)
-    "none": ("none", 0.5, 1.5, 0.35),
-    "grid0.5": ("grid", 0.5, 1.5, 0.35),
-    "grid1": ("grid", 1.0, 1.5, 0.35),
-    "image": ("image", 0.5, 1.5, 0.35),
-    "image2": ("image", 0.5, 2.0, 0.25),
-    "auto": ("auto", 0.5, 1.5, 0.35),
-    "auto2": ("auto", 0.5, 2.0, 0.25),  # the default's steps with image2's wider, fainter reach
+    # name: (method, grid_factor, reach_mm, fraction, seeded, min_edge_share[, edge_fraction])
+    "none": ("none", 0.5, 1.5, 0.35, False, 0.0),
+    "grid0.5": ("grid", 0.5, 1.5, 0.35, False, 0.0),
+    "grid1": ("grid", 1.0, 1.5, 0.35, False, 0.0),
+    "image": ("image", 0.5, 1.5, 0.35, False, 0.0),
+    "image2": ("image", 0.5, 2.0, 0.25, False, 0.0),
+    "auto": ("auto", 0.5, 1.5, 0.35, False, 0.0),
+    "auto2": ("auto", 0.5, 2.0, 0.25, False, 0.0),  # the default's steps with image2's wider, fainter reach
+    # the image growth only from the mask's own lesion-like voxels (grow_by_image(seeded=True))
+    "auto_seeded": ("auto", 0.5, 1.5, 0.35, True, 0.0),
+    "auto2_seeded": ("auto", 0.5, 2.0, 0.25, True, 0.0),
+    # a component grows by the image only when half its edge is still lesion (min_edge_share)
+    "auto_gated": ("auto", 0.5, 1.5, 0.35, False, 0.5),
+    "auto2_gated": ("auto", 0.5, 2.0, 0.25, False, 0.5),
+    "auto_f50_gated": ("auto", 0.5, 1.5, 0.5, False, 0.5),  # a stricter rim: half way to the core
+    # image2's wide, faint growth behind a stricter edge test (edge_fraction)
+    "auto2_gate35": ("auto", 0.5, 2.0, 0.25, False, 0.5, 0.35),
+    "auto2_gate50": ("auto", 0.5, 2.0, 0.25, False, 0.5, 0.5),  # grow_mask's defaults since 2026-12-06
 }
 
 
@@ -180,6 +190,7 @@ def main(argv=None) -> int:
     parser.add_argument("--anatomies", default="colin,template")
     parser.add_argument("--classes", default=",".join(CLASSES))
     parser.add_argument("--growths", default=",".join(GROWTH_VARIANTS), help="growth variants on the degraded masks")
+    parser.add_argument("--degraded-fills", default=",".join(DEGRADED_FILLS), help="fills on the degraded masks")
     parser.add_argument("--results", default="fill-candidates.json")
     args = parser.parse_args(argv)
     if not args.colin.is_file():
@@ -199,7 +210,15 @@ def main(argv=None) -> int:
                 for mask_kind in MASKS:
                     given, source_voxel = given_mask(truth, mask_kind, affine)
                     given &= brain
-                    for growth_name, (method, factor, reach, fraction) in GROWTH_VARIANTS.items():
+                    for growth_name, (
+                        method,
+                        factor,
+                        reach,
+                        fraction,
+                        seeded,
+                        edge_share,
+                        *edge_fraction,
+                    ) in GROWTH_VARIANTS.items():
                         if growth_name not in args.growths.split(",") and growth_name != "none":
                             continue
                         if mask_kind == "exact" and not growth_name.startswith(("none", "auto")):
@@ -216,11 +235,14 @@ def main(argv=None) -> int:
                             grid_factor=factor,
                             reach_mm=reach,
                             fraction=fraction,
+                            seeded=seeded,
+                            min_edge_share=edge_share,
+                            edge_fraction=edge_fraction[0] if edge_fraction else None,
                         )
                         if mask_kind == "exact" and growth_name == "none":
                             kinds = (*FILL_KINDS, "wm_noise")
                         else:
-                            kinds = DEGRADED_FILLS
+                            kinds = args.degraded_fills.split(",")
                         for kind in kinds:
                             pred = fill(sick, healed_mask, kind, donor, brain, given)
                             psnr, ssim = metrics(pred, image, sick, truth, brain)
@@ -252,7 +274,8 @@ def main(argv=None) -> int:
         + (f" --cases-per-class {args.cases_per_class}" if args.cases_per_class != 2 else "")
         + (f" --anatomies {args.anatomies}" if args.anatomies != "colin,template" else "")
         + (f" --classes {args.classes}" if args.classes != ",".join(CLASSES) else "")
-        + (f" --growths {args.growths}" if args.growths != ",".join(GROWTH_VARIANTS) else ""),
+        + (f" --growths {args.growths}" if args.growths != ",".join(GROWTH_VARIANTS) else "")
+        + (f" --degraded-fills {args.degraded_fills}" if args.degraded_fills != ",".join(DEGRADED_FILLS) else ""),
         "date": time.strftime("%Y-%m-%d"),
         "seconds": round(time.perf_counter() - clock, 1),
         "summary": summarise(rows),

@@ -148,6 +148,46 @@ def test_image_growth_takes_the_rim_and_not_a_dark_sulcus_beyond_it(textured):
     assert info["added_voxels"] == int((grown & ~core).sum())
 
 
+def test_seeded_image_growth_stops_at_a_too_large_masks_healthy_edge(textured):
+    """A mask 1 mm too large ends in healthy tissue; a dark sulcus just beyond that edge touches
+    the mask but not the lesion. The unseeded growth takes it in; the seeded one does not, and
+    still takes the rim of a mask short of its lesion."""
+    tissue, brain = textured
+    lesion = _ball(tissue.shape, (16, 16, 16), 4)
+    image = np.where(lesion, tissue * 0.3, tissue).astype(np.float32)
+    large = dilate_mm(lesion, (1, 1, 1), 1.0)
+    sulcus = (np.indices(tissue.shape)[0] >= 16) & (np.abs(np.indices(tissue.shape)[1] - 16) <= 1)
+    sulcus &= ~large & dilate_mm(large, (1, 1, 1), 3.0)  # touching the large mask's outer edge
+    image[sulcus] = 0.1
+    plain, _ = grow_by_image(image, large, (1, 1, 1), reach_mm=1.5, brain=brain)
+    seeded, info = grow_by_image(image, large, (1, 1, 1), reach_mm=1.5, brain=brain, seeded=True)
+    assert (plain & sulcus).any()  # what the seed guards against
+    assert np.array_equal(seeded, large) and info["added_voxels"] == 0 and info["seeded"]
+    short = ndimage.binary_erosion(lesion)
+    grown, _ = grow_by_image(image, short, (1, 1, 1), reach_mm=1.5, brain=brain, seeded=True)
+    assert (grown & lesion).sum() >= 0.95 * lesion.sum()
+
+
+def test_the_edge_gate_keeps_a_covering_mask_and_grows_a_short_one(textured):
+    """grow_mask's defaults: a component grows only when half its edge is still lesion. A mask
+    1 mm too large beside grey-matter-dark tissue (0.65 of white matter, lesion-like to the
+    growth's faint rule) stays as given; a mask 1 mm short of the same lesion takes its rim."""
+    tissue, brain = textured
+    lesion = _ball(tissue.shape, (16, 16, 16), 4)
+    image = np.where(lesion, tissue * 0.3, tissue).astype(np.float32)
+    large = dilate_mm(lesion, (1, 1, 1), 1.0)
+    grey = (np.indices(tissue.shape)[0] >= 16) & ~large & dilate_mm(large, (1, 1, 1), 3.0)
+    image[grey] = tissue[grey] * 0.65
+    ungated, _ = grow_mask(image, large, (1, 1, 1), method="image", min_edge_share=0.0)
+    assert (ungated & grey).sum() > 50  # what the gate guards against
+    kept, growth = grow_mask(image, large, (1, 1, 1), method="image", brain=brain)
+    assert np.array_equal(kept, large)
+    assert growth.steps[0]["covered_components"] == 1 and growth.steps[0]["added_voxels"] == 0
+    short = ndimage.binary_erosion(lesion)
+    grown, growth = grow_mask(image, short, (1, 1, 1), method="image", brain=brain)
+    assert (grown & lesion).sum() >= 0.95 * lesion.sum() and growth.steps[0]["covered_components"] == 0
+
+
 def test_grow_mask_records_what_it_did(textured):
     tissue, brain = textured
     mask = _ball(tissue.shape, (16, 16, 16), 3)
