@@ -169,3 +169,16 @@ def test_the_memory_bound_cuts_the_box_into_tiles(networks, brain, lesion, monke
 def test_an_unknown_passes_choice_is_refused(networks, brain, lesion):
     with pytest.raises(ValueError, match="ae_passes"):
         USB(networks, device="cpu").heal(brain, lesion, ae_passes="some")
+
+
+def test_a_whole_grid_decode_beyond_the_budget_runs_lean_with_the_same_result(networks, brain, lesion, monkeypatch):
+    """The full path under a budget too small for a plain whole-grid decode: every decode runs
+    one block at a time (usb_model.lean) and the outputs are those of the plain decodes."""
+    roomy, roomy_costs = _heal(networks, brain, lesion, "full", mem_gb=64.0)
+    monkeypatch.setattr("usb_model.tasks.max_pass_voxels", lambda *a, **k: 20_000)
+    tight, tight_costs = _heal(networks, brain, lesion, "full", mem_gb=1.0)
+    assert {p["region"] for p in roomy_costs.passes} == {"full"}
+    decodes = [p["region"] for p in tight_costs.passes if p["kind"] == "decode"]
+    assert decodes and set(decodes) == {"full, lean"}
+    for name in ("healed", "change", "fill_change"):
+        torch.testing.assert_close(getattr(tight, name), getattr(roomy, name), rtol=0, atol=1e-4)

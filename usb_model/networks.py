@@ -77,7 +77,13 @@ class USBNetworks(nn.Module):
         z_mu, _ = self.autoencoder.encode(volume)
         return z_mu * self.latent_scale
 
-    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+    def decode(self, latent: torch.Tensor, *, lean: bool = False) -> torch.Tensor:
+        """Scaled latent -> image. ``lean``: one decoder block at a time, its convolutions in slabs
+        (usb_model.lean): the same result with a fraction of the peak memory, for whole grids."""
+        if lean:
+            from .lean import lean_decode
+
+            return lean_decode(self.autoencoder, latent / self.latent_scale)
         return self.autoencoder.decode(latent / self.latent_scale)
 
     def empty_condition(self, n: int, device: torch.device | str | None = None) -> torch.Tensor:

@@ -236,38 +236,63 @@ class GroupNormStatistics:
 
     @contextlib.contextmanager
     def record(self, net: nn.Module):
-        def forward(module: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+        def statistics(module: nn.GroupNorm, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             var, mean = torch.var_mean(x.reshape(x.shape[0], module.num_groups, -1), dim=-1, unbiased=False)
             self.stats[id(module)] = (mean, var)
+            return mean, var
+
+        def forward(module: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+            statistics(module, x)
             return F.group_norm(x, module.num_groups, module.weight, module.bias, module.eps)
 
-        with _group_norm_forward(net, forward):
+        with _group_norm_forward(net, forward, statistics):
             yield self
 
     @contextlib.contextmanager
     def frozen(self, net: nn.Module):
-        def forward(module: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+        def statistics(module: nn.GroupNorm, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             mean, var = self.stats[id(module)]
             n, groups = x.shape[0], module.num_groups
-            mean, var = (v[:1].expand(n, groups)[..., None] for v in (mean, var))
-            grouped = x.reshape(n, groups, -1)
-            normed = ((grouped - mean) * torch.rsqrt(var + module.eps)).reshape(x.shape)
-            if module.affine:
-                shape = (1, -1) + (1,) * (x.dim() - 2)
-                normed = normed * module.weight.reshape(shape) + module.bias.reshape(shape)
-            return normed
+            return mean[:1].expand(n, groups), var[:1].expand(n, groups)
 
-        with _group_norm_forward(net, forward):
+        def forward(module: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+            return normalise(module, x, *statistics(module, x))
+
+        with _group_norm_forward(net, forward, statistics):
             yield self
 
 
+def group_statistics(module: nn.GroupNorm, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-sample, per-group mean and variance ``module`` normalises ``x`` with: the recorded
+    or frozen ones inside ``GroupNormStatistics.record``/``frozen``, else ``x``'s own. For code
+    that applies a GroupNorm piece by piece (usb_model.lean) instead of calling it."""
+    active = module.__dict__.get("usb_group_statistics")
+    if active is not None:
+        return active(x)
+    var, mean = torch.var_mean(x.reshape(x.shape[0], module.num_groups, -1), dim=-1, unbiased=False)
+    return mean, var
+
+
+def normalise(module: nn.GroupNorm, x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    """``module``'s GroupNorm of ``x`` (any part of a volume) with the given (N, groups) statistics."""
+    n, groups = x.shape[0], module.num_groups
+    grouped = x.reshape(n, groups, -1)
+    normed = ((grouped - mean[..., None]) * torch.rsqrt(var[..., None] + module.eps)).reshape(x.shape)
+    if module.affine:
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        normed = normed * module.weight.reshape(shape) + module.bias.reshape(shape)
+    return normed
+
+
 @contextlib.contextmanager
-def _group_norm_forward(net: nn.Module, forward):
+def _group_norm_forward(net: nn.Module, forward, statistics):
     norms = [m for m in net.modules() if isinstance(m, nn.GroupNorm)]
     try:
         for m in norms:
             m.forward = forward.__get__(m)
+            m.usb_group_statistics = statistics.__get__(m)
         yield
     finally:
         for m in norms:
             del m.forward
+            del m.usb_group_statistics
