@@ -100,17 +100,16 @@ def grow_by_image(
     brain = brain_region(image) if brain is None else np.asarray(brain) > 0
     out = mask.copy()
     added = skipped = 0
+    info = {
+        "step": "image",
+        "reach_mm": reach_mm,
+        "fraction": fraction,
+        "seeded": seeded,
+        "min_edge_share": min_edge_share,
+        "edge_fraction": edge_fraction,
+    }
     if not mask.any():
-        return out, {
-            "step": "image",
-            "reach_mm": reach_mm,
-            "fraction": fraction,
-            "seeded": seeded,
-            "min_edge_share": min_edge_share,
-            "edge_fraction": edge_fraction,
-            "covered_components": 0,
-            "added_voxels": 0,
-        }
+        return out, {**info, "covered_components": 0, "added_voxels": 0}
     # The tissue reference comes from beyond the reach: the rim itself must not set it.
     excluded = dilate_mm(mask, spacing, reach_mm)
     tissue = local_tissue(image, excluded, brain=brain, spacing=spacing)
@@ -154,16 +153,7 @@ def grow_by_image(
         new = keep & candidate & ~out[box]
         added += int(new.sum())
         out[box] |= new
-    return out, {
-        "step": "image",
-        "reach_mm": reach_mm,
-        "fraction": fraction,
-        "seeded": seeded,
-        "min_edge_share": min_edge_share,
-        "edge_fraction": edge_fraction,
-        "covered_components": skipped,
-        "added_voxels": added,
-    }
+    return out, {**info, "covered_components": skipped, "added_voxels": added}
 
 
 def grow_mask(
