@@ -67,7 +67,7 @@ ANATOMIES = ("colin", "template")
 DEGRADED_FILLS = ("wm", "auto", "auto_given")
 FILL_KINDS = ("wm", "local", "lift", "graft", "auto")
 GROWTH_VARIANTS = {
-    # name: (method, grid_factor, reach_mm, fraction, seeded, min_edge_share[, edge_fraction])
+    # name: (method, grid_factor, reach_mm, fraction, seeded, min_edge_share[, edge_fraction[, rings]])
     "none": ("none", 0.5, 1.5, 0.35, False, 0.0),
     "grid0.5": ("grid", 0.5, 1.5, 0.35, False, 0.0),
     "grid1": ("grid", 1.0, 1.5, 0.35, False, 0.0),
@@ -84,7 +84,10 @@ GROWTH_VARIANTS = {
     "auto_f50_gated": ("auto", 0.5, 1.5, 0.5, False, 0.5),  # a stricter rim: half way to the core
     # image2's wide, faint growth behind a stricter edge test (edge_fraction)
     "auto2_gate35": ("auto", 0.5, 2.0, 0.25, False, 0.5, 0.35),
-    "auto2_gate50": ("auto", 0.5, 2.0, 0.25, False, 0.5, 0.5),  # grow_mask's defaults since 2026-12-06
+    "auto2_gate50": ("auto", 0.5, 2.0, 0.25, False, 0.5, 0.5),
+    # and whole rings taken while their median is lesion-like (WMH and subtle lesions only):
+    # grow_mask's defaults since 2026-12-06 (session 2)
+    "auto2_gate50_rings": ("auto", 0.5, 2.0, 0.25, False, 0.5, 0.5, True),
 }
 
 
@@ -217,7 +220,7 @@ def main(argv=None) -> int:
                         fraction,
                         seeded,
                         edge_share,
-                        *edge_fraction,
+                        *extra,
                     ) in GROWTH_VARIANTS.items():
                         if growth_name not in args.growths.split(",") and growth_name != "none":
                             continue
@@ -237,7 +240,8 @@ def main(argv=None) -> int:
                             fraction=fraction,
                             seeded=seeded,
                             min_edge_share=edge_share,
-                            edge_fraction=edge_fraction[0] if edge_fraction else None,
+                            edge_fraction=extra[0] if extra else None,
+                            rings=len(extra) > 1 and extra[1],  # off unless the variant says
                         )
                         if mask_kind == "exact" and growth_name == "none":
                             kinds = (*FILL_KINDS, "wm_noise")
