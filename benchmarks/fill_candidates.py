@@ -179,8 +179,10 @@ def metrics(pred, truth_img, sick, region, brain):
 
 
 def fill(sick, healed_mask, kind, donor, brain, given=None):
-    if kind == "auto_given":  # auto, each lesion's fill chosen on the mask as given (the app's way)
+    if kind == "auto_given":  # auto, each lesion's fill chosen on the mask as given (not the app's way)
         return prefill(sick, healed_mask, "auto", template=donor, given=given)
+    if kind == "auto_given_dark":  # ... only where the given mask's core is CSF-dark
+        return prefill(sick, healed_mask, "auto", template=donor, given=given, given_dark=0.5)
     if kind == "wm_noise":
         return wm_fill(sick, healed_mask, brain=brain, rng=np.random.default_rng(0))
     return prefill(sick, healed_mask, kind, template=donor)

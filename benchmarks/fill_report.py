@@ -265,9 +265,31 @@ def main() -> int:
             "mask). Leaving CSF-dark lesions out of the blind grid step (a one-off variant, 2026-12-06)",
             "moved the template's grid2 lacunes from 10.80 to 10.75 dB: the image growth still took the",
             "grey matter around that lacune. What would fix it is reading each lesion's fill choice on",
-            "the mask as given while filling the grown one, for CSF-dark lesions only; the fills on the",
-            "model grid and at native resolution do not receive the given mask yet.",
+            "the mask as given while filling the grown one, for CSF-dark lesions only (next section).",
         ]
+    given_dark = [
+        RESULTS / f"fill-candidates-{run}-{a}.json" for run in ("rings", "givendark") for a in ("colin", "template")
+    ]
+    if all(path.is_file() for path in given_dark):
+        lines += [
+            "",
+            "## The fill chosen on the mask as given, for CSF-dark lesions",
+            "",
+            "`auto_given_dark`: each lesion's fill is chosen on the mask as given where its given core",
+            "is CSF-dark (contrast below 0.5, `usb_model.fill.GIVEN_DARK_RATIO`), on the grown component",
+            "otherwise; the fill covers the whole grown mask either way. Reading every lesion on the",
+            "given mask (`auto_given`, above) lost on Colin 27's WMH; this reading leaves them alone.",
+            "Adopted: the participant level passes the given mask to both fills (the model grid's and",
+            "the native one).",
+            "",
+        ]
+        runs = [json.loads(path.read_text()) for path in given_dark]
+        for run in runs:  # one table: the new fill's rows under a growth name of their own
+            run["summary"] = {
+                (k.replace("|auto2_gate50_rings|auto_given_dark", "|given_dark|auto")): v
+                for k, v in run["summary"].items()
+            }
+        lines += growth_tables(runs, ("auto2_gate50_rings", "given_dark"))
     lines += ["", "## Through the participant level, on Colin 27 (single sample)", ""]
     lines += app_tables()
     write_text(OUT, "\n".join(lines).rstrip() + "\n")

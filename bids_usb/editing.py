@@ -72,9 +72,11 @@ def run_edit(
     n_samples: int,
     device: str = "auto",
     costs: CostLog | None = None,
+    given: np.ndarray | None = None,
 ) -> tuple[EditResult, dict[str, Any]]:
     """``costs``, when given, records each stage's seconds and peak memory and the autoencoder's
-    passes (usb_model.costs), the loading of the networks included."""
+    passes (usb_model.costs), the loading of the networks included. ``given``: heal's lesion mask
+    as the user gave it, when ``lesion`` is that mask grown (``USB.heal``)."""
     used = resolved_parameters(bundle, task, params)
     steps = used.pop("steps", None)
     if steps:  # --steps N: the stride that walks from this image's t_start to 0 in about N steps
@@ -97,7 +99,9 @@ def run_edit(
         # No composite on the model grid: the composite happens on the native grid, where the
         # promise "unchanged outside the edit region" is about the user's own voxels.
         known = lesion.astype(np.float32) if lesion is not None and lesion.any() else None
-        result = usb.heal(image, known, n_samples=n_samples, seed=seed, composite=False, spacing=spacing, **used)
+        result = usb.heal(
+            image, known, n_samples=n_samples, seed=seed, composite=False, spacing=spacing, given=given, **used
+        )
         return result, {**result.params, "task": task}
     else:
         band = tuple(float(v) for v in used.pop("band_mm"))  # the composite is on the native grid

@@ -19,7 +19,7 @@ import numpy as np
 from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
 
 from usb_model.composite import blend_weight, composite, within_local_range
-from usb_model.fill import prefill
+from usb_model.fill import GIVEN_DARK_RATIO, prefill
 from usb_model.template import template_1mm
 
 from . import preprocessing as prep
@@ -55,17 +55,27 @@ def native_fill(
     kind: str,
     registration: prep.Registration,
     template_source: str = "nilearn",
+    given: np.ndarray | None = None,
 ) -> np.ndarray:
     """The lesion of ``original`` filled by ``kind`` (usb_model.fill.prefill) on its own grid, in its
     own intensities: for a graft, the 1 mm MNI template (the copy ``template_source``, the model's
-    own) moved onto the scan by its registration."""
+    own) moved onto the scan by its registration. ``given``: the mask as the user gave it, when
+    ``lesion`` is it grown (``auto`` reads a CSF-dark lesion's choice on it)."""
     data = np.asanyarray(original.dataobj, dtype=np.float32)
     template = None
     if kind in ("graft", "auto"):
         mni = template_1mm(template_source)
         moving = nib.Nifti1Image(np.asarray(mni.t1w, dtype=np.float32), np.asarray(mni.affine))
         template = np.asanyarray(prep.to_native(moving, original, registration).dataobj, dtype=np.float32)
-    return prefill(data, lesion, kind, template=template, spacing=original.header.get_zooms()[:3])
+    return prefill(
+        data,
+        lesion,
+        kind,
+        template=template,
+        spacing=original.header.get_zooms()[:3],
+        given=given,
+        given_dark=GIVEN_DARK_RATIO if given is not None else None,
+    )
 
 
 def _native(

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from usb_model.fill import AUTO_CODES, auto_choice, lesion_contrast, lift_fill, local_tissue, prefill
+from usb_model.fill import AUTO_CODES, GIVEN_DARK_RATIO, auto_choice, lesion_contrast, lift_fill, local_tissue, prefill
 from usb_model.mask_growth import dilate_mm, grow_by_grid, grow_by_image, grow_mask
 
 
@@ -120,6 +120,23 @@ def test_auto_chooses_each_lesions_fill_on_the_mask_as_given_and_fills_all_that_
     assert np.array_equal(out[~grown], image[~grown])
     # Without a growth, given and mask are the same: the same choice as without ``given``.
     assert np.array_equal(auto_choice(image, given, given=given), auto_choice(image, given))
+
+
+def test_given_dark_reads_only_a_csf_dark_lesion_on_the_mask_as_given(textured):
+    """GIVEN_DARK_RATIO, the app's reading: the same grown lacune is read on its given core (the
+    local fill); a WMH-like lesion (0.6 of its tissue as given) grown the same way is read on the
+    grown component, as without ``given`` (the white-matter mean, which won on Colin 27's WMH)."""
+    tissue, brain = textured
+    given = _ball(tissue.shape, (16, 16, 16), 4)
+    grown = _ball(tissue.shape, (16, 16, 16), 7) & brain
+    rim = np.where(grown, tissue * 0.7, tissue)
+    lacune = np.where(given, 0.15, rim).astype(np.float32)
+    wmh = np.where(given, tissue * 0.6, rim).astype(np.float32)
+    dark = auto_choice(lacune, grown, given=given, given_dark=GIVEN_DARK_RATIO)
+    assert (dark[grown] == AUTO_CODES["local"]).all()
+    pale = auto_choice(wmh, grown, given=given, given_dark=GIVEN_DARK_RATIO)
+    assert np.array_equal(pale, auto_choice(wmh, grown))
+    assert not np.array_equal(pale, auto_choice(wmh, grown, given=given))  # what reading all on given does
 
 
 def test_grid_growth_only_for_a_coarser_mask(textured):

@@ -352,6 +352,9 @@ def test_a_mask_from_a_coarser_grid_is_grown_and_both_masks_are_written(run, dat
     assert sidecar["MaskGrowth"]["healed_ml"] > sidecar["MaskGrowth"]["given_ml"]
     region = np.asanyarray(nib.load(anat / "sub-01_desc-editregion_mask.nii.gz").dataobj) > 0
     assert (region & healed_mask).sum() == healed_mask.sum()  # the grown mask is what was healed
+    # The fills on both grids got the mask as given, for their per-lesion choice (GIVEN_DARK_RATIO).
+    reports = {p.parent.parent.name: p.read_text() for p in (tmp_path / "work").rglob("_report/report.rst")}
+    assert "given_model.nii.gz" in reports["usb"] and "lesion_given_native.nii.gz" in reports["to_native"]
     assert assert_valid_bids(out) == []
 
 

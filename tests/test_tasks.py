@@ -193,3 +193,24 @@ def test_generate_lesion_runs_paired_sampling_deterministically(usb, brain):
     b = usb.generate_lesion(brain, n_candidates=2, seed=1, steps=4)
     assert torch.equal(a.mask, b.mask) and a.info == b.info
     assert a.mask.shape == GRID and not bool((a.mask > 0)[brain == 0].any())
+
+
+@pytest.mark.parametrize("ae_passes", ["full", "edit"])
+def test_a_grown_masks_fill_reads_the_mask_as_given(usb, brain, lesion, monkeypatch, ae_passes):
+    """heal(given=): the fill of the grown mask gets the mask as given, with the app's reading
+    (usb_model.fill.GIVEN_DARK_RATIO), on both pass paths; a later call without it gets none."""
+    import usb_model.tasks as tasks
+    from usb_model.fill import GIVEN_DARK_RATIO
+
+    seen = []
+
+    def spy(image, mask, kind, **kwargs):
+        seen.append(kwargs)
+        return prefill(image, mask, kind, **kwargs)
+
+    monkeypatch.setattr(tasks, "prefill", spy)
+    grown = torch.from_numpy(ndimage.binary_dilation(lesion.numpy() > 0, iterations=2).astype(np.float32))
+    usb.heal(brain, grown, seed=0, stride=100, fill="auto", ae_passes=ae_passes, given=lesion.numpy())
+    assert np.array_equal(seen[-1]["given"], lesion.numpy() > 0) and seen[-1]["given_dark"] == GIVEN_DARK_RATIO
+    usb.heal(brain, grown, seed=0, stride=100, fill="auto", ae_passes=ae_passes)
+    assert seen[-1]["given"] is None and seen[-1]["given_dark"] is None

@@ -41,6 +41,14 @@ WM_FRACTION = 0.85
 #: infarcts: CSF-like, 0.1-0.5 of the tissue) stay below it.
 SUBTLE_RATIO = 0.67
 
+#: ``auto`` with the mask as given beside the grown one: a lesion whose given core is darker than
+#: this fraction of its tissue (CSF-dark: a lacune, an infarct's cavity) has its fill chosen on
+#: the given voxels, any other on the grown component. A growth around a lacune in grey matter
+#: takes in that grey matter, and read on the grown core a 0.25 ml template lacune looked healthy
+#: (0.97) and got the white-matter mean: the template's 2 mm-grid lacunes went from 10.8 to
+#: 14.2 dB, nothing else moved by more than 0.05 (fill-candidates-givendark-*.json).
+GIVEN_DARK_RATIO = 0.5
+
 #: ``lesion_contrast`` reads a lesion's intensity on its core, this far (mm) inside the mask's edge.
 CONTRAST_EDGE_MM = 1.0
 
@@ -231,7 +239,9 @@ def _core_contrast(image, tissue, component, spacing) -> float:
     return float(np.median(image[core])) / ref if ref > 0 else 0.0
 
 
-def prefill(image, mask, kind: str, *, template=None, spacing=(1.0, 1.0, 1.0), given=None) -> np.ndarray:
+def prefill(
+    image, mask, kind: str, *, template=None, spacing=(1.0, 1.0, 1.0), given=None, given_dark=None
+) -> np.ndarray:
     """``image`` with its lesion filled by ``kind`` (``auto``, ``graft``, ``wm`` or ``none``).
 
     ``given``: for ``auto``, the mask as the user gave it when ``mask`` is that mask grown
@@ -254,7 +264,7 @@ def prefill(image, mask, kind: str, *, template=None, spacing=(1.0, 1.0, 1.0), g
         return lift_fill(image, mask, spacing=spacing)
     if kind == "auto":
         tissue = local_tissue(image, mask, spacing=spacing)  # read by the choice and the local fill
-        choice = auto_choice(image, mask, spacing=spacing, tissue=tissue, given=given)
+        choice = auto_choice(image, mask, spacing=spacing, tissue=tissue, given=given, given_dark=given_dark)
         # Every fill sees the scan as it is, every lesion excluded from its fit.
         out = wm_fill(image, mask, noise=False)
         if (choice == AUTO_CODES["local"]).any():
@@ -288,7 +298,9 @@ def white_matter_lesions(image, mask) -> np.ndarray:
     return out
 
 
-def auto_choice(image, mask, *, spacing=(1.0, 1.0, 1.0), tissue=None, given=None) -> np.ndarray:
+def auto_choice(
+    image, mask, *, spacing=(1.0, 1.0, 1.0), tissue=None, given=None, given_dark: float | None = None
+) -> np.ndarray:
     """The fill ``prefill(kind="auto")`` gives each connected component of ``mask``, as a map of
     ``AUTO_CODES``, in this order (benchmarks/fill_candidates.py, both anatomies):
 
@@ -317,7 +329,13 @@ def auto_choice(image, mask, *, spacing=(1.0, 1.0, 1.0), tissue=None, given=None
     on the template anatomy's lacunes with 2 mm-grid and too-large masks, nothing on Colin 27's
     lacunes, and lost 2.1 and 0.4 dB on Colin's WMH (2 mm-grid, short masks), whose dark cores
     then got the local fill across a mask grown to 2-3 times the lesion. On the real head it
-    lost; the choice stays on the healed mask until a reading wins on both anatomies.
+    lost there.
+
+    ``given_dark``: read on the given voxels only where they are CSF-dark (contrast below this),
+    on the healed component otherwise: a lacune stays a lacune however far its mask grew, and a
+    WMH is read as before. The app passes ``given`` with ``given_dark=GIVEN_DARK_RATIO`` since
+    2026-12-06 (``auto_given_dark`` in benchmarks/fill_candidates.py: it won on the template's
+    2 mm-grid lacunes and moved nothing else).
     """
     from scipy import ndimage
 
@@ -336,6 +354,9 @@ def auto_choice(image, mask, *, spacing=(1.0, 1.0, 1.0), tissue=None, given=None
         read = component & given[box]
         read = read if read.any() else component
         ratio = _core_contrast(image[box], tissue[box], read, spacing)
+        if given_dark is not None and ratio >= given_dark:  # not CSF-dark as given: read as healed
+            read = component
+            ratio = _core_contrast(image[box], tissue[box], read, spacing)
         # The size, like the contrast, from the core: a lacune's mask drawn 1 mm too large is
         # still a lacune (on Colin 27 such masks lost 3 dB to the white-matter fill otherwise).
         if ratio < SUBTLE_RATIO and lesion_core(read, spacing).sum() * voxel_ml < AUTO_LOCAL_ML:

@@ -30,7 +30,7 @@ from .costs import CostLog, NoCosts
 from .detection import anomaly_map, detect_lesions
 from .device import autocast, make_generator, pick_device
 from .diffusion import Diffusion
-from .fill import brain_region, intensity_line, prefill
+from .fill import GIVEN_DARK_RATIO, brain_region, intensity_line, prefill
 from .guidance import acg_weight, apply_guidance, lcg_weight, soft_lesion_map
 from .networks import USBNetworks
 from .passes import (
@@ -144,6 +144,7 @@ class USB:
         self.mem_gb = mem_gb
         self.ae_margin = ae_margin  # context around a cropped pass, in latent voxels
         self.costs = costs if costs is not None else NoCosts()
+        self._given = None  # heal's ``given`` mask, for the fill of that call
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None, **options) -> USB:
@@ -263,6 +264,7 @@ class USB:
         detect_t_start: int | None = None,
         detect_threshold: float | None = None,
         detect_min_ml: float | None = None,
+        given=None,
     ) -> EditResult:
         """Pathology-to-healthy editing, in one of three modes (``SamplingConfig.heal_mode``):
 
@@ -279,6 +281,10 @@ class USB:
         With ``fill_residual`` (mask and detect modes) the healed brain is the fill plus the
         model's change to it, ``decode(healed) - decode(filled)``: the autoencoder's blur cancels
         as it does for ``change``, and the fill's detail stays.
+
+        ``given``: the lesion mask as the user gave it, when ``mask`` is that mask grown
+        (usb_model.mask_growth): the ``auto`` fill reads a CSF-dark lesion's choice on it
+        (``usb_model.fill.GIVEN_DARK_RATIO``).
 
         With ``composite`` the result is put back into the input: inside the lesion the decoded
         healed brain, in the blend band the input plus ``decode(healed) - decode(input)`` (so the
@@ -323,6 +329,7 @@ class USB:
             )
         spacing = tuple(spacing or self.cfg.grid.voxel_size)
         image_np = image_t[0, 0].cpu().numpy()
+        self._given = None if given is None else np.asarray(given) > 0
         if params["ae_passes"] == "edit":
             healed_samples, change_samples, fill_change, lesion_np = self._heal_in_box(
                 image_t, image_np, mask_t, params, spacing
@@ -377,9 +384,7 @@ class USB:
                 y_out = self._heal_latents(y_input, None, params)
         else:
             with self.costs.stage("fill"):
-                filled = prefill(
-                    image_np, mask_t[0, 0].cpu().numpy(), params["fill"], template=self.template_t1w, spacing=spacing
-                )
+                filled = self._prefill(image_np, mask_t[0, 0].cpu().numpy(), params["fill"], spacing)
             with self.costs.stage("encode fill"):
                 y_filled = self._encode(self._volume(filled, "filled image"))
             with self.costs.stage("sampling"):
@@ -429,6 +434,20 @@ class USB:
             fill_change = corrections.mean(dim=0)
         return healed_samples, change_samples, fill_change
 
+    def _prefill(self, image_np, lesion_np, kind, spacing):
+        """The classical fill of the lesion (``usb_model.fill.prefill``), its per-lesion choice read
+        on the mask as given where ``heal`` has one (``given``)."""
+        given = self._given if self._given is not None and self._given.shape == lesion_np.shape else None
+        return prefill(
+            image_np,
+            lesion_np,
+            kind,
+            template=self.template_t1w,
+            spacing=spacing,
+            given=given,
+            given_dark=GIVEN_DARK_RATIO if given is not None else None,
+        )
+
     def _heal_in_box(self, image_t, image_np, mask_t, params, spacing):
         """Mask-mode healing with the autoencoder's passes limited to what the output takes.
 
@@ -454,7 +473,7 @@ class USB:
         with self.costs.stage("encode input"), enc_stats.record(ae):
             y_input = self._encode(image_t)
         with self.costs.stage("fill"):
-            filled = prefill(image_np, lesion_np, params["fill"], template=self.template_t1w, spacing=spacing)
+            filled = self._prefill(image_np, lesion_np, params["fill"], spacing)
         with self.costs.stage("encode fill"), enc_stats.frozen(ae):
             filled_t = self._volume(filled, "filled image")
             enc_box = lesion_box.grow(margin, shape).snap(factor, shape)

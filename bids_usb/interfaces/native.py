@@ -22,6 +22,7 @@ class _NativeInputSpec(BaseInterfaceInputSpec):
     scale = traits.Float(mandatory=True)
     bias_field = File(exists=True, mandatory=True, desc="N4 field on the RAS grid")
     lesion_native = File(exists=True, desc="heal: the lesion on the anat's grid")
+    given_native = File(exists=True, desc="heal: the lesion as given, when lesion_native is it grown (anat's grid)")
     lesion_model = File(exists=True, desc="embed: the lesion drawn, on the model grid")
     uncertainty = File(exists=True)
     healed = File(exists=True, desc="heal: the decoded healed brain on the model grid")
@@ -75,7 +76,14 @@ class ToNative(TimedInterface):
         params = self.inputs.parameters if isdefined(self.inputs.parameters) else {}
         if heal and isdefined(self.inputs.fill_change) and lesion is not None and lesion.any():
             # The fill made again at the scan's own resolution; the model's change is added to it.
-            heal["fill_native"] = native_fill(original, lesion, params["fill"], reg, self.inputs.template_source)
+            given = (
+                np.asanyarray(nib.load(self.inputs.given_native).dataobj) > 0
+                if isdefined(self.inputs.given_native)
+                else None
+            )
+            heal["fill_native"] = native_fill(
+                original, lesion, params["fill"], reg, self.inputs.template_source, given=given
+            )
             heal["fill_change_model"] = nib.load(self.inputs.fill_change)
         heal["band_mm"] = tuple(float(v) for v in params["band_mm"])  # the sampler reports the band it used
         edit = to_native_edit(

@@ -175,6 +175,7 @@ class _ToModelInputSpec(BaseInterfaceInputSpec):
     brain = File(exists=True, mandatory=True)
     brain_mask = File(exists=True, mandatory=True)
     lesion_mask = File(exists=True)
+    given_mask = File(exists=True, desc="the lesion mask as given, when lesion_mask is it grown")
     transform = File(exists=True, mandatory=True)
     template = File(exists=True, mandatory=True)
     contrast = traits.Enum("T1w", "FLAIR", usedefault=True)
@@ -185,6 +186,7 @@ class _ToModelOutputSpec(TimedOutputSpec):
     image = File(exists=True, desc="normalised brain on the model grid, [0, 1]")
     brain_mask = File(exists=True)
     lesion_mask = File(desc="lesion on the model grid")
+    given_mask = File(desc="the lesion as given, on the model grid")
     scale = traits.Float(desc="native intensity = model intensity x scale x bias")
 
 
@@ -215,6 +217,12 @@ class ToModelGrid(TimedInterface):
             lesion_np = (np.asanyarray(lesion.dataobj) > 0.5).astype(np.uint8)
             self._results["lesion_mask"] = _save(
                 nib.Nifti1Image(lesion_np, template.affine), runtime.cwd, "lesion_model.nii.gz"
+            )
+        if isdefined(self.inputs.given_mask):
+            given = prep.to_template(nib.load(self.inputs.given_mask), template, reg, "nearestNeighbor")
+            given_np = (np.asanyarray(given.dataobj) > 0.5).astype(np.uint8)
+            self._results["given_mask"] = _save(
+                nib.Nifti1Image(given_np, template.affine), runtime.cwd, "given_model.nii.gz"
             )
         return runtime
 

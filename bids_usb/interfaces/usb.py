@@ -22,6 +22,7 @@ from .base import TimedInterface, TimedOutputSpec
 class _USBInputSpec(BaseInterfaceInputSpec):
     image = File(exists=True, mandatory=True, desc="normalised brain on the model grid")
     lesion_mask = File(exists=True, desc="heal: the known lesion; embed: the lesion to draw (model grid)")
+    given_mask = File(exists=True, desc="heal: the lesion mask as given, when lesion_mask is it grown (model grid)")
     model_dir = Directory(exists=True, mandatory=True)
     task = traits.Enum("heal", "embed", mandatory=True)
     params = traits.Dict(desc="sampling parameters (SamplingConfig names); missing ones take the checkpoint's defaults")
@@ -92,6 +93,9 @@ class RunUSB(TimedInterface):
             n_samples=self.inputs.n_samples,
             device=self.inputs.device,
             costs=costs,
+            given=np.asanyarray(nib.load(self.inputs.given_mask).dataobj) > 0
+            if isdefined(self.inputs.given_mask)
+            else None,
         )
         cwd = Path(runtime.cwd)
         summary = {

@@ -212,6 +212,8 @@ def init_preprocess_wf(
                 [
                     (prepare, lesion, [("lesion_ras", "lesion_ras")]),
                     (strip, lesion, [("brain", "brain"), ("brain_mask", "brain_mask")]),
+                    # the mask as given, for the fill's per-lesion choice (usb_model.fill.GIVEN_DARK_RATIO)
+                    (prepare, to_model, [("lesion_ras", "given_mask")]),
                 ]
             )
         wf.connect(
@@ -299,6 +301,13 @@ def init_image_wf(
         wf.connect([(usb, native, [("healed", "healed"), ("change", "change"), ("fill_change", "fill_change")])])
         if job.lesion_mask is not None:
             wf.connect(to_model, "lesion_mask", usb, "lesion_mask")
+            if wf.get_node("grow_mask") is not None:
+                wf.connect(
+                    [
+                        (to_model, usb, [("given_mask", "given_mask")]),
+                        (wf.get_node("grow_mask"), native, [("given_native", "given_native")]),
+                    ]
+                )
         else:
             wf.connect([(usb, native, [("anomaly", "anomaly"), ("detected", "detected")])])
             outputs += [("anomaly", native, "anomaly"), ("detected", native, "lesion_native")]
