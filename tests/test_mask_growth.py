@@ -246,3 +246,19 @@ def test_rings_take_a_subtle_lesions_faint_rim_that_the_voxel_rule_misses(textur
     dark[lesion & ~short] *= 0.94
     _, growth = grow_by_image(dark, short, (1, 1, 1), reach_mm=2.0, fraction=0.25, brain=brain, rings=True)
     assert growth["ring_voxels"] == 0
+
+
+def test_given_dark_reads_a_csf_dark_lesions_rim_on_the_mask_as_given(textured):
+    """A large CSF-dark lesion in grey matter (an infarct: the graft): a mask grown past the grey
+    band reaches white matter, and read on the grown mask the lesion would get the white-matter
+    mean; read as given (GIVEN_DARK_RATIO) it keeps its graft."""
+    tissue, brain = textured
+    given = _ball(tissue.shape, (16, 16, 16), 8)  # 2.1 ml, its core 1.4 ml: no lacune
+    grey = dilate_mm(given, (1, 1, 1), 2.0) & ~given
+    image = np.where(grey, 0.6 * tissue, tissue)
+    image = np.where(given, 0.15, image).astype(np.float32)
+    grown = dilate_mm(given, (1, 1, 1), 3.0) & brain
+    assert (auto_choice(image, given)[given] == AUTO_CODES["graft"]).all()
+    assert (auto_choice(image, grown)[grown] == AUTO_CODES["wm"]).all()
+    choice = auto_choice(image, grown, given=given, given_dark=GIVEN_DARK_RATIO)
+    assert (choice[grown] == AUTO_CODES["graft"]).all()
