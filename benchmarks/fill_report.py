@@ -31,6 +31,13 @@ APP_MASKS = {
     "exact, lacune rerun after the core size (86434a3)": "healing-colin-lacune-final.json",
     "short1": "healing-colin-short1.json",
     "grid2": "healing-colin-grid2.json",
+    "short1, 2026-12-06 (rings, edge gate, the fill chosen on the given mask for CSF-dark lesions)": (
+        "healing-colin-short1-given.json"
+    ),
+    "grid2, 2026-12-06 (the same, before the rim was read as given)": "healing-colin-grid2-given.json",
+    "grid2, 2026-12-06, infarct and territorial rerun with the rim read as given (62acf54)": (
+        "healing-colin-grid2-given-rim.json"
+    ),
 }
 
 
