@@ -143,6 +143,17 @@ def growth_tables(results: list[dict], growths: tuple[str, ...]) -> list[str]:
     return lines
 
 
+def _fill_as_growth(paths) -> list[dict]:
+    """The runs at ``paths`` with fill ``auto_given_dark`` on growth ``auto2_gate50_rings`` renamed
+    growth ``given_dark``, fill ``auto``: a fill shown as a column of ``growth_tables``."""
+    runs = [json.loads(path.read_text()) for path in paths]
+    for run in runs:
+        run["summary"] = {
+            k.replace("|auto2_gate50_rings|auto_given_dark", "|given_dark|auto"): v for k, v in run["summary"].items()
+        }
+    return runs
+
+
 def app_tables() -> list[str]:
     lines = []
     for mask, name in APP_MASKS.items():
@@ -290,13 +301,7 @@ def main() -> int:
             "the native one).",
             "",
         ]
-        runs = [json.loads(path.read_text()) for path in given_dark]
-        for run in runs:  # one table: the new fill's rows under a growth name of their own
-            run["summary"] = {
-                (k.replace("|auto2_gate50_rings|auto_given_dark", "|given_dark|auto")): v
-                for k, v in run["summary"].items()
-            }
-        lines += growth_tables(runs, ("auto2_gate50_rings", "given_dark"))
+        lines += growth_tables(_fill_as_growth(given_dark), ("auto2_gate50_rings", "given_dark"))
         rim = [RESULTS / f"fill-candidates-givendark-rim-{a}.json" for a in ("colin", "template")]
         if all(path.is_file() for path in rim):
             lines += [
@@ -308,13 +313,7 @@ def main() -> int:
                 "infarct class (`auto` -> `auto_given_dark`, the rim read as given):",
                 "",
             ]
-            runs = [json.loads(path.read_text()) for path in rim]
-            for run in runs:
-                run["summary"] = {
-                    (k.replace("|auto2_gate50_rings|auto_given_dark", "|given_dark|auto")): v
-                    for k, v in run["summary"].items()
-                }
-            lines += growth_tables(runs, ("auto2_gate50_rings", "given_dark"))
+            lines += growth_tables(_fill_as_growth(rim), ("auto2_gate50_rings", "given_dark"))
             lines += [
                 "",
                 "On the template anatomy the exact and 2 mm-grid masks of its infarcts lose 1.1 dB by it",

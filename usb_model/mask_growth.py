@@ -152,6 +152,11 @@ def grow_by_image(
         lesion_like = (sub_image[shell] - ref) * np.sign(step) >= fraction * np.abs(step)
         candidate = np.zeros_like(component)
         candidate[shell] = lesion_like & (np.abs(step) > 1e-6)
+        ref_level = float(np.median(ref))
+        if rings and abs(core - ref_level) <= ring_contrast * abs(ref_level):
+            ringed = _lesion_rings(sub_image, tissue[box], component, shell, spacing, core, fraction, reach_mm)
+            ring_voxels += int((ringed & ~candidate & ~out[box]).sum())
+            candidate |= ringed
         # Only what touches this lesion: a dark sulcus a voxel away is not its rim.
         if seeded:
             inside = core - tissue[box][component]
@@ -162,13 +167,6 @@ def grow_by_image(
             joined, _ = ndimage.label(candidate | seeds)
             keep = np.isin(joined, np.unique(joined[seeds])) if seeds.any() else np.zeros_like(component)
         else:
-            joined, _ = ndimage.label(candidate | component)
-            keep = np.isin(joined, np.unique(joined[component]))
-        ref_level = float(np.median(ref))
-        if rings and abs(core - ref_level) <= ring_contrast * abs(ref_level):
-            ringed = _lesion_rings(sub_image, tissue[box], component, shell, spacing, core, fraction, reach_mm)
-            ring_voxels += int((ringed & ~candidate & ~out[box]).sum())
-            candidate |= ringed
             joined, _ = ndimage.label(candidate | component)
             keep = np.isin(joined, np.unique(joined[component]))
         new = keep & candidate & ~out[box]

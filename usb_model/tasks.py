@@ -144,7 +144,6 @@ class USB:
         self.mem_gb = mem_gb
         self.ae_margin = ae_margin  # context around a cropped pass, in latent voxels
         self.costs = costs if costs is not None else NoCosts()
-        self._given = None  # heal's ``given`` mask, for the fill of that call
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None, **options) -> USB:
@@ -329,10 +328,10 @@ class USB:
             )
         spacing = tuple(spacing or self.cfg.grid.voxel_size)
         image_np = image_t[0, 0].cpu().numpy()
-        self._given = None if given is None else np.asarray(given) > 0
+        given = None if given is None else np.asarray(given) > 0
         if params["ae_passes"] == "edit":
             healed_samples, change_samples, fill_change, lesion_np = self._heal_in_box(
-                image_t, image_np, mask_t, params, spacing
+                image_t, image_np, mask_t, params, spacing, given
             )
             return self._heal_result(
                 image_t,
@@ -384,7 +383,7 @@ class USB:
                 y_out = self._heal_latents(y_input, None, params)
         else:
             with self.costs.stage("fill"):
-                filled = self._prefill(image_np, mask_t[0, 0].cpu().numpy(), params["fill"], spacing)
+                filled = self._prefill(image_np, mask_t[0, 0].cpu().numpy(), params["fill"], spacing, given)
             with self.costs.stage("encode fill"):
                 y_filled = self._encode(self._volume(filled, "filled image"))
             with self.costs.stage("sampling"):
@@ -434,10 +433,9 @@ class USB:
             fill_change = corrections.mean(dim=0)
         return healed_samples, change_samples, fill_change
 
-    def _prefill(self, image_np, lesion_np, kind, spacing):
+    def _prefill(self, image_np, lesion_np, kind, spacing, given=None):
         """The classical fill of the lesion (``usb_model.fill.prefill``), its per-lesion choice read
         on the mask as given where ``heal`` has one (``given``)."""
-        given = self._given if self._given is not None and self._given.shape == lesion_np.shape else None
         return prefill(
             image_np,
             lesion_np,
@@ -448,7 +446,7 @@ class USB:
             given_dark=GIVEN_DARK_RATIO if given is not None else None,
         )
 
-    def _heal_in_box(self, image_t, image_np, mask_t, params, spacing):
+    def _heal_in_box(self, image_t, image_np, mask_t, params, spacing, given=None):
         """Mask-mode healing with the autoencoder's passes limited to what the output takes.
 
         - the input is encoded once, over the whole grid (the denoisers see the whole latent);
@@ -473,7 +471,7 @@ class USB:
         with self.costs.stage("encode input"), enc_stats.record(ae):
             y_input = self._encode(image_t)
         with self.costs.stage("fill"):
-            filled = self._prefill(image_np, lesion_np, params["fill"], spacing)
+            filled = self._prefill(image_np, lesion_np, params["fill"], spacing, given)
         with self.costs.stage("encode fill"), enc_stats.frozen(ae):
             filled_t = self._volume(filled, "filled image")
             enc_box = lesion_box.grow(margin, shape).snap(factor, shape)
