@@ -10,7 +10,7 @@ lesions stand out above that (median anomaly inside the lesion).
 
     python benchmarks/detection_calibration.py --model DIR [--n 8]
 
-Writes benchmarks/results/detection-calibration.json; put the suggested threshold in the model's
+Writes benchmarks/results/detection-calibration.json (or ``--out``); put the suggested threshold in the model's
 config.json (``sampling.detect_threshold``).
 """
 
@@ -29,6 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from usb_model.atomic import write_text  # noqa: E402
+from usb_model.checkpoint import checkpoint_directory, read_meta  # noqa: E402
 from usb_model.fill import brain_region  # noqa: E402
 from usb_model.synth import TripletDataset  # noqa: E402
 from usb_model.tasks import USB  # noqa: E402
@@ -41,6 +42,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "detection-calibration.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     usb = USB.from_checkpoint(args.model)
@@ -63,6 +65,7 @@ def main(argv=None) -> int:
     top = max(r["healthy_p99.99"] for r in rows)
     result = {
         "model": str(args.model),
+        "trained_steps": read_meta(checkpoint_directory(args.model)).get("notes", {}).get("trained_steps"),
         "n": args.n,
         "date": time.strftime("%Y-%m-%d"),
         "seconds": round(time.perf_counter() - clock, 1),
@@ -72,7 +75,7 @@ def main(argv=None) -> int:
         "lesions_above_suggestion": sum(r["lesion_median"] > math.ceil(top * 10) / 10 for r in rows),
         "cases": rows,
     }
-    write_text(Path(__file__).parent / "results" / "detection-calibration.json", json.dumps(result, indent=2) + "\n")
+    write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(
         f"healthy brains reach {top:.3f}; suggested detect_threshold {result['suggested_threshold']}; "
         f"{result['lesions_above_suggestion']} of {args.n} lesions stand out above it"

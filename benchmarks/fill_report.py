@@ -41,6 +41,107 @@ APP_MASKS = {
 }
 
 
+#: The app at the current code (2026-12-06: rings, edge gate, a CSF-dark lesion's fill and rim
+#: read on the mask as given, AUTO_LOCAL_ML 2.5 ml), through the participant level, one case per
+#: class and anatomy: each mask kind's result files, a later file's classes replacing an earlier
+#: one's. The reruns are the scans whose fill choice the last changes move (recomputed from each
+#: run's own fill inputs under both rules); every other scan's choice is the same under them.
+CURRENT = {
+    "colin": {
+        "exact": ("healing-colin-exact-current.json", "healing-colin-lacune-local25-exact.json"),
+        "short1": ("healing-colin-short1-given.json", "healing-colin-short1-rim.json"),
+        "grid2": (
+            "healing-colin-grid2-given.json",
+            "healing-colin-grid2-given-rim.json",
+            "healing-colin-lacune-local25-grid2.json",
+        ),
+        "large1": ("healing-colin-large1.json", "healing-colin-lacune-local25-large1.json"),
+    },
+    "template": {
+        "exact": ("healing-template-exact.json", "healing-template-infarct-local25-exact.json"),
+        "short1": ("healing-template-short1.json", "healing-template-infarct-local25-short1.json"),
+        "grid2": (
+            "healing-template-grid2.json",
+            "healing-template-lacune-local25-grid2.json",
+            "healing-template-infarct-local25-grid2.json",
+        ),
+        "large1": ("healing-template-large1.json",),
+    },
+}
+# The issue's margins against the exact mask (lesion PSNR, dB).
+MARGIN_DB = {"short1": 1.0, "grid2": 1.0, "large1": 0.5}
+
+
+def _current(files: tuple[str, ...]) -> tuple[dict, list[str]] | None:
+    """Per class, the methods' scores from the last of ``files`` that ran the class."""
+    per_class, commands = {}, []
+    for name in files:
+        path = RESULTS / name
+        if not path.is_file():
+            return None
+        result = json.loads(path.read_text())
+        commands.append(f"`{result['command']}` ({result['date']})")
+        for klass in CLASSES:
+            scores = result["summary"].get(klass, {})
+            if scores.get("usb_mask", {}).get("psnr", float("nan")) == scores.get("usb_mask", {}).get("psnr"):
+                per_class[klass] = {m: dict(v) for m, v in scores.items()}
+        for row in result.get("cases", []):
+            if row["method"] == "usb_mask" and "changed_outside_edit_region" in row:
+                per_class[row["class"]]["usb_mask"]["outside"] = row["changed_outside_edit_region"]
+    return per_class, commands
+
+
+def target_tables() -> list[str]:
+    """Issue 23's three targets, from the current-code participant runs (CURRENT)."""
+    lines = []
+    for anatomy, kinds in CURRENT.items():
+        runs = {kind: _current(files) for kind, files in kinds.items()}
+        missing = [f for kind, files in kinds.items() if runs[kind] is None for f in files]
+        if runs["exact"] is None:
+            lines += [f"({anatomy}: {', '.join(missing)} not measured yet)", ""]
+            continue
+        exact = runs["exact"][0]
+        lines += [
+            f"**{anatomy}**. Lesion PSNR (dB) / SSIM of the app (`usb_mask`) with the exact mask against the",
+            "untouched input and the white-matter fill; for each degraded mask, its lesion PSNR and the",
+            "difference from the exact mask's (the target's margin in brackets); voxels changed outside",
+            "the app's edit region, from `desc-editregion` (large1).",
+            "",
+            "| class | input | wm_fill | usb, exact | beats both | short1 (1) | grid2 (1) | large1 (0.5) | outside changed |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for klass in CLASSES:
+            if klass not in exact:
+                continue
+            e = exact[klass]
+            usb, none, wm = e["usb_mask"], e["none"], e["wm_fill"]
+            beats = usb["psnr"] > max(none["psnr"], wm["psnr"]) and usb["ssim"] > max(none["ssim"], wm["ssim"])
+            cells = []
+            for kind in ("short1", "grid2", "large1"):
+                run = runs[kind]
+                score = run[0].get(klass, {}).get("usb_mask") if run else None
+                if score is None:
+                    cells.append("-")
+                    continue
+                delta = score["psnr"] - usb["psnr"]
+                verdict = "met" if delta >= -MARGIN_DB[kind] else "**missed**"
+                cells.append(f"{score['psnr']:.2f} ({delta:+.2f}, {verdict})")
+            large = runs["large1"][0].get(klass, {}).get("usb_mask", {}) if runs["large1"] else {}
+            lines.append(
+                f"| {klass} | {none['psnr']:.2f} / {none['ssim']:.3f} | {wm['psnr']:.2f} / {wm['ssim']:.3f} | "
+                f"{usb['psnr']:.2f} / {usb['ssim']:.3f} | {'yes' if beats else '**no**'} | "
+                + " | ".join(cells)
+                + f" | {large.get('outside', '-')} |"
+            )
+        lines += ["", "Made by:", ""] + [
+            f"- {kind}: " + "; ".join(runs[kind][1]) for kind in kinds if runs[kind] is not None
+        ]
+        if missing:
+            lines += [f"- not measured yet: {', '.join(missing)}"]
+        lines.append("")
+    return lines
+
+
 def _cell(summary: dict, key: str) -> str:
     row = summary.get(key)
     return f"{row['psnr']:.1f}" if row else "-"
@@ -193,6 +294,12 @@ def main() -> int:
         "(`usb_model.fill.auto_choice`); the app's growth (`usb_model.mask_growth.grow_mask`) was",
         "`auto` (1.5 mm, fraction 0.35) until 2026-12-06 and is `auto2_gate50` since (last section).",
         "",
+        "## Where the issue's targets stand (the app, current code, single sample)",
+        "",
+        "One scan per lesion class and anatomy through the participant level (`benchmarks/healing.py`),",
+        "the bundled demo model, scores on the whole true lesion (BraTS 2023 inpainting metrics).",
+        "",
+        *target_tables(),
         "## The candidates (numpy fills, no model)",
         "",
     ]

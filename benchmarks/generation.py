@@ -35,7 +35,7 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from usb_model.atomic import write_text  # noqa: E402
-from usb_model.checkpoint import checkpoint_directory  # noqa: E402
+from usb_model.checkpoint import checkpoint_directory, read_meta  # noqa: E402
 from usb_model.device import pick_device  # noqa: E402
 from usb_model.metrics import intensity_features, kid, mmd_rbf  # noqa: E402
 from usb_model.synth import TripletDataset  # noqa: E402
@@ -181,6 +181,7 @@ def main(argv=None) -> int:
         },
         "environment": {
             "model": str(args.model),
+            "trained_steps": read_meta(checkpoint_directory(args.model)).get("notes", {}).get("trained_steps"),
             "device": str(device),
             "n": args.n,
             "steps": steps,

@@ -388,6 +388,24 @@ def inpainting_metrics(pred, truth, lesioned, lesion, brain) -> dict[str, float]
     return {"ssim": float(m["ssim"]), "psnr": float(m["psnr"]), "mse": float(m["mse"])}
 
 
+def edit_region_check(out: Path, sub: str, pred, lesioned, given, zooms) -> dict[str, float]:
+    """What the app changed, against its own edit region: the voxels that differ from the input
+    outside ``desc-editregion`` (the promise is none), the region's and the given mask's volume
+    (a mask 1 mm too large must not make the app rewrite more than it grew to)."""
+    path = app_output(out, sub, "editregion", "mask")
+    if not path.is_file():
+        return {}
+    region = np.asanyarray(nib.load(str(path)).dataobj) > 0
+    voxel_ml = float(np.prod(zooms)) / 1000
+    changed = np.asarray(pred) != np.asarray(lesioned)
+    return {
+        "changed_outside_edit_region": int((changed & ~region).sum()),
+        "changed_ml": float(changed.sum()) * voxel_ml,
+        "edit_region_ml": float(region.sum()) * voxel_ml,
+        "given_ml": float((np.asarray(given) > 0).sum()) * voxel_ml,
+    }
+
+
 def bounding_box(mask, margin: int):
     idx = np.argwhere(mask)
     lo = np.maximum(idx.min(0) - margin, 0)
@@ -614,6 +632,8 @@ def main(argv=None) -> int:
                 **inpainting_metrics(pred, truth, lesioned, lesion, brain),
                 **tissue_scores(crop([pred], box)[0], truth_seg, l_c, b_c, sub_affine, zooms),
             }
+            if method in usb_methods:
+                row.update(edit_region_check(work / "out" / method, sub, pred, lesioned, given, zooms))
             rows.append(row)
         print(
             f"{sub} ({volume_ml:.1f} ml): " + "  ".join(f"{r['method']} {r['psnr']:.1f}" for r in rows[-len(preds) :]),
@@ -660,6 +680,12 @@ def summarise(rows, control_rows, detect_rows, sweep_rows, wall, cases, args) ->
             m: {k: mean([r[k] for r in rows if r["method"] == m and r["grid"] == grid]) for k in ("psnr", "ssim")}
             for m in methods
         }
+    for m in methods:
+        outside = [
+            r["changed_outside_edit_region"] for r in rows if r["method"] == m and "changed_outside_edit_region" in r
+        ]
+        if outside:
+            summary["all"][m]["changed_outside_edit_region_max"] = max(outside)
     n_scans = len(cases)
     node_times = {}
     for run_dir in sorted((args.work.absolute() / "out").iterdir()):

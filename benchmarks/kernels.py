@@ -2,7 +2,7 @@
 torch.compile, at 1 and 2 threads, on the autoencoder (a 64^3 box, the size of an edit box) and
 one denoiser step (the whole latent), for a model directory. Records the CPU's features.
 
-    python benchmarks/kernels.py --model DIR [--box 64] [--repeats 2] [--compile]
+    python benchmarks/kernels.py --model DIR [--box 64] [--repeats 2] [--compile] [--threads 1,2]
 
 Writes benchmarks/results/kernels-<model name>.json. Nothing is kept by default: the app runs
 float32, contiguous, eager, unless these numbers show a win that does not move the results.
@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--box", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--compile", action="store_true", help="also torch.compile (minutes of compiling)")
+    parser.add_argument("--threads", default="1,2", help="comma-separated thread counts [1,2]")
     args = parser.parse_args()
     networks = load_checkpoint(args.model).eval()
     cfg = networks.cfg
@@ -58,7 +59,7 @@ def main() -> None:
     t = torch.tensor([50])
     rows = []
     variants = ["fp32", "channels_last", "bf16"] + (["compile"] if args.compile else [])
-    for threads in (1, 2):
+    for threads in [int(t) for t in args.threads.split(",")]:
         torch.set_num_threads(threads)
         ref = {}
         for variant in variants:

@@ -5,6 +5,8 @@
 #   bash scripts/campaign.sh pack    # before its end: learning-curve points, then the compact
 #                                    # states into benchmarks/campaign/state/ (commit them)
 #   bash scripts/campaign.sh status
+#   bash scripts/campaign.sh evaluate  # a progress check of the newest saved denoisers (the trainer
+#                                    # paused meanwhile): generation and detection calibration
 #
 # Stages run one after another at nice 19 on all threads: the autoencoder to AE_STEPS, then
 # the denoisers (lesion to LESION_STEPS, then brain to BRAIN_STEPS) on the finished autoencoder.
@@ -116,13 +118,32 @@ pack)
 	done
 	du -sh "$STATE"/* 2>/dev/null || true
 	;;
+evaluate)
+	# Generation (MMD, mask pieces and parenchyma) and the detection threshold that healthy brains
+	# imply, on a copy of the newest checkpoint, into *-campaign.json (the bundled model's own
+	# results keep their names). The trainer is stopped on its PID for the duration, not shared
+	# with: two workloads on 2 cores slow it more than the pause does (README).
+	[ -f "$RUNS/usb/checkpoint/model.safetensors" ] || { echo "no denoiser checkpoint in $RUNS/usb" >&2; exit 66; }
+	trainer=$(pgrep -f "bin/usb-train $RUNS/usb" || true)
+	if [ -n "$trainer" ]; then
+		kill -STOP $trainer
+		trap 'kill -CONT '"$trainer" EXIT
+	fi
+	model=$(mktemp -d)/checkpoint
+	cp -r "$RUNS/usb/checkpoint" "$model"
+	python benchmarks/generation.py --model "$model" --n "${N:-16}" --threads "$THREADS" \
+		--out benchmarks/results/generation-campaign.json --figure docs/figures/generation-campaign.png
+	python benchmarks/detection_calibration.py --model "$model" --n 8 --threads "$THREADS" \
+		--out benchmarks/results/detection-calibration-campaign.json
+	rm -rf "$(dirname "$model")"
+	;;
 status)
 	for name in ae usb; do
 		[ -f "$RUNS/$name.log" ] && echo "$name: $(tail -n 1 "$RUNS/$name.log")"
 	done
 	;;
 *)
-	echo "usage: bash scripts/campaign.sh start|pack|status" >&2
+	echo "usage: bash scripts/campaign.sh start|pack|status|evaluate" >&2
 	exit 64
 	;;
 esac

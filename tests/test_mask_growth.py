@@ -69,10 +69,12 @@ def test_local_tissue_fills_on_a_grid_coarser_than_its_shell(textured):
     assert lesion_contrast(dark, lesion, brain=brain, spacing=(3, 3, 3))[lesion].max() < 0.3
 
 
-def test_auto_fills_each_lesion_by_its_contrast_size_and_rim(textured):
+def test_auto_fills_each_lesion_by_its_contrast_size_and_rim(textured, monkeypatch):
     """auto_choice's order: a small dark hole from the tissue around it, a subtle lesion with the
     white-matter mean, a large dark lesion in white matter with the white-matter mean, and a large
-    one outside white matter (its rim grey matter) with the graft."""
+    one outside white matter (its rim grey matter) with the graft. (The size that makes a lesion
+    large is set below this small scene's: the order is what is tested here.)"""
+    monkeypatch.setattr("usb_model.fill.AUTO_LOCAL_ML", 1.0)
     tissue, brain = textured
     subtle = _ball(tissue.shape, (24, 10, 16), 3)
     hole = _ball(tissue.shape, (24, 22, 16), 3)  # 0.12 ml
@@ -101,6 +103,17 @@ def test_auto_fills_each_lesion_by_its_contrast_size_and_rim(textured):
     assert (auto_choice(cortical, lesions)[large] == AUTO_CODES["graft"]).all()
     graft = prefill(cortical, lesions, "auto", template=template)
     assert np.allclose(graft[large], prefill(cortical, large, "graft", template=template)[large], atol=1e-5)
+
+
+def test_a_lacunes_mask_drawn_1mm_too_large_keeps_the_local_fill(textured):
+    """A 1.8 ml lacune (the class's largest, with its rim) read on the core of a mask 1 mm too
+    large is as large as the lacune itself; it is still a hole that the tissue around it fills,
+    not a lesion to graft (Colin 27 through the participant level: 14.8 dB against 17.2)."""
+    tissue, brain = textured
+    lacune = _ball(tissue.shape, (16, 16, 16), 7.5)
+    image = np.where(lacune, 0.15, tissue).astype(np.float32)
+    for mask in (lacune, dilate_mm(lacune, (1, 1, 1), 1.0) & brain):
+        assert (auto_choice(image, mask)[mask] == AUTO_CODES["local"]).all()
 
 
 def test_auto_chooses_each_lesions_fill_on_the_mask_as_given_and_fills_all_that_is_grown(textured):
@@ -248,10 +261,12 @@ def test_rings_take_a_subtle_lesions_faint_rim_that_the_voxel_rule_misses(textur
     assert growth["ring_voxels"] == 0
 
 
-def test_given_dark_reads_a_csf_dark_lesions_rim_on_the_mask_as_given(textured):
+def test_given_dark_reads_a_csf_dark_lesions_rim_on_the_mask_as_given(textured, monkeypatch):
     """A large CSF-dark lesion in grey matter (an infarct: the graft): a mask grown past the grey
     band reaches white matter, and read on the grown mask the lesion would get the white-matter
-    mean; read as given (GIVEN_DARK_RATIO) it keeps its graft."""
+    mean; read as given (GIVEN_DARK_RATIO) it keeps its graft. (Its size is set to count as no
+    lacune in this small scene.)"""
+    monkeypatch.setattr("usb_model.fill.AUTO_LOCAL_ML", 1.0)
     tissue, brain = textured
     given = _ball(tissue.shape, (16, 16, 16), 8)  # 2.1 ml, its core 1.4 ml: no lacune
     grey = dilate_mm(given, (1, 1, 1), 2.0) & ~given

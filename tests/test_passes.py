@@ -127,9 +127,10 @@ def test_edit_passes_cover_the_edit_box_and_match_the_full_path(networks, brain,
     # the fill's pair is encoded over the lesion grown twice by the reach (here the whole grid)
     assert kinds[1][0::2] == ("encode", 2)
     del kinds[1]
-    assert kinds == [("encode", "full", 1), ("decode", "full", 1)] + [("decode", "box", 1)] * 2
+    # the samples' box with the input's (batch 2: the change is the difference of one pass), the fill's
+    assert kinds == [("encode", "full", 1), ("decode", "full", 1), ("decode", "box", 2), ("decode", "box", 1)]
     decoded = [sum(p["voxels"] for p in c.passes if p["kind"] == "decode") for c in (edit_costs, full_costs)]
-    assert decoded[0] < 0.75 * decoded[1]
+    assert decoded[0] < 0.9 * decoded[1]  # on this small grid the box is most of it
     inside = lesion > 0
     from usb_model.composite import blend_weight
 
@@ -145,6 +146,26 @@ def test_edit_passes_cover_the_edit_box_and_match_the_full_path(networks, brain,
     far[:4] = True
     assert (edit.change.numpy()[far] == 0).all() and np.array_equal(edit.healed.numpy()[far], brain[far])
     assert {s["stage"] for s in edit_costs.stages} >= {"encode input", "encode fill", "sampling", "decode samples"}
+
+
+def test_a_bf16_statistics_pass_moves_the_edit_path_little(networks, brain, lesion, monkeypatch):
+    """The whole-grid decode that only gives the boxes their statistics may run in bf16 where the
+    CPU has it natively; the statistics are kept in float32 and every output voxel comes from a
+    float32 box pass, so the result stays within bf16's rounding of the statistics."""
+    import usb_model.device as device
+    from usb_model.passes import GroupNormStatistics
+
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
+    bf16, _ = _heal(networks, brain, lesion, "edit")
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
+    fp32, _ = _heal(networks, brain, lesion, "edit")
+    inside = lesion > 0
+    assert (bf16.healed - fp32.healed).abs().numpy()[inside].max() < 0.01
+    assert (bf16.fill_change - fp32.fill_change).abs().numpy()[inside].max() < 0.01
+    stats = GroupNormStatistics()
+    with torch.no_grad(), stats.record(networks.autoencoder), torch.autocast("cpu", dtype=torch.bfloat16):
+        networks.decode(torch.zeros(1, *networks.cfg.latent_shape))
+    assert stats.stats and all(m.dtype == v.dtype == torch.float32 for m, v in stats.stats.values())
 
 
 def test_acg_mode_passes_over_the_whole_grid(networks, brain, lesion):

@@ -65,6 +65,18 @@ def test_paper_acg_heal_without_composite_returns_the_healed_brain(usb, brain):
     assert not torch.equal(out.image, brain)
 
 
+def test_mask_mode_walks_at_mask_stride_and_acg_at_edit_stride(usb, brain, lesion, monkeypatch):
+    """A converted checkpoint keeps the paper's stride for ACG healing and takes its own
+    (mask_stride) for mask-aware healing; without mask_stride both use edit_stride."""
+    s = usb.cfg.sampling
+    monkeypatch.setattr(s, "edit_stride", 100)
+    assert usb.heal(brain, lesion, seed=0, fill="wm", composite=False).params["stride"] == 100
+    monkeypatch.setattr(s, "mask_stride", 50)
+    assert usb.heal(brain, lesion, seed=0, fill="wm", composite=False).params["stride"] == 50
+    assert usb.heal(brain, mode="acg", seed=0, composite=False).params["stride"] == 100
+    assert usb.heal(brain, lesion, seed=0, stride=25, fill="wm", composite=False).params["stride"] == 25
+
+
 def test_mask_heal_frees_the_lesion_and_records_its_parameters(usb, brain, lesion):
     out = usb.heal(brain, lesion, seed=0, stride=50, fill="wm", band_mm=(1.0, 3.0))
     p = out.params

@@ -318,6 +318,7 @@ def test_the_converted_checkpoint_records_the_authors_conventions(converted):
     assert abs(meta["latent_scale"] - 0.18215) < 1e-7
     s = cfg.sampling
     assert (s.t_start_heal, s.t_start_embed, s.alpha0, s.k, s.ddim_eta) == (300, 500, 20.0, 0.5, 0.0)
+    assert (s.edit_stride, s.mask_stride, s.t_start_mask) == (1, 3, 100)  # ACG: the paper's; mask mode: 34 steps
     card = (converted / "README.md").read_text()
     for role, name in (("lesion", "ldm_tiny.pth"), ("vae", "vae_tiny.ckpt")):
         digest = sha256_file(REFERENCE / name)

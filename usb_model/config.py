@@ -123,6 +123,11 @@ class SamplingConfig:
     fill_residual: bool = True
     # Start of mask-aware healing (t_start_heal is the paper's ACG healing's); benchmarks/healing.py sweep.
     t_start_mask: int = 100
+    # Stride of mask-aware healing (mask and detect modes) from t_start_mask; None: edit_stride.
+    # Its own field so that a converted checkpoint keeps the paper's stride 1 for ACG healing
+    # while mask mode, this project's, walks t = 100..0 in 34 DDIM steps as the demo model does
+    # (34 and 51 steps scored 15.36 and 15.38 dB there: docs/ae-passes.md).
+    mask_stride: int | None = None
     # Blend band around the lesion: weight 1 inside the first distance (mm), 0 beyond the second.
     # In the band the input gets the model's decoded change: it cleans a rim the mask missed and
     # blurs tissue the mask did not miss. benchmarks/residual_variants.py on 12 native scans: the

@@ -237,7 +237,10 @@ class GroupNormStatistics:
     @contextlib.contextmanager
     def record(self, net: nn.Module):
         def statistics(module: nn.GroupNorm, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            var, mean = torch.var_mean(x.reshape(x.shape[0], module.num_groups, -1), dim=-1, unbiased=False)
+            # float32 whatever the pass runs in: a bf16 recording pass (statistics_autocast)
+            # must not hand its rounding to the float32 crops.
+            grouped = x.reshape(x.shape[0], module.num_groups, -1).float()
+            var, mean = torch.var_mean(grouped, dim=-1, unbiased=False)
             self.stats[id(module)] = (mean, var)
             return mean, var
 

@@ -28,7 +28,7 @@ from .composite import composite as blend
 from .config import USBConfig
 from .costs import CostLog, NoCosts
 from .detection import anomaly_map, detect_lesions
-from .device import autocast, make_generator, pick_device
+from .device import autocast, make_generator, pick_device, statistics_autocast
 from .diffusion import Diffusion
 from .fill import GIVEN_DARK_RATIO, brain_region, intensity_line, prefill
 from .guidance import acg_weight, apply_guidance, lcg_weight, soft_lesion_map
@@ -311,7 +311,7 @@ class USB:
             "fill_residual": bool(s.fill_residual if fill_residual is None else fill_residual),
             "ae_passes": ae_passes if mode == "mask" else "full",
             "t_start": t_start if t_start is not None else (s.t_start_heal if mode == "acg" else s.t_start_mask),
-            "stride": stride or s.edit_stride,
+            "stride": stride or (s.edit_stride if mode == "acg" else s.mask_stride or s.edit_stride),
             "alpha0": s.alpha0 if alpha0 is None else alpha0,
             "k": s.k if k is None else k,
             "acg": s.acg if acg is None else acg,
@@ -489,7 +489,10 @@ class USB:
             y_filled[(..., *enc_box.latent(factor))] += pair[:1] - pair[1:]
         with self.costs.stage("sampling"):
             y_out = self._heal_latents(y_filled, mask_t, params)
-        with self.costs.stage("decode input"), dec_stats.record(ae):
+        # The whole-grid decode only gives the boxes their GroupNorm statistics and the intensity
+        # line its fit, so it may run in bf16 where that is native (statistics_autocast); the
+        # voxels the outputs take are all decoded in float32 over the box below.
+        with self.costs.stage("decode input"), dec_stats.record(ae), statistics_autocast(self.device):
             reconstruction = self._decode(y_input)[0, 0].cpu().numpy()
         line = self._intensity_line(reconstruction, image_np, lesion_np, spacing)
 
@@ -511,7 +514,10 @@ class USB:
                 )
 
         with self.costs.stage("decode samples"):
-            samples = decode(y_out)
+            # The input's box beside the samples': the change is the difference of two passes
+            # over the same box, its faces and statistics alike.
+            decoded = decode(torch.cat([y_out, y_input]))
+            samples, reconstruction_box = decoded[:-1], decoded[-1].numpy()
         fill_decoded = None
         if params["fill_residual"]:
             with self.costs.stage("decode fill"):
@@ -520,7 +526,7 @@ class USB:
         with self.costs.stage("outputs"):
             healed_b, change_b, fill_change_b = self._heal_outputs(
                 samples,
-                reconstruction[box],
+                reconstruction_box,
                 image_np[box],
                 lesion_np[box],
                 np.asarray(filled)[box],

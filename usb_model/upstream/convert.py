@@ -43,6 +43,7 @@ UPSTREAM_SAMPLING = {
     "t_start_heal": 300,
     "t_start_embed": 500,
     "edit_stride": 1,
+    "mask_stride": 3,  # mask-mode healing (this project's, from t = 100): 34 steps, as the demo model
     "alpha0": 20.0,
     "k": 0.5,
     "lcg_eta": 1.0,
@@ -224,7 +225,9 @@ def model_card(cfg: USBConfig, meta: dict, sources: dict[str, SourceFile], sha: 
             f"  {d.num_res_blocks} residual block(s) per level, scale-and-shift time conditioning (`{d.res_block}`).",
             f"- Weights: `model.safetensors`, {size_mb:.1f} MB, sha256 `{sha}`.",
             f"- Empty-lesion condition: `{meta.get('empty_condition')}` (an all-zeros latent, as the authors' scripts).",
-            f"- Sampling defaults: t_start {s.t_start_heal} (healing, `--heal-mode acg`), {s.t_start_embed} (embedding);",
+            f"- Sampling defaults: t_start {s.t_start_heal} (healing, `--heal-mode acg`), {s.t_start_embed} (embedding),",
+            f"  stride {s.edit_stride}; mask-mode healing from t_start {s.t_start_mask} at stride {s.mask_stride or s.edit_stride}"
+            " (this project's mode, not the paper's: its step count is the demo model's, unmeasured on these weights);",
             f"  ACG alpha0 {s.alpha0:g}, k {s.k:g}; DDIM eta {s.ddim_eta:g}; generation {s.steps} steps.",
             "",
             "## Training data (the authors')",
