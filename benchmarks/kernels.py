@@ -59,7 +59,7 @@ def main() -> None:
     t = torch.tensor([50])
     rows = []
     variants = ["fp32", "channels_last", "bf16"] + (["compile"] if args.compile else [])
-    for threads in [int(t) for t in args.threads.split(",")]:
+    for threads in [int(n) for n in args.threads.split(",")]:
         torch.set_num_threads(threads)
         ref = {}
         for variant in variants:

@@ -112,6 +112,7 @@ def main() -> None:
     node_costs = json.loads((Path(usb_node.output_dir()) / "usb_costs.json").read_text())
     compare = None if args.no_compare else compare_passes(bundle, usb_node, params, args.threads)
     result = {
+        "command": "python benchmarks/participant.py " + " ".join(sys.argv[1:]),
         "environment": {
             "device": torch.cuda.get_device_name(0)
             if torch.cuda.is_available() and args.device != "cpu"

@@ -427,6 +427,61 @@ def generation_section(g) -> list[str]:
     return lines
 
 
+def participant_passes_section(runs) -> list[str]:
+    """Issue 26: one participant's USB node by stage, before and after the autoencoder's passes were
+    limited to the edit region, with the passes and the peaks, for each (name, before, after)."""
+    lines = [
+        "## One participant, the autoencoder's passes before and after (issue 26)",
+        "",
+        "The USB node's stages (seconds, peak resident MB within the stage), its autoencoder passes, the whole "
+        "workflow and its peak. `before`: `--ae-passes full` (the default then) and, for converted checkpoints, 101 "
+        "mask-mode steps; `after`: `--ae-passes edit` (the default since), the statistics-only whole-grid decode in "
+        "bf16 on this CPU (avx512_bf16), 34 steps. Details and the quality checks: docs/ae-passes.md.",
+        "",
+    ]
+    for title, before, after in runs:
+        if not before or not after:
+            continue
+        env = after["environment"]
+        lines += [
+            f"**{title}**: `{after.get('command', 'python benchmarks/participant.py')}`; input {env['input_shape']} at "
+            f"{env['input_voxel_mm']} mm, model grid {env['model_grid']}, {env['threads']} threads, "
+            f"{before['environment']['date']} / {env['date']}.",
+            "",
+            "| stage | before: s | before: peak MB | after: s | after: peak MB |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        b = {r["stage"]: r for r in before.get("usb_node", {}).get("stages", [])}  # older runs: none
+        a = {r["stage"]: r for r in after.get("usb_node", {}).get("stages", [])}
+        for stage in dict.fromkeys([*b, *a]):
+            cells = []
+            for run in (b, a):
+                r = run.get(stage)
+                cells += [f"{r['seconds']:.1f}", f"{r['peak_rss_mb']:.0f}"] if r else ["-", "-"]
+            lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+        for label, key in (("USB node", "usb"), ("preprocessing", None), ("whole workflow", "workflow")):
+            if key == "usb":
+                values = [run["stages_seconds"]["usb"] for run in (before, after)]
+            elif key is None:
+                values = [run["preprocessing_seconds"] for run in (before, after)]
+            else:
+                values = [run["workflow_seconds"] for run in (before, after)]
+            lines.append(f"| **{label}** | **{values[0]:.1f}** | | **{values[1]:.1f}** | |")
+        lines.append(f"| peak memory (MB) | | {before['peak_memory_mb']:.0f} | | {after['peak_memory_mb']:.0f} |")
+        lines += ["", "Passes (kind, region, shape, batch):", ""]
+        for label, run in (("before", before), ("after", after)):
+            if "usb_node" not in run:
+                lines.append(f"- {label}: not recorded by that version of the benchmark")
+                continue
+            passes = ", ".join(
+                f"{q['kind']} {q['region']} {'x'.join(map(str, q['shape']))} x{q['batch']}"
+                for q in run["usb_node"]["passes"]
+            )
+            lines.append(f"- {label}: {passes}")
+        lines.append("")
+    return lines
+
+
 def main() -> None:
     sampling = load("sampling-cpu.json")
     synth = load("synth.json")
@@ -527,6 +582,16 @@ def main() -> None:
             f"| peak memory (MB) | {participant['peak_memory_mb']:.0f} |",
             "",
         ]
+    out += participant_passes_section(
+        [
+            (
+                "Paper-size checkpoint (random weights, converted), `--mem 6`",
+                load("participant-cpu-paper-mem6.json"),
+                load("participant-cpu-paper-mem6-edit.json"),
+            ),
+            ("Bundled demo model", participant, load("participant-cpu-demo-edit.json")),
+        ]
+    )
     out += ["## Training-data synthesis", "", "`python benchmarks/synth.py`", ""]
     if synth:
         out += [

@@ -124,7 +124,7 @@ class USB:
         device: str | torch.device | None = None,
         template_t1w: np.ndarray | None = None,
         *,
-        ae_passes: str = "full",
+        ae_passes: str = "edit",
         mem_gb: float | None = None,
         ae_margin: int = MARGIN_LATENT,
         costs: CostLog | None = None,
