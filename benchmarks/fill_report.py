@@ -83,7 +83,8 @@ def _current(files: tuple[str, ...]) -> tuple[dict, list[str]] | None:
         commands.append(f"`{result['command']}` ({result['date']})")
         for klass in CLASSES:
             scores = result["summary"].get(klass, {})
-            if scores.get("usb_mask", {}).get("psnr", float("nan")) == scores.get("usb_mask", {}).get("psnr"):
+            psnr = scores.get("usb_mask", {}).get("psnr", float("nan"))
+            if psnr == psnr:  # NaN: the file did not run the class
                 per_class[klass] = {m: dict(v) for m, v in scores.items()}
         for row in result.get("cases", []):
             if row["method"] == "usb_mask" and "changed_outside_edit_region" in row:
