@@ -51,17 +51,36 @@ def bias_correct(img: nib.Nifti1Image, mask: nib.Nifti1Image | None = None) -> t
 
     The bias field is kept: the edit is mapped back to the native scan by multiplying with it,
     so that filled-in tissue carries the same shading as its surroundings.
+
+    Without a ``mask`` the field is fitted on the head only (ANTs' ``get_mask``: above the image
+    mean, cleaned and hole-filled), not on the background. On a 1 mm scan with 80 % background
+    that is 3-4x faster (38 s -> 10 s on 2 cores, the mask included) and recovers a known smooth
+    field 2.5x more closely (2.6 % against 6.6 % mean error; benchmarks/n4.py, docs/benchmarks.md
+    "N4 fitted on the head"). The field is still evaluated over the whole grid.
     """
     image = to_ants(img)
     if float(image.max()) <= 0:
         raise DataError("the image is empty (all voxels <= 0)")
     kwargs = {"shrink_factor": 4, "convergence": {"iters": [50, 50, 30], "tol": 1e-6}}
-    if mask is not None:
-        kwargs["mask"] = to_ants(mask)
+    kwargs["mask"] = to_ants(mask) if mask is not None else head_mask(image)
     bias = np.asanyarray(from_ants(ants.n4_bias_field_correction(image, return_bias_field=True, **kwargs)).dataobj)
     bias = np.where(bias > 1e-6, bias, 1.0).astype(np.float32)
     data = np.asanyarray(img.dataobj).astype(np.float32)
     return nib.Nifti1Image(data / bias, img.affine), nib.Nifti1Image(bias, img.affine)
+
+
+def head_mask(image: ants.ANTsImage) -> ants.ANTsImage:
+    """The foreground N4 fits on: ANTs' ``get_mask`` (above the image mean, eroded 2, the
+    largest component, dilated 2, holes filled), with scipy filling the holes: the same mask
+    (identical on the participant benchmark's scan) in 0.3 s, where ANTs' ``FillHoles`` takes 5 s
+    of a 1 mm scan's N4. Where the threshold leaves nothing (a near-constant image), every voxel
+    above zero."""
+    mask = ants.threshold_image(image, float(image.mean()), float(image.max()))
+    mask = ants.iMath(ants.iMath(ants.iMath(mask, "ME", 2), "GetLargestComponent"), "MD", 2)
+    filled = ndimage.binary_fill_holes(mask.numpy() > 0)
+    if not filled.any():
+        filled = image.numpy() > 0
+    return image.new_image_like(filled.astype(np.float32))
 
 
 @functools.lru_cache(maxsize=1)
