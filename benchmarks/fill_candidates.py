@@ -183,6 +183,14 @@ def fill(sick, healed_mask, kind, donor, brain, given=None):
         return prefill(sick, healed_mask, "auto", template=donor, given=given)
     if kind == "auto_given_dark":  # ... only where the given mask's core is CSF-dark
         return prefill(sick, healed_mask, "auto", template=donor, given=given, given_dark=0.5)
+    if kind.startswith("auto_given_dark_p"):  # ... the contrast read on a low percentile of the core
+        import usb_model.fill as fill_module
+
+        saved, fill_module.CONTRAST_PERCENTILE = fill_module.CONTRAST_PERCENTILE, int(kind.rsplit("_p", 1)[1])
+        try:
+            return prefill(sick, healed_mask, "auto", template=donor, given=given, given_dark=0.5)
+        finally:
+            fill_module.CONTRAST_PERCENTILE = saved
     if kind == "wm_noise":
         return wm_fill(sick, healed_mask, brain=brain, rng=np.random.default_rng(0))
     return prefill(sick, healed_mask, kind, template=donor)

@@ -5,6 +5,7 @@
 #   bash scripts/campaign.sh pack    # before its end: learning-curve points, then the compact
 #                                    # states into benchmarks/campaign/state/ (commit them)
 #   bash scripts/campaign.sh status
+#   bash scripts/campaign.sh share   # the trainer on one thread while other work runs; full: all
 #   bash scripts/campaign.sh evaluate  # a progress check of the newest saved denoisers (the trainer
 #                                    # paused meanwhile): generation and detection calibration
 #
@@ -137,13 +138,20 @@ evaluate)
 		--out benchmarks/results/detection-calibration-campaign.json
 	rm -rf "$(dirname "$model")"
 	;;
+share | full)
+	# share: the trainer on one thread while a foreground job runs (a 2-thread step waits for its
+	# starved thread and all but stops); full: back to all threads. usb-train's SIGUSR1/SIGUSR2.
+	for trainer in $(pgrep -f "bin/usb-train $RUNS/" || true); do
+		kill -s "$([ "$1" = share ] && echo USR1 || echo USR2)" "$trainer"
+	done
+	;;
 status)
 	for name in ae usb; do
 		[ -f "$RUNS/$name.log" ] && echo "$name: $(tail -n 1 "$RUNS/$name.log")"
 	done
 	;;
 *)
-	echo "usage: bash scripts/campaign.sh start|pack|status|evaluate" >&2
+	echo "usage: bash scripts/campaign.sh start|pack|status|evaluate|share|full" >&2
 	exit 64
 	;;
 esac

@@ -442,3 +442,27 @@ def test_fetching_perceptual_weights_names_the_missing_extra(monkeypatch, tmp_pa
     result = CliRunner().invoke(usb_train, [str(tmp_path / "out"), "--fetch-perceptual"])
     assert result.exit_code == 1 and "bids-usb[train]" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_the_trainer_shares_its_threads_on_a_signal():
+    """scripts/campaign.sh share/full: SIGUSR1 puts the running trainer on one thread, SIGUSR2
+    back on its own count."""
+    import os
+    import signal
+
+    import torch
+
+    from usb_model.train.cli import share_threads_on_signal
+
+    saved = torch.get_num_threads(), signal.getsignal(signal.SIGUSR1), signal.getsignal(signal.SIGUSR2)
+    try:
+        torch.set_num_threads(2)
+        share_threads_on_signal(2)
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert torch.get_num_threads() == 1
+        os.kill(os.getpid(), signal.SIGUSR2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(saved[0])
+        signal.signal(signal.SIGUSR1, saved[1])
+        signal.signal(signal.SIGUSR2, saved[2])

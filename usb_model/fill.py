@@ -56,6 +56,14 @@ GIVEN_DARK_RATIO = 0.5
 #: ``lesion_contrast`` reads a lesion's intensity on its core, this far (mm) inside the mask's edge.
 CONTRAST_EDGE_MM = 1.0
 
+#: ... as this percentile of the core's voxels (50: the median). The 25th was measured as a way to
+#: keep a small, fragmented lacune dark under a too-large mask (``auto_given_dark_p25`` in
+#: benchmarks/fill_candidates.py, fill-candidates-p25-*.json, 2026-12-06): the template's lacunes
+#: +1.3 dB on average (+6.3 and +4.3 on one case's exact and too-large masks), Colin's subtle
+#: lesions +0.3, but WMH -0.1 on average with Colin's short masks -0.8 and -2.9 (their cores then
+#: read dark and got the local fill). Not adopted.
+CONTRAST_PERCENTILE = 50
+
 #: ``auto``: a dark lesion component (``lesion_contrast`` below ``SUBTLE_RATIO``) smaller than
 #: this (ml) is a lacune-like hole and is filled from the tissue around it (``local``): on both
 #: benchmark anatomies the local fill beat the white-matter fill and the graft on lacunes by
@@ -245,7 +253,7 @@ def _core_contrast(image, tissue, component, spacing) -> float:
     """``lesion_contrast`` of one component (arrays cut to its box)."""
     core = lesion_core(component, spacing)
     ref = float(np.median(tissue[component]))
-    return float(np.median(image[core])) / ref if ref > 0 else 0.0
+    return float(np.percentile(image[core], CONTRAST_PERCENTILE)) / ref if ref > 0 else 0.0
 
 
 def prefill(
