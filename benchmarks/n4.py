@@ -41,7 +41,10 @@ def scans(tmp: Path):
     write_dataset(tmp / "bids", participants=1, seed=11, n_healthy=0, voxel_size=(1.0, 1.0, 1.0), variety=False)
     synth = reorient_to_ras(nib.load(str(tmp / "bids" / "sub-01" / "anat" / "sub-01_T1w.nii.gz")))
     yield "synthetic participant (benchmarks/participant.py)", np.asanyarray(synth.dataobj).astype(np.float32)
-    yield "MNI152 2009 template, 1 mm (nilearn)", np.asanyarray(load_mni152_template(resolution=1).dataobj).astype(np.float32)
+    yield (
+        "MNI152 2009 template, 1 mm (nilearn)",
+        np.asanyarray(load_mni152_template(resolution=1).dataobj).astype(np.float32),
+    )
 
 
 def smooth_field(shape, seed: int = 0):

@@ -45,14 +45,13 @@ def build_dataset(cfg, seed: int, images=None, lesion_masks=None, length: int = 
     )
 
 
-
 def share_threads_on_signal(threads: int) -> None:
     """SIGUSR1: train on one thread; SIGUSR2: back to ``threads`` (scripts/campaign.sh share/full).
 
     Every op of a multi-threaded step waits for its slowest thread, so a nice-19 trainer on both
-    threads of a 2-core machine all but stops while one foreground job runs (10 steps in 7 min
-    against 12 s alone); on one thread it keeps the other core. The thread count changes only
-    the order of float sums, not what is trained."""
+    threads of a 2-core machine slows to 3.4 s/step beside one foreground job and all but stops
+    beside two (10 steps in 7 min, against 12 s alone); on one thread beside one job it ran at
+    2.2 s/step. The thread count changes only the order of float sums, not what is trained."""
     import signal
 
     import torch
@@ -61,6 +60,7 @@ def share_threads_on_signal(threads: int) -> None:
         return
     signal.signal(signal.SIGUSR1, lambda *_: torch.set_num_threads(1))
     signal.signal(signal.SIGUSR2, lambda *_: torch.set_num_threads(threads))
+
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
