@@ -41,6 +41,7 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import usb_model.fill as fill_module  # noqa: E402
 from usb_model.atomic import write_text  # noqa: E402
 from usb_model.config import GridConfig  # noqa: E402
 from usb_model.fill import prefill, white_matter, wm_fill  # noqa: E402
@@ -184,8 +185,6 @@ def fill(sick, healed_mask, kind, donor, brain, given=None):
     if kind == "auto_given_dark":  # ... only where the given mask's core is CSF-dark
         return prefill(sick, healed_mask, "auto", template=donor, given=given, given_dark=0.5)
     if kind.startswith("auto_given_dark_p"):  # ... the contrast read on a low percentile of the core
-        import usb_model.fill as fill_module
-
         saved, fill_module.CONTRAST_PERCENTILE = fill_module.CONTRAST_PERCENTILE, int(kind.rsplit("_p", 1)[1])
         try:
             return prefill(sick, healed_mask, "auto", template=donor, given=given, given_dark=0.5)
