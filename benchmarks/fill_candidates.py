@@ -180,6 +180,12 @@ def metrics(pred, truth_img, sick, region, brain):
 
 
 def fill(sick, healed_mask, kind, donor, brain, given=None):
+    if kind.endswith("_gauss"):  # ... small dark lesions filled by the Gaussian mean (before 2026-12-06)
+        saved, fill_module.AUTO_LOCAL_FILL = fill_module.AUTO_LOCAL_FILL, "gaussian"
+        try:
+            return fill(sick, healed_mask, kind.removesuffix("_gauss"), donor, brain, given)
+        finally:
+            fill_module.AUTO_LOCAL_FILL = saved
     if kind == "auto_given":  # auto, each lesion's fill chosen on the mask as given (not the app's way)
         return prefill(sick, healed_mask, "auto", template=donor, given=given)
     if kind == "auto_given_dark":  # ... only where the given mask's core is CSF-dark
@@ -203,6 +209,9 @@ def main(argv=None) -> int:
     parser.add_argument("--classes", default=",".join(CLASSES))
     parser.add_argument("--growths", default=",".join(GROWTH_VARIANTS), help="growth variants on the degraded masks")
     parser.add_argument("--degraded-fills", default=",".join(DEGRADED_FILLS), help="fills on the degraded masks")
+    parser.add_argument(
+        "--exact-fills", default="auto_given_dark,auto_given_dark_gauss", help="more fills on the exact mask"
+    )
     parser.add_argument("--results", default="fill-candidates.json")
     args = parser.parse_args(argv)
     if not args.colin.is_file():
@@ -253,7 +262,7 @@ def main(argv=None) -> int:
                             rings=len(extra) > 1 and extra[1],  # off unless the variant says
                         )
                         if mask_kind == "exact" and growth_name == "none":
-                            kinds = (*FILL_KINDS, "wm_noise")
+                            kinds = (*FILL_KINDS, "wm_noise", *args.exact_fills.split(","))
                         else:
                             kinds = args.degraded_fills.split(",")
                         for kind in kinds:
@@ -288,7 +297,8 @@ def main(argv=None) -> int:
         + (f" --anatomies {args.anatomies}" if args.anatomies != "colin,template" else "")
         + (f" --classes {args.classes}" if args.classes != ",".join(CLASSES) else "")
         + (f" --growths {args.growths}" if args.growths != ",".join(GROWTH_VARIANTS) else "")
-        + (f" --degraded-fills {args.degraded_fills}" if args.degraded_fills != ",".join(DEGRADED_FILLS) else ""),
+        + (f" --degraded-fills {args.degraded_fills}" if args.degraded_fills != ",".join(DEGRADED_FILLS) else "")
+        + (f" --exact-fills {args.exact_fills}" if args.exact_fills != "auto_given_dark,auto_given_dark_gauss" else ""),
         "date": time.strftime("%Y-%m-%d"),
         "seconds": round(time.perf_counter() - clock, 1),
         "summary": summarise(rows),

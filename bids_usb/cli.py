@@ -156,7 +156,8 @@ def _band(ctx, param, value):
     default=None,
     help="heal (mask, detect): what the lesion holds before USB refines it: a template graft, a white-matter fill, "
     "the surrounding tissue interpolated ('local'), the lesion's own voxels lifted to it ('lift'), "
-    "'auto' (per lesion: 'local' for a small CSF-dark one, read on the mask as given; the white-matter fill for a "
+    "'auto' (per lesion: a small CSF-dark one continued smoothly from the tissue at its edge, read on the mask as "
+    "given; the white-matter fill for a "
     "subtle one or one inside white matter; else the graft), "
     "or the lesion itself (default: the model's).",
 )

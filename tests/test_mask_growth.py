@@ -5,7 +5,17 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from usb_model.fill import AUTO_CODES, GIVEN_DARK_RATIO, auto_choice, lesion_contrast, lift_fill, local_tissue, prefill
+import usb_model.fill as fill_module
+from usb_model.fill import (
+    AUTO_CODES,
+    GIVEN_DARK_RATIO,
+    auto_choice,
+    hole_fill,
+    lesion_contrast,
+    lift_fill,
+    local_tissue,
+    prefill,
+)
 from usb_model.mask_growth import dilate_mm, grow_by_grid, grow_by_image, grow_mask
 
 
@@ -95,7 +105,7 @@ def test_auto_fills_each_lesion_by_its_contrast_size_and_rim(textured, monkeypat
     template = np.where(brain, 0.5, 0.0).astype(np.float32)
     out = prefill(image, lesions, "auto", template=template)
     assert np.allclose(out[subtle], prefill(image, lesions, "wm")[subtle], atol=1e-5)
-    assert np.allclose(out[hole], local_tissue(image, lesions)[hole], atol=1e-5)
+    assert np.allclose(out[hole], hole_fill(image, hole, lesions=lesions)[hole], atol=1e-5)
     assert np.array_equal(out[~lesions], image[~lesions])
     # The same large lesion with a grey-matter rim (tissue at 0.6 around it) is grafted.
     grey = dilate_mm(large, (1, 1, 1), 3.0) & ~large
@@ -103,6 +113,54 @@ def test_auto_fills_each_lesion_by_its_contrast_size_and_rim(textured, monkeypat
     assert (auto_choice(cortical, lesions)[large] == AUTO_CODES["graft"]).all()
     graft = prefill(cortical, lesions, "auto", template=template)
     assert np.allclose(graft[large], prefill(cortical, large, "graft", template=template)[large], atol=1e-5)
+
+
+def test_hole_fill_continues_the_tissues_slope_where_the_weighted_mean_flattens_it():
+    """A hole in tissue whose intensity rises steeply across it: the biharmonic fill follows the
+    rise, the Gaussian mean of the tissue around it is pulled toward its nearer side."""
+    shape = (32, 32, 32)
+    brain = _ball(shape, (16, 16, 16), 14)
+    ramp = (0.5 + 0.4 * np.indices(shape)[0] / shape[0]).astype(np.float32) * brain
+    hole = _ball(shape, (16, 16, 16), 4)
+    image = np.where(hole, 0.1, ramp).astype(np.float32)
+    out = hole_fill(image, hole)
+    error = np.abs(out - ramp)[hole].mean()
+    assert error < 0.002 < np.abs(local_tissue(image, hole) - ramp)[hole].mean()
+    assert np.array_equal(out[~hole], image[~hole])
+
+
+def test_hole_fill_reaches_past_a_mask_that_stops_short_of_its_lesions_dark_rim(textured, monkeypatch):
+    """A lacune whose mask leaves out its 1-voxel partial-volume rim: filled from the mask's own
+    edge, the rim's darkness is carried inward; the ring test sees a ring darker than the tissue
+    beyond it predicts and fills from one voxel further out."""
+    tissue, brain = textured
+    mask = _ball(tissue.shape, (16, 16, 16), 4)
+    lacune = ndimage.binary_dilation(mask)  # the mask is one voxel short of it all round
+    image = np.where(lacune & ~mask, 0.5 * tissue, tissue)
+    image = np.where(mask, 0.15, image).astype(np.float32)
+    error = np.abs(hole_fill(image, mask) - tissue)[mask].mean()
+    monkeypatch.setattr(fill_module, "RIM_DARK_SHARE", 1.01)  # the ring never read as lesion
+    from_edge = np.abs(hole_fill(image, mask) - tissue)[mask].mean()
+    assert error < 0.03 and from_edge > 3 * error
+    # With the whole lacune masked, the ring is healthy and the fill starts at the mask's edge.
+    monkeypatch.undo()
+    exact = hole_fill(image, lacune)
+    monkeypatch.setattr(fill_module, "RIM_DARK_SHARE", 1.01)
+    assert np.array_equal(exact, hole_fill(image, lacune))
+
+
+def test_hole_fill_reads_neither_the_background_nor_the_other_lesions(textured):
+    """A hole at the brain's edge is filled from the tissue, not pulled toward the zero
+    background beyond it; a hole beside a lesion filled otherwise does not read that lesion."""
+    tissue, brain = textured
+    edge_hole = _ball(tissue.shape, (16, 16, 29), 3) & brain  # cut by the brain's surface
+    hole = _ball(tissue.shape, (16, 8, 16), 2.5)
+    infarct = _ball(tissue.shape, (16, 14, 16), 3.5) & ~hole
+    image = np.where(edge_hole | hole | infarct, 0.1, tissue).astype(np.float32)
+    out = hole_fill(image, edge_hole | hole, lesions=edge_hole | hole | infarct)
+    for region in (edge_hole, hole):
+        assert np.abs(out - tissue)[region].mean() < 0.03
+    assert np.array_equal(out[~(edge_hole | hole)], image[~(edge_hole | hole)])
 
 
 def test_a_lacunes_mask_drawn_1mm_too_large_keeps_the_local_fill(textured):
@@ -129,7 +187,7 @@ def test_auto_chooses_each_lesions_fill_on_the_mask_as_given_and_fills_all_that_
     choice = auto_choice(image, grown, given=given)
     assert (choice[grown] == AUTO_CODES["local"]).all() and (choice[~grown] == 0).all()
     out = prefill(image, grown, "auto", given=given)
-    assert np.allclose(out[grown], local_tissue(image, grown)[grown], atol=1e-5)
+    assert np.allclose(out[grown], hole_fill(image, grown)[grown], atol=1e-5)
     assert np.array_equal(out[~grown], image[~grown])
     # Without a growth, given and mask are the same: the same choice as without ``given``.
     assert np.array_equal(auto_choice(image, given, given=given), auto_choice(image, given))
