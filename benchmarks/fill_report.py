@@ -227,27 +227,18 @@ def growth_tables(results: list[dict], growths: tuple[str, ...]) -> list[str]:
     return lines
 
 
-def _fill_as_growth(paths) -> list[dict]:
-    """The runs at ``paths`` with fill ``auto_given_dark`` on growth ``auto2_gate50_rings`` renamed
-    growth ``given_dark``, fill ``auto``: a fill shown as a column of ``growth_tables``."""
-    runs = [json.loads(path.read_text()) for path in paths]
-    for run in runs:
-        run["summary"] = {
-            k.replace("|auto2_gate50_rings|auto_given_dark", "|given_dark|auto"): v for k, v in run["summary"].items()
-        }
-    return runs
-
-
 def _fills_as_growths(paths, fills: dict[str, str]) -> list[dict]:
     """The runs at ``paths`` with each fill of ``fills`` on growth ``auto2_gate50_rings`` renamed
-    growth ``fills[fill]``, fill ``auto``: fills shown as the columns of ``growth_tables``."""
+    growth ``fills[fill]``, fill ``auto``: fills shown as the columns of ``growth_tables``. The
+    other rows are kept as they are."""
     runs = [json.loads(path.read_text()) for path in paths]
     for run in runs:
         summary = {}
         for key, value in run["summary"].items():
             anatomy, klass, mask, growth, fill = key.split("|")
             if growth == "auto2_gate50_rings" and fill in fills:
-                summary[f"{anatomy}|{klass}|{mask}|{fills[fill]}|auto"] = value
+                key = f"{anatomy}|{klass}|{mask}|{fills[fill]}|auto"
+            summary[key] = value
         run["summary"] = summary
     return runs
 
@@ -435,7 +426,9 @@ def main() -> int:
             "the native one).",
             "",
         ]
-        lines += growth_tables(_fill_as_growth(given_dark), ("auto2_gate50_rings", "given_dark"))
+        lines += growth_tables(
+            _fills_as_growths(given_dark, {"auto_given_dark": "given_dark"}), ("auto2_gate50_rings", "given_dark")
+        )
         rim = [RESULTS / f"fill-candidates-givendark-rim-{a}.json" for a in ("colin", "template")]
         if all(path.is_file() for path in rim):
             lines += [
@@ -447,7 +440,9 @@ def main() -> int:
                 "infarct class (`auto` -> `auto_given_dark`, the rim read as given):",
                 "",
             ]
-            lines += growth_tables(_fill_as_growth(rim), ("auto2_gate50_rings", "given_dark"))
+            lines += growth_tables(
+                _fills_as_growths(rim, {"auto_given_dark": "given_dark"}), ("auto2_gate50_rings", "given_dark")
+            )
             lines += [
                 "",
                 "On the template anatomy the exact and 2 mm-grid masks of its infarcts lose 1.1 dB by it",
