@@ -12,7 +12,10 @@ training uses seed 0) in two feature spaces:
 Per feature: unbiased MMD^2 (RBF, median heuristic) and KID (polynomial kernel, torchmetrics),
 with the same numbers for a second held-out set against the first (``reference``: what two
 samples of real synthetic brains give, the floor) and for Gaussian-smoothed noise (a blob
-generator, the ceiling a useless model reaches). Also per generated mask: its volume, the
+generator, the ceiling a useless model reaches), and for the second held-out set passed through
+the model's own autoencoder (``autoencoded``: the floor a perfect denoiser would reach, since
+every generated volume is decoded; what lies between it and ``generated`` is the denoisers'). Also
+per generated mask: its volume, the
 number of connected components, and the fraction of it inside the template's parenchyma
 (lesions belong in brain tissue, not in the ventricles or outside the brain).
 
@@ -85,6 +88,32 @@ def blobs(shape, n: int, seed: int) -> list[np.ndarray]:
         v = ndimage.gaussian_filter(rng.standard_normal(shape), 3.0)
         out.append(np.clip(0.5 + v / (4 * v.std()), 0, 1).astype(np.float32))
     return out
+
+
+def held_out_masks(cfg, n: int) -> list[np.ndarray]:
+    """Lesion masks as training draws them (every item lesioned), for the masks' own floor."""
+    data = TripletDataset(cfg.grid, n, TEST_SEED, healthy_fraction=0.0, contrast=cfg.grid.contrast)
+    return [data[i]["mask"][0].numpy() for i in range(n)]
+
+
+@torch.no_grad()
+def autoencoded(usb: USB, volumes: list[np.ndarray]) -> list[np.ndarray]:
+    """Each volume encoded and decoded by the model's autoencoder, as generation decodes."""
+    out = []
+    for v in volumes:
+        latent = usb._encode(torch.as_tensor(v, dtype=torch.float32)[None, None].to(usb.device))
+        out.append(usb._decode(latent)[0, 0].cpu().numpy())
+    return out
+
+
+def mask_summary(stats: list[dict]) -> dict:
+    inside = [s["in_parenchyma"] for s in stats if s["in_parenchyma"] is not None]
+    return {
+        "empty": sum(s["volume_ml"] == 0 for s in stats),
+        "median_volume_ml": float(np.median([s["volume_ml"] for s in stats])),
+        "median_components": float(np.median([s["components"] for s in stats])),
+        "mean_in_parenchyma": float(np.mean(inside)) if inside else None,
+    }
 
 
 def mask_stats(masks: list[np.ndarray], parenchyma: np.ndarray, voxel_ml: float) -> list[dict[str, float]]:
@@ -166,19 +195,28 @@ def main(argv=None) -> int:
     template = load_template(cfg.grid)
     voxel_ml = float(np.prod(cfg.grid.voxel_size)) / 1000.0
     stats = mask_stats(masks, template.parenchyma, voxel_ml)
-    inside = [s["in_parenchyma"] for s in stats if s["in_parenchyma"] is not None]
+    true_masks = held_out_masks(cfg, args.n)
+    threshold = cfg.sampling.mask_threshold
     result = {
         "generated": distances(ref_f, features(images), args.seed),
         "reference": distances(ref_f, features(second), args.seed),
+        "autoencoded": distances(ref_f, features(autoencoded(usb, second)), args.seed),
         "blobs": distances(ref_f, features(blobs(cfg.grid.shape, args.n, args.seed)), args.seed),
         "masks": {
             "per_sample": stats,
-            "empty": sum(s["volume_ml"] == 0 for s in stats),
-            "median_volume_ml": float(np.median([s["volume_ml"] for s in stats])),
-            "median_components": float(np.median([s["components"] for s in stats])),
-            "mean_in_parenchyma": float(np.mean(inside)) if inside else None,
+            **mask_summary(stats),
             "brain_volume_ml": float(template.brain_mask.sum()) * voxel_ml,
         },
+        # What training draws (every item lesioned), as drawn and through the autoencoder at the
+        # sampler's mask threshold: the floor the generated masks are read against.
+        "masks_training": mask_summary(mask_stats(true_masks, template.parenchyma, voxel_ml)),
+        "masks_autoencoded": mask_summary(
+            mask_stats(
+                [(m > threshold).astype(np.float32) for m in autoencoded(usb, true_masks)],
+                template.parenchyma,
+                voxel_ml,
+            )
+        ),
         "environment": {
             "model": str(args.model),
             "trained_steps": read_meta(checkpoint_directory(args.model)).get("notes", {}).get("trained_steps"),
@@ -195,7 +233,7 @@ def main(argv=None) -> int:
     out = args.out or ROOT / "benchmarks" / "results" / f"generation-{torch.device(device).type}.json"
     write_text(out, json.dumps(result, indent=2) + "\n")
     figure(images, masks, reference, args.figure)
-    for name in ("generated", "reference", "blobs"):
+    for name in ("generated", "reference", "autoencoded", "blobs"):
         row = result[name]
         print(
             f"{name:9s} "
@@ -209,6 +247,12 @@ def main(argv=None) -> int:
         f"{m['median_components']:.0f} component(s), {m['mean_in_parenchyma']} inside parenchyma; "
         f"{result['environment']['seconds_per_sample']} s per sample on {device}"
     )
+    for name in ("masks_training", "masks_autoencoded"):
+        m = result[name]
+        print(
+            f"{name}: {m['empty']} empty, median {m['median_volume_ml']:.1f} ml in {m['median_components']:.0f} "
+            f"component(s), {m['mean_in_parenchyma']} inside parenchyma"
+        )
     return 0
 
 

@@ -72,6 +72,9 @@ SYNTH_FOV_MM = (184.0, 224.0, 192.0)
 #: A real single-subject head that is not the template: Colin 27, skull-stripped, 1 mm, MNI space
 #: (Debian's mricron-data), never used in training (--anatomy colin).
 COLIN = Path("/usr/share/mricron/templates/ch2bet.nii.gz")
+#: The same head with its scalp, as users bring scans (--anatomy colin-head): the app strips it
+#: itself (deepbet) instead of being told --skull-stripped.
+COLIN_HEAD = Path("/usr/share/mricron/templates/ch2.nii.gz")
 #: Masks as users give them (--mask): the lesion, 1 mm short of it (the rim left out), drawn on a
 #: 2 mm grid (the file stays on that grid: the app resamples it), or 1 mm too large.
 MASK_KINDS = ("exact", "short1", "grid2", "large1")
@@ -126,8 +129,13 @@ def colin_brain():
 def make_scan(index: int, grid_name: str, klass: str | None, anatomy: str = "template"):
     """(healthy int16, lesioned int16, lesion uint8, brain uint8, affine) on a native grid."""
     rng = np.random.default_rng([SEED, index])
-    if anatomy == "colin":
+    head = None
+    if anatomy in ("colin", "colin-head"):
         brain, src = colin_brain()
+        if anatomy == "colin-head":  # the whole head, in the brain's units (its scalp may exceed 1)
+            bet = np.asanyarray(nib.load(str(COLIN)).dataobj).astype(np.float32)
+            data = np.asanyarray(nib.load(str(COLIN_HEAD)).dataobj).astype(np.float32)
+            head = data / np.percentile(bet[brain.brain_mask], 99.5)
     else:
         template = load_template(GridConfig(shape=tuple(int(f) for f in SYNTH_FOV_MM), voxel_size=(1.0, 1.0, 1.0)))
         brain, src = synth_healthy(template, rng, "T1w"), np.asarray(template.affine)
@@ -141,9 +149,11 @@ def make_scan(index: int, grid_name: str, klass: str | None, anatomy: str = "tem
         else:
             mask = random_lesion(brain.parenchyma, rng, size=volume, voxel_size=(1, 1, 1))
         lesioned = encode_lesion(brain.image, mask, rng, "T1w", strength=strength)
+    if head is not None:  # the lesion drawn into the head; outside the brain the scalp stays
+        lesioned = np.where(brain.brain_mask, lesioned, head)
     orientation, zooms, oblique = GRIDS[grid_name]
     pose = random_pose(rng)
-    if anatomy == "colin":
+    if anatomy != "template":
         brain_centre = nib.affines.apply_affine(src, np.argwhere(brain.brain_mask).mean(0))
     else:
         brain_centre = template_brain_centre()
@@ -151,13 +161,18 @@ def make_scan(index: int, grid_name: str, klass: str | None, anatomy: str = "tem
     grid = native_grid(orientation, zooms, centre, NATIVE_FOV_MM, oblique)
     n_brain = to_native(brain.brain_mask.astype(np.float32), src, grid, pose) >= 0.5
     scale = float(rng.uniform(800.0, 1200.0))
-    healthy = to_native(brain.image, src, grid, pose) * n_brain
-    sick = to_native(lesioned, src, grid, pose) * n_brain
+    if head is None:
+        healthy = to_native(brain.image, src, grid, pose) * n_brain
+        sick = to_native(lesioned, src, grid, pose) * n_brain
+    else:
+        healthy = to_native(np.where(brain.brain_mask, brain.image, head), src, grid, pose)
+        sick = to_native(lesioned, src, grid, pose)
     fraction = to_native(mask.astype(np.float32), src, grid, pose)
     lesion = ((fraction >= 0.25) | ((np.abs(sick - healthy) > 0.05) & (fraction > 0))) & n_brain
+    top = 1.0 if head is None else max(float(healthy.max()), 1.0)  # a head's scalp above the brain's 1
 
     def units(a):
-        return np.round(np.clip(a, 0, 1) * scale).astype(np.int16)
+        return np.round(np.clip(a / top, 0, 1) * scale).astype(np.int16)
 
     return units(healthy), units(sick), lesion.astype(np.uint8), n_brain.astype(np.uint8), grid.affine
 
@@ -170,7 +185,7 @@ def plan(cases_per_class: int, anatomy: str = "template"):
             for _ in range(per_class):
                 cases.append(
                     {
-                        "sub": f"{anatomy if anatomy != 'template' else ''}{grid_name}{klass}{index:02d}",
+                        "sub": f"{anatomy.replace('-', '') if anatomy != 'template' else ''}{grid_name}{klass}{index:02d}",
                         "grid": grid_name,
                         "class": klass,
                         "index": index,
@@ -180,7 +195,7 @@ def plan(cases_per_class: int, anatomy: str = "template"):
                 index += 1
         cases.append(
             {
-                "sub": f"{anatomy if anatomy != 'template' else ''}{grid_name}control{index:02d}",
+                "sub": f"{anatomy.replace('-', '') if anatomy != 'template' else ''}{grid_name}control{index:02d}",
                 "grid": grid_name,
                 "class": None,
                 "index": index,
@@ -288,7 +303,10 @@ def write_datasets(work: Path, cases, erode_mm: float = 0.0, mask_kind: str = "e
 # --------------------------------------------------------------------------- running the app
 
 
-def run_app(bids: Path, out: Path, work: Path, model: Path | None, extra: list[str], nprocs: int = 1) -> float:
+def run_app(
+    bids: Path, out: Path, work: Path, model: Path | None, extra: list[str], nprocs: int = 1, stripped: bool = True
+) -> float:
+    """One participant-level run; ``stripped``: the scans are brains (``--skull-stripped``), not heads."""
     if (out / "done").is_file():
         return float((out / "done").read_text())
     cmd = [
@@ -300,7 +318,7 @@ def run_app(bids: Path, out: Path, work: Path, model: Path | None, extra: list[s
         "participant",
         "-w",
         str(work),
-        "--skull-stripped",
+        *(["--skull-stripped"] if stripped else []),
         "--skip-bids-validation",
         "--nprocs",
         str(nprocs),
@@ -475,10 +493,11 @@ def main(argv=None) -> int:
     parser.add_argument("--results", default="healing.json", help="file name under benchmarks/results/")
     parser.add_argument(
         "--anatomy",
-        choices=("template", "colin"),
+        choices=("template", "colin", "colin-head"),
         default="template",
         help="template: brains synthesised from the MNI template; colin: Colin 27, a real head that is not the "
-        "template (apt-get install mricron-data). Use a --work of its own.",
+        "template (apt-get install mricron-data), skull-stripped; colin-head: the same with its scalp, stripped by "
+        "the app itself (no --skull-stripped), as users bring scans. Use a --work of its own.",
     )
     parser.add_argument(
         "--mask",
@@ -500,8 +519,9 @@ def main(argv=None) -> int:
     except ImportError:
         parser.error("the BraTS metrics are missing: pip install -e '.[bench]' (inpainting==0.0.12), then rerun")
     work = args.work.absolute()
-    if args.anatomy == "colin" and not COLIN.is_file():
+    if args.anatomy != "template" and not (COLIN.is_file() and COLIN_HEAD.is_file()):
         parser.error(f"{COLIN}: Colin 27 is missing; apt-get install mricron-data, then rerun")
+    stripped = args.anatomy != "colin-head"
     cases = [c for c in plan(args.cases_per_class, args.anatomy) if c["grid"] in args.grids.split(",")]
     if args.classes:
         keep = set(args.classes.split(","))
@@ -514,7 +534,9 @@ def main(argv=None) -> int:
     print(f"datasets written ({time.perf_counter() - clock:.0f} s)", flush=True)
     wall = {}
     for method, extra in usb_methods.items():
-        wall[method] = run_app(work / "bids", work / "out" / method, work / "work", args.model, extra, args.nprocs)
+        wall[method] = run_app(
+            work / "bids", work / "out" / method, work / "work", args.model, extra, args.nprocs, stripped
+        )
         print(f"{method}: {wall[method]:.0f} s for {len(cases)} scans", flush=True)
     if not args.no_detect:
         wall["usb_detect"] = run_app(
@@ -524,6 +546,7 @@ def main(argv=None) -> int:
             args.model,
             ["--heal-mode", "detect"],
             args.nprocs,
+            stripped,
         )
         print(f"usb_detect: {wall['usb_detect']:.0f} s", flush=True)
     sweep_runs = {}
@@ -547,7 +570,9 @@ def main(argv=None) -> int:
                 "t_start": t_start,
                 "steps": steps,
                 "samples": samples,
-                "seconds": run_app(work / "bids", work / "out" / name, work / "work", args.model, extra, args.nprocs),
+                "seconds": run_app(
+                    work / "bids", work / "out" / name, work / "work", args.model, extra, args.nprocs, stripped
+                ),
             }
             print(f"{name}: {sweep_runs[name]['seconds']:.0f} s", flush=True)
 

@@ -56,11 +56,14 @@ def native_fill(
     registration: prep.Registration,
     template_source: str = "nilearn",
     given: np.ndarray | None = None,
+    brain: np.ndarray | None = None,
 ) -> np.ndarray:
     """The lesion of ``original`` filled by ``kind`` (usb_model.fill.prefill) on its own grid, in its
     own intensities: for a graft, the 1 mm MNI template (the copy ``template_source``, the model's
     own) moved onto the scan by its registration. ``given``: the mask as the user gave it, when
-    ``lesion`` is it grown (``auto`` reads a CSF-dark lesion's choice on it)."""
+    ``lesion`` is it grown (``auto`` reads a CSF-dark lesion's choice on it). ``brain``: the brain
+    mask on this grid; ``original`` is the file as given, often a whole head, and a fill that read
+    the scalp as brain would take the fat's intensity for white matter's."""
     data = np.asanyarray(original.dataobj, dtype=np.float32)
     template = None
     if kind in ("graft", "auto"):
@@ -75,6 +78,7 @@ def native_fill(
         spacing=original.header.get_zooms()[:3],
         given=given,
         given_dark=GIVEN_DARK_RATIO if given is not None else None,
+        brain=brain,
     )
 
 

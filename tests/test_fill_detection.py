@@ -65,6 +65,24 @@ def test_auto_fill_uses_white_matter_inside_white_matter_and_the_graft_elsewhere
     assert np.allclose(small[cortical], local_tissue(lesioned, both)[cortical], atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["auto", "wm", "local"])
+def test_a_fill_on_a_whole_head_reads_the_brain_mask_not_the_scalp(scene, kind):
+    """The participant level fills the file as given, often a head: a bright scalp (fat, 1.0 here)
+    around the brain is not white matter. Given the brain mask, every fill reads the brain only;
+    without it the white-matter fill takes the scalp for white matter."""
+    healthy, lesioned, lesion, brain = scene
+    z, y, x = np.mgrid[:24, :24, :24]
+    r = np.sqrt((x - 12) ** 2 + (y - 12) ** 2 + (z - 12) ** 2)
+    scalp = (r >= 10.5) & (r < 12)
+    head = np.where(scalp, 1.0, lesioned).astype(np.float32)
+    stripped = prefill(lesioned, lesion, kind)
+    out = prefill(head, lesion, kind, brain=brain)
+    assert np.allclose(out[lesion], stripped[lesion], atol=1e-6)
+    assert np.array_equal(out[~lesion], head[~lesion])
+    if kind == "wm":
+        assert prefill(head, lesion, kind)[lesion].mean() > 0.95  # the scalp's intensity, not 0.9
+
+
 def test_heal_composite_fills_the_lesion_and_adds_only_the_change_around_it(scene):
     healthy, lesioned, lesion, brain = scene
     healed = np.full_like(lesioned, 0.7)  # a blurry decoder: wrong everywhere...

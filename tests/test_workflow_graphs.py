@@ -83,6 +83,8 @@ def test_participant_graph(files, tiny_checkpoint, task, lesion, n_samples):
         assert (prefix + "summary", f"bids_usb_wf.summaries_sub_{subject}") in edges
         assert (f"bids_usb_wf.summaries_sub_{subject}", f"bids_usb_wf.report_sub_{subject}") in edges
         assert (prefix + "template_lesion" in names) == (lesion == "template")
+        if task == "heal":  # the native fill reads a head's brain, not its scalp
+            assert (prefix + "skull_strip", prefix + "to_native") in edges
         if lesion == "donor":
             donor_out = f"bids_usb_wf.donor_{donor.name}_wf.outputnode"
             assert (donor_out, prefix + "donor_input") in edges and (prefix + "donor_input", prefix + "usb") in edges, (

@@ -326,7 +326,7 @@ def _core_contrast(image, tissue, component, spacing) -> float:
 
 
 def prefill(
-    image, mask, kind: str, *, template=None, spacing=(1.0, 1.0, 1.0), given=None, given_dark=None
+    image, mask, kind: str, *, template=None, spacing=(1.0, 1.0, 1.0), given=None, given_dark=None, brain=None
 ) -> np.ndarray:
     """``image`` with its lesion filled by ``kind`` (``auto``, ``graft``, ``wm`` or ``none``).
 
@@ -337,6 +337,12 @@ def prefill(
     ``graft`` without a template falls back to ``wm``: a checkpoint without a template on its
     grid cannot graft. ``auto`` decides per connected component of the mask (``auto_choice``).
     ``spacing`` (mm) sizes the neighbourhood of ``local`` and ``lift`` and the components' volumes.
+
+    ``brain``: the brain mask, where ``image`` is a head and not a skull-stripped brain (the
+    participant level's native fill reads the file as given). Without it the brain is the
+    non-zero voxels (``brain_region``): on a whole head that takes in the scalp, and the
+    white-matter mean of Colin 27's head (``ch2.nii.gz``) was its fat (170, against 111 for the
+    white matter of the same head stripped).
     """
     if kind not in FILLS:
         raise ValueError(f"unknown fill {kind!r}; choose one of {', '.join(FILLS)}")
@@ -344,34 +350,38 @@ def prefill(
     mask = np.asarray(mask) > 0
     if kind == "none":
         return image
+    brain = None if brain is None else (np.asarray(brain) > 0) | mask
     if kind == "local":
-        return local_tissue(image, mask, spacing=spacing)
+        return local_tissue(image, mask, brain=brain, spacing=spacing)
     if kind == "lift":
-        return lift_fill(image, mask, spacing=spacing)
+        return lift_fill(image, mask, brain=brain, spacing=spacing)
     if kind == "auto":
-        tissue = local_tissue(image, mask, spacing=spacing)  # read by the choice and the local fill
-        choice = auto_choice(image, mask, spacing=spacing, tissue=tissue, given=given, given_dark=given_dark)
+        tissue = local_tissue(image, mask, brain=brain, spacing=spacing)  # read by the choice and the local fill
+        choice = auto_choice(
+            image, mask, spacing=spacing, tissue=tissue, given=given, given_dark=given_dark, brain=brain
+        )
         # Every fill sees the scan as it is, every lesion excluded from its fit.
-        out = wm_fill(image, mask, noise=False)
+        out = wm_fill(image, mask, brain=brain, noise=False)
         if (choice == AUTO_CODES["local"]).any():
             local = choice == AUTO_CODES["local"]
-            out[local] = (hole_fill(image, local, lesions=mask) if AUTO_LOCAL_FILL == "biharmonic" else tissue)[local]
+            biharmonic = AUTO_LOCAL_FILL == "biharmonic"
+            out[local] = (hole_fill(image, local, brain=brain, lesions=mask) if biharmonic else tissue)[local]
         graft = choice == AUTO_CODES["graft"]
         if graft.any() and template is not None:
-            out[graft] = template_graft(image, mask, template)[graft]
+            out[graft] = template_graft(image, mask, template, brain=brain)[graft]
         return out
     if kind == "graft" and template is not None:
-        return template_graft(image, mask, template)
-    return wm_fill(image, mask, noise=False)
+        return template_graft(image, mask, template, brain=brain)
+    return wm_fill(image, mask, brain=brain, noise=False)
 
 
-def white_matter_lesions(image, mask) -> np.ndarray:
+def white_matter_lesions(image, mask, *, brain=None) -> np.ndarray:
     """The components of ``mask`` whose one-voxel rim (inside the brain) is mostly white matter."""
     from scipy import ndimage
 
     image = np.asarray(image, dtype=np.float32)
     mask = np.asarray(mask) > 0
-    brain = brain_region(image) | mask
+    brain = (brain_region(image) if brain is None else np.asarray(brain) > 0) | mask
     wm = white_matter(image, brain, mask)
     labels, _ = ndimage.label(mask)
     out = np.zeros_like(mask)
@@ -385,7 +395,7 @@ def white_matter_lesions(image, mask) -> np.ndarray:
 
 
 def auto_choice(
-    image, mask, *, spacing=(1.0, 1.0, 1.0), tissue=None, given=None, given_dark: float | None = None
+    image, mask, *, spacing=(1.0, 1.0, 1.0), tissue=None, given=None, given_dark: float | None = None, brain=None
 ) -> np.ndarray:
     """The fill ``prefill(kind="auto")`` gives each connected component of ``mask``, as a map of
     ``AUTO_CODES``, in this order (benchmarks/fill_candidates.py, both anatomies):
@@ -430,13 +440,13 @@ def auto_choice(
     out = np.zeros(mask.shape, np.uint8)
     if not mask.any():
         return out
-    tissue = local_tissue(image, mask, spacing=spacing) if tissue is None else tissue
+    tissue = local_tissue(image, mask, brain=brain, spacing=spacing) if tissue is None else tissue
     given = mask if given is None else (np.asarray(given) > 0) & mask
-    in_wm = white_matter_lesions(image, mask)
+    in_wm = white_matter_lesions(image, mask, brain=brain)
     # Read on the given mask, a lesion's rim is the given mask's rim too: a 2 mm-grid infarct's
     # mask grown by 1 mm reached the white matter around it and lost its graft (Colin 27 through
     # the participant level: 11.6 dB against 16.4 for the graft).
-    in_wm_given = white_matter_lesions(image, given) if given_dark is not None else in_wm
+    in_wm_given = white_matter_lesions(image, given, brain=brain) if given_dark is not None else in_wm
     voxel_ml = float(np.prod(spacing)) / 1000.0
     labels, _ = ndimage.label(mask)
     for index, box in enumerate(ndimage.find_objects(labels), start=1):

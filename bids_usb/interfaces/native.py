@@ -10,7 +10,7 @@ from nipype.interfaces.base import BaseInterfaceInputSpec, File, isdefined, trai
 
 from .. import preprocessing as prep
 from ..images import load_image
-from ..native import native_fill, to_native_edit
+from ..native import from_ras, native_fill, to_native_edit
 from .base import TimedInterface, TimedOutputSpec
 
 
@@ -23,6 +23,7 @@ class _NativeInputSpec(BaseInterfaceInputSpec):
     bias_field = File(exists=True, mandatory=True, desc="N4 field on the RAS grid")
     lesion_native = File(exists=True, desc="heal: the lesion on the anat's grid")
     given_native = File(exists=True, desc="heal: the lesion as given, when lesion_native is it grown (anat's grid)")
+    brain_mask = File(exists=True, desc="heal: the brain mask on the RAS grid (what the fill may read of a head)")
     lesion_model = File(exists=True, desc="embed: the lesion drawn, on the model grid")
     uncertainty = File(exists=True)
     healed = File(exists=True, desc="heal: the decoded healed brain on the model grid")
@@ -81,8 +82,14 @@ class ToNative(TimedInterface):
                 if isdefined(self.inputs.given_native)
                 else None
             )
+            # A head as given: the fill reads the brain, never the scalp (usb_model.fill.prefill).
+            brain = (
+                np.asanyarray(from_ras(nib.load(self.inputs.brain_mask), original).dataobj) > 0
+                if isdefined(self.inputs.brain_mask)
+                else None
+            )
             heal["fill_native"] = native_fill(
-                original, lesion, params["fill"], reg, self.inputs.template_source, given=given
+                original, lesion, params["fill"], reg, self.inputs.template_source, given=given, brain=brain
             )
             heal["fill_change_model"] = nib.load(self.inputs.fill_change)
         heal["band_mm"] = tuple(float(v) for v in params["band_mm"])  # the sampler reports the band it used

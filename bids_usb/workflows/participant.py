@@ -298,7 +298,12 @@ def init_image_wf(
         ]
     )
     if settings.task == "heal":
-        wf.connect([(usb, native, [("healed", "healed"), ("change", "change"), ("fill_change", "fill_change")])])
+        wf.connect(
+            [
+                (usb, native, [("healed", "healed"), ("change", "change"), ("fill_change", "fill_change")]),
+                (strip, native, [("brain_mask", "brain_mask")]),
+            ]
+        )
         if job.lesion_mask is not None:
             wf.connect(to_model, "lesion_mask", usb, "lesion_mask")
             if wf.get_node("grow_mask") is not None:
