@@ -56,6 +56,7 @@ from benchmarks.healing import (  # noqa: E402
     app_output,
     atropos,
     crop,
+    given_on_image_grid,
     inpainting_metrics,
     lesion_box,
     mean,
@@ -100,12 +101,13 @@ def main(argv=None) -> int:
         "--app-band", type=float, nargs=2, default=(1.0, 4.0), help="the band (mm) the healing.py run was made with"
     )
     parser.add_argument("--cases-per-class", type=int, default=2)
+    parser.add_argument("--anatomy", default="template", help="the healing.py run's --anatomy")
     parser.add_argument("--results", default="residual-variants.json", help="file name under benchmarks/results/")
     args = parser.parse_args(argv)
     work = args.work.absolute()
     clock = time.perf_counter()
     rows = []
-    for case in plan(args.cases_per_class):
+    for case in plan(args.cases_per_class, args.anatomy):
         sub = case["sub"]
         if case["class"] is None or not (work / "truth" / f"sub-{sub}_T1w.nii.gz").is_file():
             continue
@@ -120,11 +122,25 @@ def main(argv=None) -> int:
         brain = np.asanyarray(nib.load(str(work / "truth" / f"sub-{sub}_brain.nii.gz")).dataobj) > 0
         anat = work / "bids" / f"sub-{sub}" / "anat" / f"sub-{sub}_T1w.nii.gz"
         original = nib.load(str(anat))
-        given = np.asanyarray(nib.load(str(anat.parent / f"sub-{sub}_label-lesion_roi.nii.gz")).dataobj) > 0
+        given = given_on_image_grid(anat.parent / f"sub-{sub}_label-lesion_roi.nii.gz", anat)
+        # The mask the app healed (the given one grown, usb_model.mask_growth), as it wrote it; the
+        # fill is rebuilt on it, its choice read on the given mask, as ToNative does.
+        healed_path = app_output(work / "out" / args.method, sub, "lesion", "mask")
+        healed = np.asanyarray(nib.load(str(healed_path)).dataobj) > 0 if healed_path.is_file() else given
         lesioned = np.asanyarray(original.dataobj).astype(np.float32)
         output = np.asanyarray(nib.load(str(out_path)).dataobj).astype(np.float32)
         xfm = next((work / "out" / args.method / f"sub-{sub}" / "anat").glob("*_xfm.mat"))
-        fill = native_fill(original, given, args.fill, Registration(xfm))
+        grown = app_output(work / "out" / args.method, sub, "lesiongiven", "mask").is_file()  # a growth ran
+        app_brain = nib.load(str(app_output(work / "out" / args.method, sub, "brain", "mask")))
+        fill = native_fill(
+            original,
+            healed,
+            args.fill,
+            Registration(xfm),
+            given=given if grown else None,
+            brain=np.asanyarray(app_brain.dataobj) > 0,
+        )
+        given = healed  # from here on, what the app healed
         change = np.where(given, output - fill, 0.0).astype(np.float32)
         zooms = truth_img.header.get_zooms()[:3]
         box = lesion_box(lesion, zooms)
@@ -167,7 +183,8 @@ def main(argv=None) -> int:
 
     result = {
         "command": f"python benchmarks/residual_variants.py --work {args.work} --method {args.method} "
-        f"--fill {args.fill} --sigma-mm {args.sigma_mm} --results {args.results}",
+        f"--fill {args.fill} --sigma-mm {args.sigma_mm} --cases-per-class {args.cases_per_class} "
+        f"--anatomy {args.anatomy} --results {args.results}",
         "date": time.strftime("%Y-%m-%d"),
         "seconds": round(time.perf_counter() - clock, 1),
         "summary": {"all": summary(rows), **{k: summary([r for r in rows if r["class"] == k]) for k in CLASSES}},
