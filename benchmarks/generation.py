@@ -106,6 +106,14 @@ def autoencoded(usb: USB, volumes: list[np.ndarray]) -> list[np.ndarray]:
     return out
 
 
+MASK_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5)
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = a.sum() + b.sum()
+    return float(2 * (a & b).sum() / total) if total else 1.0
+
+
 def mask_summary(stats: list[dict]) -> dict:
     inside = [s["in_parenchyma"] for s in stats if s["in_parenchyma"] is not None]
     return {
@@ -197,6 +205,7 @@ def main(argv=None) -> int:
     stats = mask_stats(masks, template.parenchyma, voxel_ml)
     true_masks = held_out_masks(cfg, args.n)
     threshold = cfg.sampling.mask_threshold
+    decoded_masks = autoencoded(usb, true_masks)
     result = {
         "generated": distances(ref_f, features(images), args.seed),
         "reference": distances(ref_f, features(second), args.seed),
@@ -211,12 +220,14 @@ def main(argv=None) -> int:
         # sampler's mask threshold: the floor the generated masks are read against.
         "masks_training": mask_summary(mask_stats(true_masks, template.parenchyma, voxel_ml)),
         "masks_autoencoded": mask_summary(
-            mask_stats(
-                [(m > threshold).astype(np.float32) for m in autoencoded(usb, true_masks)],
-                template.parenchyma,
-                voxel_ml,
-            )
+            mask_stats([(m > threshold).astype(np.float32) for m in decoded_masks], template.parenchyma, voxel_ml)
         ),
+        # Is the sampler's threshold right for this autoencoder? Dice of the decoded training
+        # masks with the masks themselves, at several thresholds (empty pairs count as 1).
+        "mask_threshold_dice": {
+            f"{t:.1f}": float(np.mean([dice(d > t, m > 0.5) for d, m in zip(decoded_masks, true_masks)]))
+            for t in MASK_THRESHOLDS
+        },
         "environment": {
             "model": str(args.model),
             "trained_steps": read_meta(checkpoint_directory(args.model)).get("notes", {}).get("trained_steps"),
@@ -247,6 +258,7 @@ def main(argv=None) -> int:
         f"{m['median_components']:.0f} component(s), {m['mean_in_parenchyma']} inside parenchyma; "
         f"{result['environment']['seconds_per_sample']} s per sample on {device}"
     )
+    print(f"decoded training masks' Dice by threshold: {result['mask_threshold_dice']}")
     for name in ("masks_training", "masks_autoencoded"):
         m = result[name]
         print(
