@@ -2,6 +2,7 @@
 # The bundled model's CPU training campaign (benchmarks/campaign/README.md), one command a session:
 #
 #   bash scripts/campaign.sh start   # at a session's start: resume every stage in the background
+#                                    # (once final/ holds the finished model: says so, trains nothing)
 #   bash scripts/campaign.sh pack    # before its end: learning-curve points, then the compact
 #                                    # states into benchmarks/campaign/state/ (commit them)
 #   bash scripts/campaign.sh status
@@ -88,6 +89,14 @@ EOF
 
 case "${1:-status}" in
 start)
+	# A finished campaign (its model committed as final/ beside $STATE) is not trained again from
+	# the last resumable state: bundle or evaluate the final checkpoint instead.
+	final=$(dirname "$STATE")/final
+	if python -c 'import json, sys; m = json.load(open(sys.argv[1])); sys.exit(0 if m["notes"]["trained_steps"].get("brain", 0) >= int(sys.argv[2]) else 1)' \
+		"$final/checkpoint/meta.json" "$BRAIN_STEPS" 2>/dev/null; then
+		echo "the campaign is finished: its model is $final/checkpoint (python scripts/bundle_demo_model.py $final)"
+		exit 0
+	fi
 	mkdir -p "$RUNS"
 	if [ -f "$RUNS/campaign.pid" ] && kill -0 "$(cat "$RUNS/campaign.pid")" 2>/dev/null; then
 		echo "the campaign is already running (pid $(cat "$RUNS/campaign.pid"))"
