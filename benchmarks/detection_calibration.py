@@ -13,7 +13,8 @@ threshold finds (Dice with the lesion, by lesion size: under 1 ml, 1-5 ml, 5 ml 
 further from healthy and lesioned brains alike, and averaging samples quiets the healthy
 departure (random) more than the lesion's (systematic). Each setting gets its own threshold from
 the same healthy brains. ``--size lo,hi`` draws the lesions' volumes (ml, log-uniform) instead
-of the training mix, e.g. ``5,60`` for the issue's >= 5 ml target.
+of the training mix (and no WMH-like spots, which have a size of their own), e.g. ``5,60`` for
+the issue's >= 5 ml target.
 
     python benchmarks/detection_calibration.py --model DIR [--n 8] [--t-starts 200,400] [--samples 1,4]
 
@@ -95,8 +96,15 @@ def main(argv=None) -> int:
     t_starts = [int(t) for t in args.t_starts.split(",")] if args.t_starts else [s.detect_t_start]
     sample_counts = [int(n) for n in args.samples.split(",")]
     size = tuple(float(v) for v in args.size.split(",")) if args.size else "any"
+    # With --size every lesion is drawn at that size: no WMH-like spots, which keep their own.
     data = TripletDataset(
-        usb.cfg.grid, FIRST_ITEM + args.n, 0, healthy_fraction=0.0, contrast=usb.cfg.grid.contrast, size=size
+        usb.cfg.grid,
+        FIRST_ITEM + args.n,
+        0,
+        healthy_fraction=0.0,
+        contrast=usb.cfg.grid.contrast,
+        size=size,
+        wmh_fraction=0.0 if args.size else 0.25,
     )
     voxel = usb.cfg.grid.voxel_size
     items = [data[FIRST_ITEM + i] for i in range(args.n)]
