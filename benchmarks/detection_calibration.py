@@ -40,6 +40,7 @@ from usb_model.atomic import write_text  # noqa: E402
 from usb_model.checkpoint import checkpoint_directory, read_meta  # noqa: E402
 from usb_model.detection import detect_lesions  # noqa: E402
 from usb_model.fill import brain_region  # noqa: E402
+from usb_model.metrics import dice  # noqa: E402
 from usb_model.synth import TripletDataset  # noqa: E402
 from usb_model.tasks import USB  # noqa: E402
 
@@ -51,11 +52,6 @@ SIZE_BINS = {"under_1ml": (0.0, 1.0), "1_to_5ml": (1.0, 5.0), "5ml_plus": (5.0, 
 def threshold_for(healthy_top: float) -> float:
     """The detection threshold healthy brains imply: their highest 99.99th percentile, rounded up."""
     return math.ceil(healthy_top * 10) / 10
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = a.sum() + b.sum()
-    return float(2 * (a & b).sum() / total) if total else 1.0
 
 
 def summarise(rows: list[dict], t_start: int, samples: int) -> dict:

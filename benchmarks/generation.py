@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from usb_model.atomic import write_text  # noqa: E402
 from usb_model.checkpoint import checkpoint_directory, read_meta  # noqa: E402
 from usb_model.device import pick_device  # noqa: E402
-from usb_model.metrics import intensity_features, kid, mmd_rbf  # noqa: E402
+from usb_model.metrics import dice, intensity_features, kid, mmd_rbf  # noqa: E402
 from usb_model.synth import TripletDataset  # noqa: E402
 from usb_model.tasks import USB  # noqa: E402
 from usb_model.template import load_template  # noqa: E402
@@ -107,11 +107,6 @@ def autoencoded(usb: USB, volumes: list[np.ndarray]) -> list[np.ndarray]:
 
 
 MASK_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5)
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = a.sum() + b.sum()
-    return float(2 * (a & b).sum() / total) if total else 1.0
 
 
 def mask_summary(stats: list[dict]) -> dict:
