@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from usb_model.atomic import write_text  # noqa: E402
-from usb_model.checkpoint import checkpoint_directory, load_checkpoint  # noqa: E402
+from usb_model.checkpoint import checkpoint_directory, checkpoint_sha256, load_checkpoint  # noqa: E402
 from usb_model.metrics import masked_l1, masked_psnr, masked_ssim  # noqa: E402
 from usb_model.synth import TripletDataset  # noqa: E402
 
@@ -74,6 +74,7 @@ def main(argv=None) -> int:
     meta = json.loads((directory / "meta.json").read_text())
     result["environment"] = {
         "model": str(args.model),
+        "model_sha256": checkpoint_sha256(directory),
         "trained_steps": meta.get("notes", {}).get("trained_steps"),
         "autoencoder": networks.cfg.to_dict()["autoencoder"],
         "n": args.n,

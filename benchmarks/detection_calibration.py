@@ -37,7 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from usb_model.atomic import write_text  # noqa: E402
-from usb_model.checkpoint import checkpoint_directory, read_meta  # noqa: E402
+from usb_model.checkpoint import checkpoint_directory, checkpoint_sha256, read_meta  # noqa: E402
 from usb_model.detection import detect_lesions  # noqa: E402
 from usb_model.fill import brain_region  # noqa: E402
 from usb_model.metrics import dice  # noqa: E402
@@ -139,6 +139,7 @@ def main(argv=None) -> int:
     first = settings[0]
     result = {
         "model": str(args.model),
+        "model_sha256": checkpoint_sha256(checkpoint_directory(args.model)),
         "trained_steps": read_meta(checkpoint_directory(args.model)).get("notes", {}).get("trained_steps"),
         "n": args.n,
         "size": args.size or "training mix",

@@ -38,7 +38,7 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from usb_model.atomic import write_text  # noqa: E402
-from usb_model.checkpoint import checkpoint_directory, read_meta  # noqa: E402
+from usb_model.checkpoint import checkpoint_directory, checkpoint_sha256, read_meta  # noqa: E402
 from usb_model.device import pick_device  # noqa: E402
 from usb_model.metrics import dice, intensity_features, kid, mmd_rbf  # noqa: E402
 from usb_model.synth import TripletDataset  # noqa: E402
@@ -225,10 +225,13 @@ def main(argv=None) -> int:
         },
         "environment": {
             "model": str(args.model),
+            "model_sha256": checkpoint_sha256(checkpoint_directory(args.model)),
             "trained_steps": read_meta(checkpoint_directory(args.model)).get("notes", {}).get("trained_steps"),
             "device": str(device),
             "n": args.n,
             "steps": steps,
+            "ddim_eta": usb.cfg.sampling.ddim_eta,
+            "figure": str(args.figure),
             "seconds_generating": round(seconds, 1),
             "seconds_per_sample": round(seconds / args.n, 2),
             "test_seed": TEST_SEED,

@@ -353,6 +353,12 @@ def run_parameters(out: Path, subs) -> dict:
     return {}
 
 
+def model_sha256(out: Path, subs) -> str | None:
+    """The weights the app healed with, as its sidecars cite them: what ties a result to a model
+    (the model card reads only results measured on its own weights)."""
+    return run_parameters(out, subs).get("Model", {}).get("SHA256")
+
+
 def node_seconds(work: Path, started: float) -> dict[str, dict[str, float]]:
     """Seconds of the USB and native-composite nodes that ran in this run (cached ones did not)."""
     from nipype.utils.filemanip import loadpkl
@@ -748,6 +754,9 @@ def summarise(rows, control_rows, detect_rows, sweep_rows, wall, cases, args) ->
         + (f" --results {args.results}" if args.results != "healing.json" else ""),
         "date": time.strftime("%Y-%m-%d"),
         "model": str(args.model or "bundled demo"),
+        "model_sha256": model_sha256(
+            args.work.absolute() / "out" / "usb_mask", [c["sub"] for c in cases if c["class"]]
+        ),
         "seed": SEED,
         "n_scans": n_scans,
         "wall_seconds_per_run": wall,

@@ -26,7 +26,7 @@ with the same masks; Dice of the thresholded change map (|edited - input| > 0.1)
 and the mean absolute change outside the mask.
 
     python benchmarks/quality.py --model DIR [--n 24] [--threads 2]
-Writes benchmarks/results/quality.json and docs/figures/quality.png.
+Writes benchmarks/results/quality.json and docs/figures/quality.png (or ``--out``, ``--figure``).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from usb_model import fill  # noqa: E402
+from usb_model.checkpoint import checkpoint_directory, checkpoint_sha256  # noqa: E402
 from usb_model.composite import blend_weight, composite  # noqa: E402
 from usb_model.metrics import dice, masked_l1, masked_psnr, masked_ssim  # noqa: E402
 from usb_model.synth import encode_lesion, random_lesion, synth_healthy  # noqa: E402
@@ -104,6 +105,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--stride", type=int, default=None, help="edit stride (default: the model's)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "quality.json")
+    parser.add_argument("--figure", type=Path, default=FIGURES / "quality.png")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     usb = USB.from_checkpoint(args.model, device=None if args.device == "auto" else args.device)
@@ -181,6 +184,8 @@ def main() -> None:
     }
     result = {
         "model": str(args.model),
+        "model_sha256": checkpoint_sha256(checkpoint_directory(args.model)),
+        "command": "python benchmarks/quality.py " + " ".join(sys.argv[1:]),
         "grid": list(grid.shape),
         "voxel_size": list(grid.voxel_size),
         "n_cases": args.n,
@@ -202,16 +207,16 @@ def main() -> None:
     print(
         f"embedding: Dice {embed['dice_mean']:.3f}, mean |change| outside the mask {embed['mean_abs_change_outside']:.4f}"
     )
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "quality.json"
+    out = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json.tmp").write_text(json.dumps(result, indent=2) + "\n")
     out.with_suffix(".json.tmp").replace(out)
     if example is not None:
-        figure(example)
+        figure(example, args.figure)
     print(f"wrote {out}")
 
 
-def figure(example) -> None:
+def figure(example, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -227,8 +232,8 @@ def figure(example) -> None:
         ax.set_title(title, fontsize=8)
         ax.axis("off")
     fig.tight_layout()
-    FIGURES.mkdir(parents=True, exist_ok=True)
-    fig.savefig(FIGURES / "quality.png", dpi=110)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":

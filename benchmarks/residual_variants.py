@@ -60,6 +60,7 @@ from benchmarks.healing import (  # noqa: E402
     inpainting_metrics,
     lesion_box,
     mean,
+    model_sha256,
     plan,
     tissue_scores,
 )
@@ -187,6 +188,7 @@ def main(argv=None) -> int:
         f"--anatomy {args.anatomy} --results {args.results}",
         "date": time.strftime("%Y-%m-%d"),
         "seconds": round(time.perf_counter() - clock, 1),
+        "model_sha256": model_sha256(work / "out" / args.method, [r["sub"] for r in rows]),
         "summary": {"all": summary(rows), **{k: summary([r for r in rows if r["class"] == k]) for k in CLASSES}},
         "cases": rows,
     }

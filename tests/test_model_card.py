@@ -1,0 +1,46 @@
+"""The bundled model's card shows only numbers measured on its own weights."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+from usb_model.config import SamplingConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bundle_script():
+    spec = importlib.util.spec_from_file_location("bundle_demo_model", ROOT / "scripts" / "bundle_demo_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write(directory: Path, name: str, result: dict) -> None:
+    (directory / f"{name}.json").write_text(json.dumps(result))
+
+
+def test_the_card_reads_only_results_of_its_own_weights(tmp_path):
+    bundle = _bundle_script()
+    ours, theirs = "a" * 64, "b" * 64
+    sampling = SamplingConfig(steps=100, ddim_eta=0.0)
+    env = {"n": 16, "steps": 100, "ddim_eta": 0.0, "date": "2026-12-06"}
+    _write(tmp_path, "autoencoder", {"environment": {"model_sha256": theirs, "date": "2026-12-06"}})
+    _write(tmp_path, "autoencoder-campaign", {"environment": {"model_sha256": ours, "date": "2026-12-06"}})
+    # Two generation runs of our weights: only the one that sampled as the config does counts.
+    _write(tmp_path, "generation-eta1", {"environment": env | {"model_sha256": ours, "ddim_eta": 1.0}})
+    _write(tmp_path, "generation-ours", {"environment": env | {"model_sha256": ours}})
+    # A result that names no weights is left out: it may be of any model.
+    _write(tmp_path, "quality", {"summary": {}, "date": "2026-12-06"})
+    _write(tmp_path, "healing-a", {"model_sha256": ours, "date": "2026-12-05"})
+    _write(tmp_path, "healing-b", {"model_sha256": ours, "date": "2026-12-06"})
+    _write(tmp_path, "residual-variants-x", {"model_sha256": theirs, "date": "2026-12-06"})
+
+    found = bundle.measured_results(ours, sampling, tmp_path)
+
+    assert found["autoencoder"]["_file"] == "autoencoder-campaign.json"
+    assert found["generation"]["_file"] == "generation-ours.json"
+    assert [h["_file"] for h in found["healing"]] == ["healing-a.json", "healing-b.json"]
+    assert "quality" not in found and "residual" not in found
