@@ -4,9 +4,12 @@ a brain that has nothing to heal, and how much of a lesion stands out above that
 Detection (``USB.heal`` without a mask) calls a voxel lesion when the anomaly map exceeds
 ``SamplingConfig.detect_threshold``. A threshold below what healthy brains reach rewrites healthy
 anatomy, so it is set from healthy brains of the model's training distribution (usb_model.synth,
-seed 0, items from 5,000,000 on: never drawn in training), as the highest 99.99th percentile of
-the anomaly map in the brain, rounded up; the same brains with a lesion drawn in show whether
-lesions stand out above that (median anomaly inside the lesion) and what detection at that
+seed 0, items from 5,000,000 on: never drawn in training), as the lowest threshold at which none
+of them shows a lesion (a component of ``detect_min_ml`` or more: ``clear_threshold``), rounded up
+to 0.05. Until 2026-12-06 it was the highest 99.99th percentile of the map in the brain, rounded up
+to 0.1: a handful of voxels, which the minimum volume drops anyway, so it was set higher than a
+healthy brain needs; both are recorded. The same brains with a lesion drawn in show whether
+lesions stand out above it (median anomaly inside the lesion) and what detection at that
 threshold finds (Dice with the lesion, by lesion size: under 1 ml, 1-5 ml, 5 ml and more).
 
 ``--t-starts`` and ``--samples`` sweep the free pass (issue 22, item 4): a later start departs
@@ -49,15 +52,36 @@ FIRST_ITEM = 5_000_000
 SIZE_BINS = {"under_1ml": (0.0, 1.0), "1_to_5ml": (1.0, 5.0), "5ml_plus": (5.0, math.inf)}
 
 
-def threshold_for(healthy_top: float) -> float:
-    """The detection threshold healthy brains imply: their highest 99.99th percentile, rounded up."""
-    return math.ceil(healthy_top * 10) / 10
+def threshold_for(healthy_clear: float) -> float:
+    """The detection threshold healthy brains imply: the highest at which one of them still shows a
+    lesion, rounded up to 0.05 (a margin for brains not in the calibration set)."""
+    return math.ceil(healthy_clear * 20) / 20
+
+
+def clear_threshold(anomaly: np.ndarray, min_ml: float, voxel, tol: float = 0.002) -> float:
+    """The lowest threshold at which detection finds nothing in a healthy brain's anomaly map.
+
+    Detection drops components under ``min_ml``, so the map's extreme voxels (its 99.99th
+    percentile, a handful of voxels) do not decide whether a healthy brain comes back unchanged:
+    the largest connected excursion does. Bisection, since a higher threshold only shrinks the
+    components above it."""
+    lo, hi = 0.0, float(anomaly.max())
+    if not detect_lesions(anomaly, lo, min_ml, voxel).any():
+        return 0.0
+    while hi - lo > tol:
+        mid = (lo + hi) / 2
+        if detect_lesions(anomaly, mid, min_ml, voxel).any():
+            lo = mid
+        else:
+            hi = mid
+    return hi
 
 
 def summarise(rows: list[dict], t_start: int, samples: int) -> dict:
     """One setting's threshold, and what detection at it finds in the lesioned brains."""
     top = max(r["healthy_p99.99"] for r in rows)
-    threshold = threshold_for(top)
+    clear = max(r["healthy_clear"] for r in rows)
+    threshold = threshold_for(clear)
     for r in rows:
         r["dice"] = dice(r.pop("_anomaly_detected")(threshold), r["_mask"])
         r.pop("_mask")
@@ -69,6 +93,7 @@ def summarise(rows: list[dict], t_start: int, samples: int) -> dict:
         "detect_t_start": t_start,
         "samples": samples,
         "healthy_max_p99.99": top,
+        "healthy_max_clear": clear,
         "suggested_threshold": threshold,
         "lesions_above_suggestion": sum(r["lesion_median"] > threshold for r in rows),
         "dice_by_size": by_size,
@@ -121,6 +146,7 @@ def main(argv=None) -> int:
                         row.update(
                             {f"healthy_p{q}": float(np.percentile(anomaly[brain], q)) for q in (99, 99.9, 99.99)}
                         )
+                        row["healthy_clear"] = clear_threshold(anomaly, s.detect_min_ml, voxel)
                     else:
                         row["lesion_median"] = float(np.median(anomaly[mask])) if mask.any() else 0.0
                         row["_anomaly_detected"] = lambda th, a=anomaly: detect_lesions(a, th, s.detect_min_ml, voxel)
@@ -132,7 +158,8 @@ def main(argv=None) -> int:
             settings.append(summarise(rows, t_start, samples))
             last = settings[-1]
             print(
-                f"t_start {t_start}, {samples} sample(s): healthy brains reach {last['healthy_max_p99.99']:.3f}; "
+                f"t_start {t_start}, {samples} sample(s): healthy brains reach {last['healthy_max_p99.99']:.3f} "
+                f"(clear above {last['healthy_max_clear']:.3f}); "
                 f"threshold {last['suggested_threshold']}; Dice by size {last['dice_by_size']}",
                 flush=True,
             )

@@ -98,6 +98,8 @@ EXTRA_METHODS = {
     "usb_mask_lift": ["--fill", "lift"],
     # the autoencoder over the edit region's box only (issue 26; the default passes over the whole grid)
     "usb_mask_edit": ["--ae-passes", "edit"],
+    # a later start: the model regenerates more of the fill (issue 22: the model's own part of a heal)
+    "usb_mask_t300": ["--t-start", "300", "--steps", "100"],
 }
 # (t_start, steps, samples) of the mask mode; the last run averages 4 samples at the default steps, so that
 # the mean of samples (which flatters distortion metrics) is reported beside the single-sample numbers.
