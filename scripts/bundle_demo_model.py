@@ -61,6 +61,8 @@ def card(name: str, cfg: USBConfig, meta: dict, stages: dict, sha: str, size_mb:
         f"  {cfg.schedule.beta_start:g}..{cfg.schedule.beta_end:g}; the denoisers predict {cfg.schedule.prediction_type}.",
         f"- Weights: `model.safetensors`, {size_mb:.1f} MB, sha256 `{sha}`; latent scale {meta.get('latent_scale', float('nan')):.4f};",
         f"  empty-lesion condition: {meta.get('empty_condition')}.",
+        "- Every benchmark below was measured on these weights: its results file names their sha256 (a command's",
+        "  `--model` may be a copy of this directory).",
         "",
         "## Training data",
         "Healthy brains synthesised on the fly from the MNI ICBM 2009a template shipped in nilearn's",
