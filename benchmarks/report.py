@@ -538,7 +538,7 @@ def main() -> None:
         "with other jobs: treat the timings as upper bounds.",
         "",
         "**The bundled model changed on 2026-12-06**: the CPU campaign's model (`benchmarks/campaign/`) replaced the first "
-        "demo model (1.4 h of training). Every result on this page that says \"bundled demo\" or `resources/models/demo` "
+        'demo model (1.4 h of training). Every result on this page that says "bundled demo" or `resources/models/demo` '
         "and is dated before then was measured on the first one; the bundled model's own numbers are in its card "
         "([resources/models/demo/README.md](../resources/models/demo/README.md)), which reads only results that name its "
         "weights (`model_sha256`).",
