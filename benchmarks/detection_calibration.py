@@ -5,8 +5,8 @@ Detection (``USB.heal`` without a mask) calls a voxel lesion when the anomaly ma
 ``SamplingConfig.detect_threshold``. A threshold below what healthy brains reach rewrites healthy
 anatomy, so it is set from healthy brains of the model's training distribution (usb_model.synth,
 seed 0, items from 5,000,000 on: never drawn in training), as the lowest threshold at which none
-of them shows a lesion (a component of ``detect_min_ml`` or more: ``clear_threshold``), rounded up
-to 0.05. Until 2026-12-06 it was the highest 99.99th percentile of the map in the brain, rounded up
+of them shows a lesion (a component of ``detect_min_ml`` or more: ``clear_threshold``), plus 10 %,
+rounded up to 0.01. Until 2026-12-06 it was the highest 99.99th percentile of the map in the brain, rounded up
 to 0.1: a handful of voxels, which the minimum volume drops anyway, so it was set higher than a
 healthy brain needs; both are recorded. The same brains with a lesion drawn in show whether
 lesions stand out above it (median anomaly inside the lesion) and what detection at that
@@ -52,10 +52,15 @@ FIRST_ITEM = 5_000_000
 SIZE_BINS = {"under_1ml": (0.0, 1.0), "1_to_5ml": (1.0, 5.0), "5ml_plus": (5.0, math.inf)}
 
 
+#: The threshold's margin over the healthy brains' highest clear threshold, for brains not in the
+#: calibration set (a handful of brains: the controls of benchmarks/healing.py check it end to end).
+MARGIN = 1.1
+
+
 def threshold_for(healthy_clear: float) -> float:
     """The detection threshold healthy brains imply: the highest at which one of them still shows a
-    lesion, rounded up to 0.05 (a margin for brains not in the calibration set)."""
-    return math.ceil(healthy_clear * 20) / 20
+    lesion, with a 10 % margin, rounded up to 0.01."""
+    return math.ceil(round(healthy_clear * MARGIN * 100, 6)) / 100
 
 
 def clear_threshold(anomaly: np.ndarray, min_ml: float, voxel, tol: float = 0.002) -> float:

@@ -22,6 +22,7 @@ def test_the_clear_threshold_ignores_excursions_smaller_than_a_lesion():
     assert 0.49 <= clear <= 0.505
     assert not detect_lesions(anomaly, clear, 1.0, voxel).any()
     assert detect_lesions(anomaly, clear - 0.01, 1.0, voxel).any()
-    assert threshold_for(clear) == 0.55
+    assert threshold_for(clear) == 0.56  # 10 % above 0.50x, rounded up
+    assert threshold_for(0.157) == 0.18
     # Nothing large enough at all: any threshold leaves it unchanged.
     assert clear_threshold(anomaly * (anomaly > 0.6), min_ml=1.0, voxel=voxel) == 0.0
