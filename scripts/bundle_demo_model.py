@@ -111,7 +111,7 @@ def card(name: str, cfg: USBConfig, meta: dict, stages: dict, sha: str, size_mb:
         lines += _residual_section(residual)
     lines += _generation_section(results.get("generation"))
     lines += _detection_section(results.get("detection"))
-    lines += _verdicts(results)
+    lines += _verdicts(results, cfg.sampling.detect_t_start)
     lines += [
         "## What it is not",
         "- Not trained on real patients, on real healthy cohorts, on FLAIR, or at the paper's 1 mm / 160^3 scale.",
@@ -134,6 +134,12 @@ def _quality_section(quality: dict | None) -> list[str]:
         "| method | PSNR brain | SSIM brain | PSNR lesion | SSIM lesion | L1 lesion |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
+    if not quality["summary"]:  # --embed-only
+        lines = [
+            "## Embedding on the model grid (benchmarks/quality.py --embed-only)",
+            f"{quality['n_cases']} held-out synthetic brains (test seed {quality['test_seed']}), each with its test case's lesion"
+            " mask embedded.",
+        ]
     for m, v in quality["summary"].items():
         lines.append(
             f"| {m} | {v['psnr_brain']:.2f} | {v['ssim_brain']:.3f} | {v['psnr_lesion']:.2f} | {v['ssim_lesion']:.3f} | {v['l1_lesion']:.4f} |"
@@ -262,8 +268,9 @@ def _detection_section(detection: dict | None) -> list[str]:
         "## Detection without a mask (benchmarks/detection_calibration.py)",
         f"The free healing pass on {detection['n']} held-out synthetic brains, each healthy and with a lesion drawn in"
         f" ({detection['size']} ml); the threshold is the",
-        "healthy brains' highest 99.99th percentile of the anomaly map, rounded up. Dice of what detection finds with the",
-        f"lesion, by its size. `{detection['command']}`, {detection['date']}.",
+        "lowest at which no healthy brain shows a lesion of `detect_min_ml` or more, plus 10 % (the rule of the run's date:",
+        "see the results file's note). Dice of what detection finds with the lesion, by its size.",
+        f"`{detection['command']}`, {detection['date']}.",
         "",
         "| t_start | samples | threshold | Dice under 1 ml | Dice 1-5 ml | Dice >= 5 ml |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -280,16 +287,17 @@ def _detection_section(detection: dict | None) -> list[str]:
     return lines + ["", "Target: Dice >= 0.5 on lesions of 5 ml or more.", ""]
 
 
-def _best_detection(detection: dict | None) -> float | None:
+def _best_detection(detection: dict | None, detect_t_start: int) -> float | None:
+    """The calibration's Dice on lesions of 5 ml or more at the free pass the model is configured for."""
     scores = [
         s["dice_by_size"]["5ml_plus"]["mean_dice"]
         for s in (detection or {}).get("settings", [])
-        if s["dice_by_size"]["5ml_plus"]["mean_dice"] is not None
+        if s["dice_by_size"]["5ml_plus"]["mean_dice"] is not None and s["detect_t_start"] == detect_t_start
     ]
     return max(scores) if scores else None
 
 
-def _verdicts(results: dict) -> list[str]:
+def _verdicts(results: dict, detect_t_start: int) -> list[str]:
     """What a user can and cannot use this model for, from the results above."""
     lines = ["## What it does and does not do"]
     healing = (results.get("healing") or [None])[0]
@@ -308,16 +316,27 @@ def _verdicts(results: dict) -> list[str]:
             f"  The model's own change adds {s['app']['psnr'] - s['fill']['psnr']:+.2f} dB to the fill ({s['fill']['psnr']:.2f} ->"
             f" {s['app']['psnr']:.2f}): most of the heal is the fill's."
         )
-    best = _best_detection(results.get("detection"))
+    for h in results.get("healing", []):
+        # Detection end to end: lesioned scans without their masks and healthy controls, through the app.
+        if h.get("controls") and h.get("detection_dice_5ml_plus") == h.get("detection_dice_5ml_plus"):  # not NaN
+            c = h["controls"]
+            lines += [
+                f"- Detection without a mask (`--heal-mode detect`), through the participant level ({h['n_scans']} scans of"
+                f" `{h['command']}`): Dice {h['detection_dice_5ml_plus']:.2f} with lesions of 5 ml or more (target 0.5);",
+                f"  {len(c)} healthy controls: at least {100 * min(r['unchanged_fraction'] for r in c):.2f} % of their brain"
+                f" voxels bit-identical, {max(r['detected_ml'] for r in c):.1f} ml detected at most (target: >= 99 %, nothing).",
+            ]
+    best = _best_detection(results.get("detection"), detect_t_start)
     if best is not None and best < 0.5:
         lines += [
             "- Does not reliably find lesions without a mask: detection (`--heal-mode detect`, the default without a mask)",
-            f"  reaches a Dice of {best:.2f} at best on lesions of 5 ml or more at a threshold that leaves healthy brains",
-            "  unchanged. Give a mask.",
+            f"  reaches a Dice of {best:.2f} on held-out lesions of 5 ml or more at its configured start (t = {detect_t_start})",
+            "  and calibrated threshold (table above). Give a mask where you have one.",
         ]
     elif best is not None:
         lines.append(
-            f"- Finds lesions of 5 ml or more without a mask (Dice {best:.2f}); smaller ones: see the table above."
+            f"- Finds held-out lesions of 5 ml or more without a mask (Dice {best:.2f} at t = {detect_t_start}); smaller"
+            " ones: see the table above."
         )
     generation = results.get("generation")
     if generation:
