@@ -370,8 +370,17 @@ def _verdicts(results: dict, detect_t_start: int) -> list[str]:
     quality = results.get("quality")
     if quality:
         e = quality["embed"]["dice_mean"]
+        cases = quality.get("embed_cases", [])
+        missed = [c for c in cases if c["dice"] < 0.5]
         lines.append(
-            f"- Embedding (`--task embed`): the change map matches the requested mask at Dice {e:.2f} (target 0.7)."
+            f"- Embedding (`--task embed`): the change map matches the requested mask at Dice {e:.2f} (target 0.7)"
+            + (
+                f"; {len(missed)} of {len(cases)} lesions not drawn ({', '.join(c['size'] for c in missed)}: Dice"
+                f" {', '.join(format(c['dice'], '.2f') for c in missed)})"
+                if missed
+                else ""
+            )
+            + ". Outside the mask and its blend band the brain is kept as it was."
         )
     return lines + [""]
 
