@@ -318,3 +318,26 @@ def test_slices_follow_the_mask():
             assert all(hits)
     empty = F.pick_slices(np.zeros((20, 20, 20), bool), 2, (1.0, 1.0, 1.0))
     assert len(empty) == F.N_SLICES and all(0 <= i < 20 for i in empty)
+
+
+def test_methods_say_where_the_lesion_comes_from():
+    """With --fill-residual (the default) the lesion is the fill plus the model's change, not the decoded heal."""
+    versions = {"nipype": "1.0", "ANTsPy": "0.6", "deepbet": "1.0.2", "PyTorch": "2.13.0", "MONAI": "1.6"}
+
+    def text(fill_residual: bool) -> str:
+        params = {"mode": "mask", "fill": "auto", "t_start": 100, "stride": 3, "seed": 0, "n_samples": 1}
+        image = ImageReport(
+            "sub-01_T1w",
+            Path("sub-01_T1w.nii.gz"),
+            {"lesion": "x"},
+            Path("t.nii.gz"),
+            "heal",
+            {**params, "fill_residual": fill_residual},
+            {},
+            {"Name": "demo", "SHA256": "a" * 64},
+            [],
+        )
+        return P.methods_paragraph(image, "9.9", versions)
+
+    assert "plus the model's change to it" in text(True) and "decoded healed brain was used" not in text(True)
+    assert "decoded healed brain was used" in text(False) and "the model's change to it" not in text(False)

@@ -292,8 +292,17 @@ def methods_paragraph(image: ImageReport, version: str, versions: dict[str, str 
             f"diffusion step {_fmt(t_start)} and denoised back to step 0 with {sampler} under the healthy (empty-lesion) condition, "
             "the lesion left free to be regenerated and "
             + (f"{acg} holding the rest of the anatomy. " if acg else "the rest held to the input. ")
-            + "Inside the lesion the decoded healed brain was used; around it, the input plus the difference between the decoded healed "
-            "and the decoded input latents, so that the autoencoder's own reconstruction error does not enter the result. "
+            + (
+                # --fill-residual (the default): the model's change is laid onto the fill made on the scan's grid.
+                "Inside the lesion the fill, made again on the participant's own grid, plus the model's change to it (the decoded "
+                "healed minus the decoded filled image, bounded by the fill's local intensity range) was used; around it, the input "
+                "plus the difference between the decoded healed and the decoded input latents, so that the autoencoder's own "
+                "reconstruction error does not enter the result. "
+                if p.get("fill_residual")
+                else "Inside the lesion the decoded healed brain was used; around it, the input plus the difference between the "
+                "decoded healed and the decoded input latents, so that the autoencoder's own reconstruction error does not enter "
+                "the result. "
+            )
         )
     elif image.task == "heal":
         s.append(
