@@ -27,12 +27,11 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import usb_model.tasks as tasks  # noqa: E402
-from benchmarks.detection_calibration import FIRST_ITEM, clear_threshold, threshold_for  # noqa: E402
+from benchmarks.detection_calibration import clear_threshold, held_out_items, threshold_for  # noqa: E402
 from usb_model.atomic import write_text  # noqa: E402
 from usb_model.checkpoint import checkpoint_directory, checkpoint_sha256  # noqa: E402
 from usb_model.detection import detect_lesions  # noqa: E402
 from usb_model.metrics import dice  # noqa: E402
-from usb_model.synth import TripletDataset  # noqa: E402
 
 #: name: (how the samples' difference becomes a map, Gaussian sigma in voxels)
 VARIANTS = {
@@ -80,19 +79,9 @@ def main(argv=None) -> int:
     tasks.anomaly_map = spy
     voxel = usb.cfg.grid.voxel_size
     min_ml = usb.cfg.sampling.detect_min_ml
-    data = TripletDataset(
-        usb.cfg.grid,
-        FIRST_ITEM + args.n,
-        0,
-        healthy_fraction=0.0,
-        contrast=usb.cfg.grid.contrast,
-        size=(5.0, 60.0),
-        wmh_fraction=0.0,
-    )
     rows: dict[str, list[dict]] = {v: [] for v in VARIANTS}
     clock = time.perf_counter()
-    for i in range(args.n):
-        item = data[FIRST_ITEM + i]
+    for i, item in enumerate(held_out_items(usb.cfg.grid, args.n, (5.0, 60.0))):
         mask = item["mask"][0].numpy() > 0
         maps = {}
         for kind in ("healthy", "lesioned"):

@@ -63,6 +63,21 @@ def threshold_for(healthy_clear: float) -> float:
     return math.ceil(round(healthy_clear * MARGIN * 100, 6)) / 100
 
 
+def held_out_items(grid, n: int, size="any") -> list[dict]:
+    """``n`` triplets (healthy brain, the same with a lesion, its mask) never drawn in training;
+    ``size`` (lo, hi ml) draws every lesion at that size, without the WMH-like spots of their own size."""
+    data = TripletDataset(
+        grid,
+        FIRST_ITEM + n,
+        0,
+        healthy_fraction=0.0,
+        contrast=grid.contrast,
+        size=size,
+        wmh_fraction=0.25 if size == "any" else 0.0,
+    )
+    return [data[FIRST_ITEM + i] for i in range(n)]
+
+
 def clear_threshold(anomaly: np.ndarray, min_ml: float, voxel, tol: float = 0.002) -> float:
     """The lowest threshold at which detection finds nothing in a healthy brain's anomaly map.
 
@@ -122,18 +137,8 @@ def main(argv=None) -> int:
     t_starts = [int(t) for t in args.t_starts.split(",")] if args.t_starts else [s.detect_t_start]
     sample_counts = [int(n) for n in args.samples.split(",")]
     size = tuple(float(v) for v in args.size.split(",")) if args.size else "any"
-    # With --size every lesion is drawn at that size: no WMH-like spots, which keep their own.
-    data = TripletDataset(
-        usb.cfg.grid,
-        FIRST_ITEM + args.n,
-        0,
-        healthy_fraction=0.0,
-        contrast=usb.cfg.grid.contrast,
-        size=size,
-        wmh_fraction=0.0 if args.size else 0.25,
-    )
     voxel = usb.cfg.grid.voxel_size
-    items = [data[FIRST_ITEM + i] for i in range(args.n)]
+    items = held_out_items(usb.cfg.grid, args.n, size)
     settings, clock = [], time.perf_counter()
     for t_start in t_starts:
         for samples in sample_counts:

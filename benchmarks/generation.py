@@ -180,7 +180,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    usb = USB.from_checkpoint(checkpoint_directory(args.model), device=device)
+    directory = checkpoint_directory(args.model)
+    usb = USB.from_checkpoint(directory, device=device)
     cfg = usb.cfg
     steps = args.steps or cfg.sampling.steps
 
@@ -225,8 +226,8 @@ def main(argv=None) -> int:
         },
         "environment": {
             "model": str(args.model),
-            "model_sha256": checkpoint_sha256(checkpoint_directory(args.model)),
-            "trained_steps": read_meta(checkpoint_directory(args.model)).get("notes", {}).get("trained_steps"),
+            "model_sha256": checkpoint_sha256(directory),
+            "trained_steps": read_meta(directory).get("notes", {}).get("trained_steps"),
             "device": str(device),
             "n": args.n,
             "steps": steps,

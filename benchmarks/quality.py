@@ -43,6 +43,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from usb_model import fill  # noqa: E402
+from usb_model.atomic import write_text  # noqa: E402
 from usb_model.checkpoint import checkpoint_directory, checkpoint_sha256  # noqa: E402
 from usb_model.composite import blend_weight, composite  # noqa: E402
 from usb_model.metrics import dice, masked_l1, masked_psnr, masked_ssim  # noqa: E402
@@ -220,9 +221,7 @@ def main() -> None:
         f"embedding: Dice {embed['dice_mean']:.3f}, mean |change| outside the mask {embed['mean_abs_change_outside']:.4f}"
     )
     out = args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json.tmp").write_text(json.dumps(result, indent=2) + "\n")
-    out.with_suffix(".json.tmp").replace(out)
+    write_text(out, json.dumps(result, indent=2) + "\n")
     if example is not None:
         figure(example, args.figure)
     print(f"wrote {out}")

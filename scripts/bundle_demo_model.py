@@ -403,6 +403,19 @@ def _class_rows(summary: dict, classes: list[str]) -> list[str]:
     return rows
 
 
+#: Which card section a results file feeds, by its name's prefix (the first that matches).
+SECTIONS = (
+    ("residual-variants", "residual"),
+    ("healing", "healing"),
+    ("quality", "quality"),
+    ("autoencoder", "autoencoder"),
+    ("generation", "generation"),
+    ("detection-calibration", "detection"),
+)
+#: Sections that show every qualifying run; the others show the newest.
+EVERY_RUN = ("healing", "residual", "detection")
+
+
 def _sha_of(result: dict) -> str | None:
     return result.get("model_sha256") or result.get("environment", {}).get("model_sha256")
 
@@ -418,6 +431,9 @@ def measured_results(sha: str, sampling=None, results_dir: Path | None = None) -
     results_dir = results_dir or ROOT / "benchmarks" / "results"
     found: dict[str, list[dict]] = {}
     for path in sorted(results_dir.glob("*.json")):
+        section = next((s for prefix, s in SECTIONS if path.stem.startswith(prefix)), None)
+        if section is None:
+            continue
         try:
             result = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
@@ -427,29 +443,12 @@ def measured_results(sha: str, sampling=None, results_dir: Path | None = None) -
         env = result.get("environment", {})
         if (
             sampling is not None
-            and path.stem.startswith("generation")
+            and section == "generation"
             and (env.get("steps"), env.get("ddim_eta", 0.0)) != (sampling.steps, sampling.ddim_eta)
         ):
             continue  # sampled otherwise than the bundled config does
-        stem = path.stem
-        section = next(
-            (
-                s
-                for prefix, s in (
-                    ("residual-variants", "residual"),
-                    ("healing", "healing"),
-                    ("quality", "quality"),
-                    ("autoencoder", "autoencoder"),
-                    ("generation", "generation"),
-                    ("detection-calibration", "detection"),
-                )
-                if stem.startswith(prefix)
-            ),
-            None,
-        )
-        if section:
-            result.setdefault("_file", path.name)
-            found.setdefault(section, []).append(result)
+        result.setdefault("_file", path.name)
+        found.setdefault(section, []).append(result)
 
     def date(r: dict) -> str:
         return r.get("date") or r.get("environment", {}).get("date") or ""
@@ -457,7 +456,7 @@ def measured_results(sha: str, sampling=None, results_dir: Path | None = None) -
     out: dict = {}
     for section, items in found.items():
         items.sort(key=lambda r: (date(r), r["_file"]))
-        out[section] = items if section in ("healing", "residual", "detection") else items[-1]
+        out[section] = items if section in EVERY_RUN else items[-1]
     return out
 
 
