@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The bundled model's CPU training campaign (benchmarks/campaign/README.md), one command a session:
 #
-#   bash scripts/campaign.sh start   # at a session's start: resume every stage in the background
-#                                    # (once final/ holds the finished model: says so, trains nothing)
+#   bash scripts/campaign.sh start   # at a session's start: resume every stage in the background;
+#                                    # once final/ holds the finished model, the lesion-only
+#                                    # fine-tune of it (lesion2, below) instead
 #   bash scripts/campaign.sh pack    # before its end: learning-curve points, then the compact
 #                                    # states into benchmarks/campaign/state/ (commit them)
 #   bash scripts/campaign.sh status
@@ -13,6 +14,9 @@
 # Stages run one after another at nice 19 on all threads: the autoencoder to AE_STEPS, then
 # the denoisers (lesion to LESION_STEPS, then brain to BRAIN_STEPS) on the finished autoencoder.
 # Each run directory is rebuilt from its committed snapshot when absent (a fresh checkout).
+# Phase 2 (lesion2, 2026-12-07): the finished model's lesion stage again, on lesioned items only
+# (lesion_healthy_items false: its pairs were mostly empty), from final/checkpoint, to
+# LESION2_STEPS; every other network stays the finished model's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +29,9 @@ THREADS=${THREADS:-$(nproc)}
 AE_CONFIG=benchmarks/campaign/ae_f2c4.json
 USB_CONFIG=benchmarks/campaign/denoiser_f2c4.json
 AE_INIT=benchmarks/checkpoints/ae_f2c4_whole.safetensors
+LESION2_STEPS=${LESION2_STEPS:-3000}
+LESION2_CONFIG=benchmarks/campaign/lesion_only.json
+FINAL=benchmarks/campaign/final
 
 # shellcheck disable=SC1091
 [ -f .venv/bin/activate ] && . .venv/bin/activate
@@ -87,29 +94,34 @@ EOF
 		--steps "lesion=$LESION_STEPS,brain=$BRAIN_STEPS" --threads "$THREADS" --save-every 100 >>"$RUNS/usb.log" 2>&1
 }
 
+run_lesion2() {
+	restore lesion2
+	usb-train "$RUNS/lesion2" --preset "$LESION2_CONFIG" --init-checkpoint "$FINAL/checkpoint" \
+		--steps "lesion=$LESION2_STEPS" --threads "$THREADS" --save-every 100 >>"$RUNS/lesion2.log" 2>&1
+}
+
 case "${1:-status}" in
 start)
 	# A finished campaign (its model committed as final/ beside $STATE) is not trained again from
-	# the last resumable state: bundle or evaluate the final checkpoint instead.
-	final=$(dirname "$STATE")/final
+	# the last resumable state: phase 2 fine-tunes its lesion net instead.
+	phase=run_all
 	if python -c 'import json, sys; m = json.load(open(sys.argv[1])); sys.exit(0 if m["notes"]["trained_steps"].get("brain", 0) >= int(sys.argv[2]) else 1)' \
-		"$final/checkpoint/meta.json" "$BRAIN_STEPS" 2>/dev/null; then
-		echo "the campaign is finished: its model is $final/checkpoint (python scripts/bundle_demo_model.py $final)"
-		exit 0
+		"$FINAL/checkpoint/meta.json" "$BRAIN_STEPS" 2>/dev/null; then
+		phase=run_lesion2
 	fi
 	mkdir -p "$RUNS"
 	if [ -f "$RUNS/campaign.pid" ] && kill -0 "$(cat "$RUNS/campaign.pid")" 2>/dev/null; then
 		echo "the campaign is already running (pid $(cat "$RUNS/campaign.pid"))"
 		exit 0
 	fi
-	export -f restore ae_done run_all
-	export RUNS STATE AE_STEPS LESION_STEPS BRAIN_STEPS THREADS AE_CONFIG USB_CONFIG AE_INIT
-	nohup nice -n 19 bash -c run_all >>"$RUNS/campaign.log" 2>&1 &
+	export -f restore ae_done run_all run_lesion2
+	export RUNS STATE AE_STEPS LESION_STEPS BRAIN_STEPS THREADS AE_CONFIG USB_CONFIG AE_INIT LESION2_STEPS LESION2_CONFIG FINAL
+	nohup nice -n 19 bash -c $phase >>"$RUNS/campaign.log" 2>&1 &
 	echo $! >"$RUNS/campaign.pid"
 	echo "campaign started (pid $!); logs in $RUNS/"
 	;;
 pack)
-	for name in ae usb; do
+	for name in ae usb lesion2; do
 		[ -f "$RUNS/$name/state/trainer.json" ] || continue
 		# A finished autoencoder restored from its snapshot has nothing new to record or pack.
 		if [ "$name" = ae ] && [ ! -f "$RUNS/ae/checkpoint/model.safetensors" ] && ae_done; then
@@ -118,6 +130,9 @@ pack)
 		if [ "$name" = ae ]; then
 			python benchmarks/learning_curve.py "$RUNS/ae" --stage autoencoder \
 				--run-name "ae-f2c4 campaign (from ae_f2c4_whole)" --threads "$THREADS" --note "${NOTE:-}"
+		elif [ "$name" = lesion2 ]; then
+			python benchmarks/learning_curve.py "$RUNS/lesion2" --stage lesion \
+				--run-name "lesion net, lesioned items only (from final)" --threads "$THREADS" --note "${NOTE:-}"
 		else
 			for stage in $(usb_stages_started); do
 				python benchmarks/learning_curve.py "$RUNS/usb" --stage "$stage" \
@@ -133,18 +148,23 @@ evaluate)
 	# imply, on a copy of the newest checkpoint, into *-campaign.json (the bundled model's own
 	# results keep their names). The trainer is stopped on its PID for the duration, not shared
 	# with: two workloads on 2 cores slow it more than the pause does (README).
-	[ -f "$RUNS/usb/checkpoint/model.safetensors" ] || { echo "no denoiser checkpoint in $RUNS/usb" >&2; exit 66; }
-	trainer=$(pgrep -f "bin/usb-train $RUNS/usb" || true)
+	# RUN=lesion2 checks the fine-tune (its results: *-lesion2.json).
+	run=${RUN:-usb}
+	[ -f "$RUNS/$run/checkpoint/model.safetensors" ] || { echo "no denoiser checkpoint in $RUNS/$run" >&2; exit 66; }
+	trainer=$(pgrep -f "bin/usb-train $RUNS/$run" || true)
 	if [ -n "$trainer" ]; then
 		kill -STOP $trainer
 		trap 'kill -CONT '"$trainer" EXIT
 	fi
 	model=$(mktemp -d)/checkpoint
-	cp -r "$RUNS/usb/checkpoint" "$model"
+	cp -r "$RUNS/$run/checkpoint" "$model"
+	suffix=$([ "$run" = usb ] && echo campaign || echo "$run")
 	python benchmarks/generation.py --model "$model" --n "${N:-16}" --threads "$THREADS" \
-		--out benchmarks/results/generation-campaign.json --figure docs/figures/generation-campaign.png
-	python benchmarks/detection_calibration.py --model "$model" --n 8 --threads "$THREADS" \
-		--out benchmarks/results/detection-calibration-campaign.json
+		--out "benchmarks/results/generation-$suffix.json" --figure "docs/figures/generation-$suffix.png"
+	if [ "$run" = usb ]; then  # the fine-tune changes only the lesion net, which detection does not use
+		python benchmarks/detection_calibration.py --model "$model" --n 8 --threads "$THREADS" \
+			--out benchmarks/results/detection-calibration-campaign.json
+	fi
 	rm -rf "$(dirname "$model")"
 	;;
 share | full)
@@ -155,7 +175,7 @@ share | full)
 	done
 	;;
 status)
-	for name in ae usb; do
+	for name in ae usb lesion2; do
 		[ -f "$RUNS/$name.log" ] && echo "$name: $(tail -n 1 "$RUNS/$name.log")"
 	done
 	;;

@@ -198,6 +198,13 @@ class TrainingConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     healthy_fraction: float = 0.2  # share of samples teaching the empty-lesion condition
+    # Whether the lesion stage also trains on the healthy items (empty mask). True is the
+    # paper's mix: paired sampling then draws "no lesion" about as often as training did, and
+    # on a CPU-sized latent, where a median lesion is a few latent voxels, far more often
+    # (11 of 16 pairs empty from the 2026-12-06 campaign model). False: the lesion net learns
+    # lesions only, so every pair carries one; the brain stage still teaches the empty
+    # condition, which is all healing and detection use.
+    lesion_healthy_items: bool = True
     empty_condition: str = "encoded"  # "encoded": VAE latent of an all-zero mask; or "zeros"
     latent_injection: float = 0.0  # upstream's -0.05 * x0 shift of the brain latent; off by default
     # The lesion net's one-step estimate x0_hat conditions the brain net; at large t it is the

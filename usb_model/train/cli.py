@@ -80,6 +80,15 @@ def share_threads_on_signal(threads: int) -> None:
     "benchmarks/checkpoints/ae_f2c4_step1300.safetensors); a resumed training state overrides them.",
 )
 @click.option(
+    "--init-checkpoint",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Start every network from a finished checkpoint directory (a fine-tune, e.g. the lesion "
+    "stage again on another mix in a new OUT_DIR): its autoencoder, denoisers (their EMA weights) "
+    "and latent scale; the preset must build networks of the same shapes. A resumed training "
+    "state overrides it.",
+)
+@click.option(
     "--workers",
     type=int,
     default=None,
@@ -102,6 +111,7 @@ def main(
     log_every,
     resume,
     init_autoencoder,
+    init_checkpoint,
     workers,
     fetch_perceptual,
 ):
@@ -133,8 +143,12 @@ def main(
     steps = parse_steps(steps_text)
     dataset = build_dataset(cfg, seed)
     options = {}
+    if init_autoencoder is not None and init_checkpoint is not None:
+        raise click.UsageError("give --init-autoencoder or --init-checkpoint, not both")
     if init_autoencoder is not None:
         options["networks"] = networks_with_autoencoder(cfg, init_autoencoder)
+    if init_checkpoint is not None:
+        options["networks"], options["initialised_from"] = networks_from_checkpoint(cfg, init_checkpoint)
     device = pick_device(device)
     train_all(
         cfg,
@@ -166,6 +180,36 @@ def networks_with_autoencoder(cfg, path: Path):
     tensors = {k[len(prefix) :]: v for k, v in load_file(str(path)).items() if k.startswith(prefix)}
     load_weights(networks.autoencoder, tensors, source=path)
     return networks
+
+
+def networks_from_checkpoint(cfg, directory: Path):
+    """Networks for ``cfg`` holding a finished checkpoint's weights and latent scale, and what to
+    record of where they came from. The checkpoint's config may differ in training and sampling
+    settings (that is the point of a fine-tune) but must build the same tensors."""
+    from usb_model.checkpoint import (
+        CheckpointError,
+        checkpoint_directory,
+        checkpoint_sha256,
+        load_checkpoint,
+        load_weights,
+        read_meta,
+    )
+    from usb_model.networks import USBNetworks
+
+    directory = checkpoint_directory(directory)
+    networks = USBNetworks(cfg)
+    try:
+        load_weights(networks, load_checkpoint(directory).state_dict(), source=directory)
+    except CheckpointError as err:
+        raise click.ClickException(
+            f"--init-checkpoint {directory}: {err} (the preset must build the same networks)"
+        ) from err
+    lineage = {
+        "checkpoint": str(directory),
+        "model_sha256": checkpoint_sha256(directory),
+        "trained_steps": read_meta(directory).get("notes", {}).get("trained_steps"),
+    }
+    return networks, lineage
 
 
 if __name__ == "__main__":

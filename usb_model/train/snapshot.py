@@ -7,7 +7,8 @@ networks, most of which a resume does not need:
 
 - networks not trained yet (their stage has no steps) and the unused discriminator (no
   adversarial weight) are dropped: ``unpack`` rebuilds them from the run's seed, exactly as a
-  fresh trainer would;
+  fresh trainer would (not in a fine-tune, ``usb-train --init-checkpoint``: there they hold the
+  checkpoint's weights and are kept);
 - a finished stage keeps only what later stages read (the autoencoder's weights, the lesion
   net's EMA): its online weights, where unused, and its optimizer moments are dropped;
 - weights are stored in float16, Adam's second moments in bfloat16 (they underflow in
@@ -52,7 +53,8 @@ def _dropped_parts(state: dict[str, Any]) -> list[str]:
     training = state["config"]["training"]
     dropped = []
     for name in ("lesion", "brain"):
-        if progress[name] == 0:
+        # Untrained networks are the seed's, unless the run started from a checkpoint's.
+        if progress[name] == 0 and not state.get("initialised_from"):
             dropped += [f"networks.{name}", f"ema.{name}"]
     if progress["brain"] > 0:  # the brain stage reads the lesion net's EMA only
         dropped += ["networks.lesion", "optimizers.lesion"]

@@ -34,6 +34,10 @@ from .schedule import lr_factor
 STAGES = ("autoencoder", "lesion", "brain")
 STATE_DIR = "state"
 LATENT_DIR = "latents"
+# A cached mask latent within this of the empty mask's latent (max abs, scaled latent units) is a
+# healthy item's: float16 rounding of unit-std latents is below 0.01 (checked on the campaign's
+# cache: the share of items under it matches healthy_fraction).
+EMPTY_LATENT_TOLERANCE = 0.02
 STATE_NAME = "trainer"
 CHECKPOINT_DIR = "checkpoint"
 LOG_FILE = "log.tsv"
@@ -80,6 +84,8 @@ class Trainer:
     float tensors (1, *grid) in [0, 1]. ``cfg.training.batch_size`` is per process; a step is one
     optimizer update on ``batch_size * world_size`` samples. ``networks`` (optional) gives initial
     weights, e.g. a pretrained autoencoder, and is trained in place; a resumed state overrides it.
+    ``initialised_from`` (what ``networks`` were loaded from, recorded in the checkpoint's notes)
+    marks a fine-tune of a finished checkpoint: its latent scale is kept, not recomputed.
 
     The brain stage draws its healthy samples itself (Bernoulli(``healthy_fraction``) per sample:
     the item's "healthy" image as target, the empty condition); items that are healthy in the
@@ -103,6 +109,7 @@ class Trainer:
         perceptual_network: str = "alex",
         training_data: dict[str, Any] | None = None,
         template: dict[str, Any] | str | None = "mni",
+        initialised_from: dict[str, Any] | None = None,
     ):
         if seed < 0:
             raise ValueError("seed must be a non-negative integer")
@@ -121,11 +128,14 @@ class Trainer:
         self.adversarial = PatchAdversarialLoss(criterion="least_squares")
         self.progress = {stage: 0 for stage in STAGES}
         self.seconds = {stage: 0.0 for stage in STAGES}
-        self.latent_scale_done = False
+        # A fine-tune from a finished checkpoint keeps the latent scale its denoisers learnt on.
+        self.initialised_from = initialised_from
+        self.latent_scale_done = initialised_from is not None
         self._saved: tuple | None = None  # the position last written to disk
         self._wrapped: dict[str, nn.Module] = {}  # the DDP (or plain) modules of the running stage
         self.perceptual: nn.Module | None = None
         self._empty: torch.Tensor | None = None
+        self._empty_mask_latent: torch.Tensor | None = None  # an all-zero mask's latent, once needed
         self._latents: latents.LatentDataset | None = None  # the denoisers' cached latents, once built
 
     # -- construction ---------------------------------------------------------------------------
@@ -175,6 +185,7 @@ class Trainer:
             "progress": dict(self.progress),
             "seconds": dict(self.seconds),
             "latent_scale_done": self.latent_scale_done,
+            "initialised_from": self.initialised_from,
             "networks": self.networks.state_dict(),
             "discriminator": self.discriminator.state_dict(),
             "ema": {name: ema.state_dict() for name, ema in self.ema.items()},
@@ -204,6 +215,7 @@ class Trainer:
         self.progress = {stage: int(state["progress"][stage]) for stage in STAGES}
         self.seconds = {stage: float(state["seconds"][stage]) for stage in STAGES}
         self.latent_scale_done = bool(state["latent_scale_done"])
+        self.initialised_from = state.get("initialised_from") or self.initialised_from
 
     def _check_config(self, saved: dict[str, Any]) -> None:
         current = self.cfg.to_dict()
@@ -270,6 +282,7 @@ class Trainer:
             if self.latent_scale_done
             else "not computed (no diffusion training yet)",
             "healthy_fraction": tr.healthy_fraction,
+            "lesion_healthy_items": tr.lesion_healthy_items,
             "latent_injection": tr.latent_injection,
             "sigmoid_weighting": tr.sigmoid_weighting,
             "prediction_type": self.cfg.schedule.prediction_type,
@@ -277,7 +290,7 @@ class Trainer:
             "latent_cache": f"{tr.latent_cache} triplets and their mirrors, encoded once"
             if tr.latent_cache
             else "none",
-        }
+        } | ({"initialised_from": self.initialised_from} if self.initialised_from else {})
 
     @contextlib.contextmanager
     def ema_weights(self):
@@ -509,6 +522,8 @@ class Trainer:
 
     def _lesion_step(self, batch: dict[str, torch.Tensor], rnd: _StepRandom) -> dict[str, float]:
         x0, y0 = self._encode(batch["mask"]), self._encode(batch["lesioned"])
+        if not self.cfg.training.lesion_healthy_items:
+            x0, y0 = self._lesioned_rows(batch["mask"], x0, y0)
         t, eps_x, eps_y = self._draws(x0, rnd)
         with self._autocast():
             loss = lesion_loss(
@@ -517,6 +532,28 @@ class Trainer:
         self._optimize("lesion", loss, self.networks.lesion.parameters())
         self.ema["lesion"].update(self.networks.lesion)
         return {"loss": loss.item()}
+
+    def _lesioned_rows(
+        self, mask: torch.Tensor, x0: torch.Tensor, y0: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows of a batch whose mask is not empty (``lesion_healthy_items`` false).
+
+        A cached mask latent is empty when it is the empty mask's latent (the encoder is
+        deterministic, so healthy items encode to it up to float16 rounding); a raw mask when it
+        has no voxel. A batch of healthy items only (0.2^4 at batch 4) is trained on as it is,
+        so every rank still runs one forward and backward per step, as DDP needs.
+        """
+        if self._latents is not None and self.cfg.training.latent_cache > 0:
+            if self._empty_mask_latent is None:
+                with torch.no_grad():
+                    zeros = torch.zeros((1, 1, *self.cfg.grid.shape), device=self.device)
+                    self._empty_mask_latent = self.networks.encode(zeros).float()
+            lesioned = (x0 - self._empty_mask_latent).abs().flatten(1).amax(dim=1) > EMPTY_LATENT_TOLERANCE
+        else:
+            lesioned = mask.flatten(1).amax(dim=1).to(self.device) > 0
+        if not bool(lesioned.any()):
+            return x0, y0
+        return x0[lesioned], y0[lesioned]
 
     def _brain_step(self, batch: dict[str, torch.Tensor], rnd: _StepRandom) -> dict[str, float]:
         tr = self.cfg.training

@@ -1,0 +1,115 @@
+"""Fine-tuning a finished model: the lesion stage again, on lesioned items only, from a checkpoint.
+
+The campaign's lesion net learnt "no lesion" from its healthy items so well that paired sampling
+drew an empty mask 11 times in 16; the fix is a second lesion stage on lesioned items only,
+started from the finished checkpoint (``usb-train --init-checkpoint``), with every other network
+kept as it was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import click
+import pytest
+import torch
+from test_train import toy_triplets
+
+from usb_model import train as T
+from usb_model.checkpoint import checkpoint_sha256, load_checkpoint
+from usb_model.config import USBConfig, load_preset
+from usb_model.train import losses as train_losses
+from usb_model.train import snapshot
+from usb_model.train import trainer as trainer_module
+from usb_model.train.cli import networks_from_checkpoint
+
+
+@pytest.fixture(autouse=True)
+def _quiet_perceptual(monkeypatch):
+    monkeypatch.setattr(train_losses, "build_perceptual", lambda *a, **k: None)
+
+
+def with_training(cfg: USBConfig, **changes) -> USBConfig:
+    return dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, **changes))
+
+
+def record_lesion_batches(monkeypatch) -> list[torch.Tensor]:
+    """The mask latents x0 every lesion step trains on."""
+    seen: list[torch.Tensor] = []
+    real = trainer_module.lesion_loss
+
+    def spy(net, diffusion, x0, *args, **kwargs):
+        seen.append(x0.detach().clone())
+        return real(net, diffusion, x0, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "lesion_loss", spy)
+    return seen
+
+
+def empty_rows(batches: list[torch.Tensor], networks) -> int:
+    """How many trained rows are the latent of an all-zero mask."""
+    with torch.no_grad():
+        empty = networks.encode(torch.zeros((1, 1, *networks.cfg.grid.shape)))
+    return sum(int(((x - empty).abs().flatten(1).amax(dim=1) < 0.02).sum()) for x in batches)
+
+
+@pytest.mark.parametrize("latent_cache", [0, 4])
+def test_lesion_stage_without_healthy_items_trains_on_lesioned_rows_only(tmp_path, monkeypatch, latent_cache):
+    data = toy_triplets(8, healthy_every=2)  # half the items healthy
+    counts = {}
+    for keep in (True, False):
+        cfg = with_training(load_preset("tiny"), batch_size=4, latent_cache=latent_cache, lesion_healthy_items=keep)
+        seen = record_lesion_batches(monkeypatch)
+        nets = T.train_all(cfg, data, tmp_path / str(keep), {"autoencoder": 1, "lesion": 6}, save_every=10)
+        counts[keep] = (empty_rows(seen, nets), sum(len(x) for x in seen))
+        monkeypatch.undo()
+        monkeypatch.setattr(train_losses, "build_perceptual", lambda *a, **k: None)
+    healthy_kept, rows_kept = counts[True]
+    healthy_dropped, rows_dropped = counts[False]
+    assert healthy_kept > 0 and rows_kept == 6 * 4  # the paper's mix: healthy rows are trained on
+    assert healthy_dropped == 0 and 0 < rows_dropped < rows_kept
+
+
+def test_a_fine_tune_starts_from_the_checkpoint_and_keeps_what_it_does_not_train(tmp_path):
+    cfg = load_preset("tiny")
+    data = toy_triplets(8)
+    T.train_all(cfg, data, tmp_path / "first", {"autoencoder": 2, "lesion": 2, "brain": 2}, save_every=10)
+    source_dir = tmp_path / "first" / "checkpoint"
+    source = load_checkpoint(source_dir)
+
+    tuned_cfg = with_training(cfg, lesion_healthy_items=False, diffusion_lr=1e-3)
+    networks, lineage = networks_from_checkpoint(tuned_cfg, source_dir)
+    assert lineage["model_sha256"] == checkpoint_sha256(source_dir)
+    assert lineage["trained_steps"] == {"autoencoder": 2, "lesion": 2, "brain": 2}
+    run = tmp_path / "tuned"
+    T.train_all(tuned_cfg, data, run, {"lesion": 2}, networks=networks, initialised_from=lineage, save_every=1)
+    tuned = load_checkpoint(run / "checkpoint")
+
+    assert float(tuned.latent_scale) == float(source.latent_scale)  # kept, not recomputed
+    for part in ("autoencoder", "brain"):
+        for key, value in getattr(source, part).state_dict().items():
+            assert torch.equal(getattr(tuned, part).state_dict()[key], value), (part, key)
+    assert any(not torch.equal(a, b) for a, b in zip(source.lesion.parameters(), tuned.lesion.parameters()))
+    notes = json.loads((run / "checkpoint" / "meta.json").read_text())["notes"]
+    assert notes["initialised_from"]["model_sha256"] == lineage["model_sha256"]
+    assert notes["lesion_healthy_items"] is False
+
+    # A snapshot of the fine-tune keeps the checkpoint's untrained brain net: the seed cannot
+    # rebuild it. A resume from it goes on from there.
+    info = snapshot.pack(run, tmp_path / "snap")
+    assert "networks.brain" not in info["dropped"] and "ema.brain" not in info["dropped"]
+    snapshot.unpack(tmp_path / "snap", tmp_path / "resumed")
+    resumed = T.train_all(tuned_cfg, data, tmp_path / "resumed", {"lesion": 3}, resume=True, save_every=10)
+    for key, value in source.brain.state_dict().items():
+        torch.testing.assert_close(resumed.brain.state_dict()[key], value, atol=2e-3, rtol=2e-3)  # float16
+    notes = json.loads((tmp_path / "resumed" / "checkpoint" / "meta.json").read_text())["notes"]
+    assert notes["initialised_from"]["model_sha256"] == lineage["model_sha256"]
+
+
+def test_a_checkpoint_of_other_networks_is_refused_by_name(tmp_path):
+    cfg = load_preset("tiny")
+    T.train_all(cfg, toy_triplets(4), tmp_path / "first", {"autoencoder": 1}, save_every=10)
+    wider = dataclasses.replace(cfg, denoiser=dataclasses.replace(cfg.denoiser, channels=(16, 32, 64)))
+    with pytest.raises(click.ClickException, match="init-checkpoint .*first/checkpoint"):
+        networks_from_checkpoint(wider, tmp_path / "first")
