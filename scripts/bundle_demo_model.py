@@ -61,7 +61,9 @@ def card(name: str, cfg: USBConfig, meta: dict, stages: dict, sha: str, size_mb:
         f"  {cfg.schedule.beta_start:g}..{cfg.schedule.beta_end:g}; the denoisers predict {cfg.schedule.prediction_type}.",
         f"- Weights: `model.safetensors`, {size_mb:.1f} MB, sha256 `{sha}`; latent scale {meta.get('latent_scale', float('nan')):.4f};",
         f"  empty-lesion condition: {meta.get('empty_condition')}.",
-        "- Every benchmark below was measured on these weights: its results file names their sha256 (a command's",
+        "- Every benchmark below was measured on these weights"
+        + (" (or, where it says so, on the weights they were fine-tuned from)" if notes.get("initialised_from") else "")
+        + ": its results file names their sha256 (a command's",
         "  `--model` may be a copy of this directory).",
         "",
         "## Training data",
@@ -103,15 +105,30 @@ def card(name: str, cfg: USBConfig, meta: dict, stages: dict, sha: str, size_mb:
             " are not in this log."
         )
     lines += ["The curves are in `training_log.tsv`.", ""]
-    lines += _quality_section(results.get("quality"))
-    lines += _autoencoder_section(results.get("autoencoder"))
+    parent = notes.get("initialised_from")
+    if parent:
+        lines += [
+            "## Fine-tuned from",
+            f"`{parent.get('checkpoint')}` (sha256 `{parent.get('model_sha256')}`, trained steps {parent.get('trained_steps')}):",
+            f"this model trained {', '.join(f'{k} {v}' for k, v in notes.get('trained_steps', {}).items() if v)} steps more on",
+            "it (the log above), every other network as it was"
+            + (
+                "; the lesion stage on lesioned items only (`lesion_healthy_items` false)."
+                if notes.get("lesion_healthy_items") is False
+                else "."
+            ),
+            "",
+        ]
+    lines += _marked(results.get("quality"), _quality_section)
+    lines += _marked(results.get("autoencoder"), _autoencoder_section)
     for healing in results.get("healing", []):
-        lines += _healing_section(healing)
+        lines += _marked(healing, _healing_section)
     for residual in results.get("residual", []):
-        lines += _residual_section(residual)
+        lines += _marked(residual, _residual_section)
     lines += _generation_section(results.get("generation"))
     for detection in results.get("detection", []):
-        lines += _detection_section(detection)
+        lines += _marked(detection, _detection_section)
+    lines += _marked(results.get("controls"), _controls_section)
     lines += _verdicts(results, cfg.sampling.detect_t_start)
     lines += [
         "## What it is not",
@@ -122,6 +139,19 @@ def card(name: str, cfg: USBConfig, meta: dict, stages: dict, sha: str, size_mb:
         "",
     ]
     return "\n".join(lines)
+
+
+def _marked(result: dict | None, section) -> list[str]:
+    """A section's lines, with a line after its heading when it was measured on the parent's
+    weights (``measured_results``: a lesion-only fine-tune changes nothing these tasks run)."""
+    lines = section(result)
+    if lines and result and result.get("_parent"):
+        note = (
+            f"*Measured on the weights this model was fine-tuned from (sha256 `{result['_parent'][:12]}...`): the"
+            " fine-tune changed the lesion net only, which this task does not run.*"
+        )
+        lines = [lines[0], note, *lines[1:]]
+    return lines
 
 
 def _quality_section(quality: dict | None) -> list[str]:
@@ -288,6 +318,26 @@ def _detection_section(detection: dict | None) -> list[str]:
     return lines + ["", "Target: Dice >= 0.5 on lesions of 5 ml or more.", ""]
 
 
+def _controls_section(controls: dict | None) -> list[str]:
+    if not controls:
+        return []
+    env = controls["environment"]
+    lines = [
+        "## Detection on real healthy heads (benchmarks/detection_controls.py)",
+        "Whole heads through the app (`--heal-mode detect`), the anomaly map on the model grid: the threshold above which",
+        f"nothing of {env['detect_min_ml']} ml or more is found, and what the model's threshold ({controls['model_threshold']})"
+        " finds. No head here was used in training.",
+        "",
+        "| head | used for | nothing found above | found at the model's threshold |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, row in controls["heads"].items():
+        lines.append(
+            f"| {name} | {row['role']} | {row['clear_threshold']:.3f} | {row['detected_ml_at_model_threshold']:.2f} ml |"
+        )
+    return lines + ["", f"`{env['command']}`, {env['date']}.", ""]
+
+
 def _best_detection(detections: list[dict], detect_t_start: int) -> float | None:
     """The calibrations' Dice on lesions of 5 ml or more at the free pass the model is configured for."""
     scores = [
@@ -411,6 +461,7 @@ SECTIONS = (
     ("autoencoder", "autoencoder"),
     ("generation", "generation"),
     ("detection-calibration", "detection"),
+    ("detection-controls", "controls"),
 )
 #: Sections that show every qualifying run; the others show the newest.
 EVERY_RUN = ("healing", "residual", "detection")
@@ -420,14 +471,32 @@ def _sha_of(result: dict) -> str | None:
     return result.get("model_sha256") or result.get("environment", {}).get("model_sha256")
 
 
-def measured_results(sha: str, sampling=None, results_dir: Path | None = None) -> dict:
+#: Sections whose benchmark runs the lesion net (paired sampling): healing, detection, embedding and
+#: the autoencoder's benchmark run only the autoencoder and the brain net.
+LESION_NET_SECTIONS = ("generation",)
+
+
+def lesion_only_parent(meta: dict) -> str | None:
+    """The sha256 of the checkpoint this model was fine-tuned from when the fine-tune trained the
+    lesion net only (``usb-train --init-checkpoint``, autoencoder and brain steps 0): the weights
+    every task but paired sampling runs are that checkpoint's, bit for bit."""
+    notes = meta.get("notes", {})
+    parent = notes.get("initialised_from") or {}
+    steps = notes.get("trained_steps", {})
+    if parent.get("model_sha256") and steps.get("autoencoder", 0) == 0 and steps.get("brain", 0) == 0:
+        return parent["model_sha256"]
+    return None
+
+
+def measured_results(sha: str, sampling=None, results_dir: Path | None = None, parent: str | None = None) -> dict:
     """The benchmark results measured on the weights with this sha256, by card section.
 
     Results name the weights they measured (``model_sha256``); a result without it, or of other
     weights, is left out, so that bundling a new model cannot leave the former one's numbers on
     its card. Where several files qualify the newest (by date, then name) is used, except for
     the healing, residual and detection tables, which are all shown (one per run); generation takes only runs that
-    sampled as the bundled config does."""
+    sampled as the bundled config does. ``parent`` (``lesion_only_parent``): results of those
+    weights count too, marked ``_parent``, in the sections that do not run the lesion net."""
     results_dir = results_dir or ROOT / "benchmarks" / "results"
     found: dict[str, list[dict]] = {}
     for path in sorted(results_dir.glob("*.json")):
@@ -438,8 +507,12 @@ def measured_results(sha: str, sampling=None, results_dir: Path | None = None) -
             result = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if not isinstance(result, dict) or _sha_of(result) != sha:
+        if not isinstance(result, dict):
             continue
+        if _sha_of(result) != sha:
+            if parent is None or _sha_of(result) != parent or section in LESION_NET_SECTIONS:
+                continue
+            result["_parent"] = parent
         env = result.get("environment", {})
         if (
             sampling is not None
@@ -485,7 +558,8 @@ def main() -> None:
     stages = stage_summary(dest / "training_log.tsv")
     size_mb = (dest / "model.safetensors").stat().st_size / 2**20
     sha = checkpoint_sha256(dest)
-    text = card(args.name, cfg, meta, stages, sha, size_mb, measured_results(sha, cfg.sampling))
+    results = measured_results(sha, cfg.sampling, parent=lesion_only_parent(meta))
+    text = card(args.name, cfg, meta, stages, sha, size_mb, results)
     write_text(dest / "README.md", text)
     print(dest)
 

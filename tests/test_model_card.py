@@ -44,3 +44,31 @@ def test_the_card_reads_only_results_of_its_own_weights(tmp_path):
     assert found["generation"]["_file"] == "generation-ours.json"
     assert [h["_file"] for h in found["healing"]] == ["healing-a.json", "healing-b.json"]
     assert "quality" not in found and "residual" not in found
+
+
+def test_a_lesion_only_fine_tune_borrows_its_parents_results_where_the_lesion_net_is_not_run(tmp_path):
+    """Healing, detection and embedding run the autoencoder and the brain net only: a fine-tune of
+    the lesion net leaves them bit for bit, so their results on the parent's weights still hold
+    (marked as such); generation runs the lesion net and must be measured again."""
+    bundle = _bundle_script()
+    ours, parent, other = "a" * 64, "p" * 64, "b" * 64
+    env = {"n": 16, "steps": 100, "ddim_eta": 0.0, "date": "2026-12-06"}
+    _write(tmp_path, "healing-parent", {"model_sha256": parent, "date": "2026-12-06"})
+    _write(tmp_path, "healing-other", {"model_sha256": other, "date": "2026-12-06"})
+    _write(tmp_path, "generation-parent", {"environment": env | {"model_sha256": parent}})
+    _write(tmp_path, "detection-controls", {"environment": {"model_sha256": parent, "date": "2026-12-06"}})
+    meta = {
+        "notes": {
+            "trained_steps": {"autoencoder": 0, "lesion": 3000, "brain": 0},
+            "initialised_from": {"model_sha256": parent, "trained_steps": {"lesion": 6000, "brain": 12000}},
+        }
+    }
+    assert bundle.lesion_only_parent(meta) == parent
+    found = bundle.measured_results(ours, SamplingConfig(steps=100), tmp_path, parent=bundle.lesion_only_parent(meta))
+    assert [h["_file"] for h in found["healing"]] == ["healing-parent.json"]
+    assert found["healing"][0]["_parent"] == parent
+    assert found["controls"]["_file"] == "detection-controls.json"
+    assert "generation" not in found
+    # A fine-tune that also trained the brain net changes what healing runs: no borrowing.
+    meta["notes"]["trained_steps"]["brain"] = 10
+    assert bundle.lesion_only_parent(meta) is None
