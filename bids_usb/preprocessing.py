@@ -119,9 +119,13 @@ def _ants_seed(seed: int):
 
 @dataclass
 class Registration:
-    """An affine from native (moving) to template (fixed) space, as an ANTs/ITK .mat file."""
+    """An affine from native (moving) to template (fixed) space, as an ANTs/ITK .mat file;
+    ``overlap``: Dice of the brain mask so moved with the template's brain; ``initialisation``:
+    how the fit was started (``_register``)."""
 
     transform: Path
+    overlap: float | None = None
+    initialisation: str | None = None
 
 
 def register_to_template(
@@ -161,23 +165,60 @@ def register_to_template(
 ITK_THREADS = "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"
 
 
+#: Dice of the registered brain mask with the template's below which the affine is refitted from a
+#: search over rotations. Centre-of-mass starts give 0.93-0.95 on the benchmark heads; the
+#: reference head that ships with ROBEX (its scanner pose: tilted, the neck in the field of view)
+#: gave 0.72, a brain shrunk and shifted on the model grid, and 0.93 from the search.
+REGISTRATION_OVERLAP_OK = 0.9
+
+
 def _register(brain, template, cost_mask, workdir: Path, seed: int) -> Registration:
+    """The affine from ANTs' usual centre-of-mass start; where its brain overlap with the template
+    is poor, also from ``ants.affine_initializer``'s search over rotations (about 10 s on the
+    model grid, deterministic), keeping the fit whose brain overlaps the template better."""
     workdir.mkdir(parents=True, exist_ok=True)
+    fixed, moving = to_ants(template), to_ants(brain)
     kwargs = {}
     if cost_mask is not None:
         kwargs["moving_mask"] = to_ants(cost_mask)
-    with _ants_seed(seed):
-        result = ants.registration(
-            fixed=to_ants(template),
-            moving=to_ants(brain),
-            type_of_transform="Affine",
-            outprefix=str(workdir / "native_to_template_"),
-            aff_iterations=(1000, 500, 250, 0),
-            aff_shrink_factors=(6, 4, 2, 1),
-            aff_smoothing_sigmas=(3, 2, 1, 0),
-            **kwargs,
-        )
-    return Registration(transform=Path(result["fwdtransforms"][0]))
+    template_brain = np.asanyarray(template.dataobj) > 0
+    brain_mask = to_ants(nib.Nifti1Image((np.asanyarray(brain.dataobj) > 0).astype(np.float32), brain.affine))
+
+    def fit(prefix: str, initial: str | None, initialisation: str) -> Registration:
+        with _ants_seed(seed):
+            result = ants.registration(
+                fixed=fixed,
+                moving=moving,
+                type_of_transform="Affine",
+                initial_transform=initial,
+                outprefix=str(workdir / prefix),
+                aff_iterations=(1000, 500, 250, 0),
+                aff_shrink_factors=(6, 4, 2, 1),
+                aff_smoothing_sigmas=(3, 2, 1, 0),
+                **kwargs,
+            )
+        if len(result["fwdtransforms"]) != 1:  # the start is composed into the one affine ANTs writes
+            raise RuntimeError(f"ANTs wrote {result['fwdtransforms']}, expected one affine")
+        transform = Path(result["fwdtransforms"][0])
+        moved = ants.apply_transforms(fixed, brain_mask, [str(transform)], interpolator="nearestNeighbor").numpy() > 0.5
+        overlap = 2.0 * float((moved & template_brain).sum()) / max(int(moved.sum() + template_brain.sum()), 1)
+        return Registration(transform=transform, overlap=overlap, initialisation=initialisation)
+
+    first = fit("native_to_template_", None, "centre of mass")
+    if first.overlap >= REGISTRATION_OVERLAP_OK:
+        return first
+    start = workdir / "rotation_search.mat"
+    ants.affine_initializer(
+        fixed,
+        moving,
+        search_factor=20,
+        radian_fraction=0.1,
+        use_principal_axis=False,
+        local_search_iterations=10,
+        txfn=str(start),
+    )
+    searched = fit("rotation_search_", str(start), "rotation search")
+    return searched if searched.overlap > first.overlap else first
 
 
 def to_template(

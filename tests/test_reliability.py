@@ -80,3 +80,35 @@ def test_a_data_error_inside_a_node_is_found_in_its_crash_file(tmp_path, functio
     assert len(messages) == expected
     if expected:
         assert messages[0].startswith(f"{job.anat}: the lesion mask covers 90%")
+
+
+def _tilted_brain():
+    """The blob tilted by 20 degrees about one axis and moved by 8 mm: still a fit ANTs' usual start finds."""
+    from scipy import ndimage
+
+    data = np.asanyarray(_blob().dataobj)
+    moved = ndimage.shift(ndimage.rotate(data, 20, axes=(0, 2), reshape=False, order=1), (4, 0, 0), order=1)
+    return nib.Nifti1Image(np.where(moved > 5, moved, 0).astype(np.float32), np.diag([2.0, 2.0, 2.0, 1.0]))
+
+
+def _masked(img):
+    data = np.asanyarray(img.dataobj)
+    return nib.Nifti1Image(np.where(data > 5, data, 0).astype(np.float32), img.affine)
+
+
+def test_a_good_fit_keeps_the_usual_start_and_a_poor_one_is_refitted_from_a_rotation_search(tmp_path, monkeypatch):
+    """Where the centre-of-mass start lands the brain well on the template, nothing else runs; where
+    it does not (here forced by an unreachable bar), the rotation search runs too, the better
+    overlap is kept, and both are reproducible."""
+    template, brain = _masked(_blob()), _tilted_brain()
+    usual = prep._register(brain, template, None, tmp_path / "usual", 0)
+    assert usual.initialisation == "centre of mass" and usual.overlap >= prep.REGISTRATION_OVERLAP_OK
+    assert not (tmp_path / "usual" / "rotation_search.mat").exists()
+
+    monkeypatch.setattr(prep, "REGISTRATION_OVERLAP_OK", 1.01)
+    best = prep._register(brain, template, None, tmp_path / "forced", 0)
+    assert (tmp_path / "forced" / "rotation_search.mat").is_file()
+    assert best.overlap >= usual.overlap - 1e-9  # the better of the two fits
+    again = prep._register(brain, template, None, tmp_path / "again", 0)
+    assert again.initialisation == best.initialisation
+    assert again.transform.read_bytes() == best.transform.read_bytes()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import warnings
 from pathlib import Path
 
@@ -168,6 +170,17 @@ class RegisterToTemplate(TimedInterface):
             nib.load(self.inputs.brain), nib.load(self.inputs.template), cost, runtime.cwd, seed=self.inputs.seed
         )
         self._results["transform"] = str(reg.transform)
+        # Not an output (nipype would delete it as unconnected): the node's folder keeps how the fit
+        # was started and how well the brain landed on the template.
+        fit = {"initialisation": reg.initialisation, "brain_overlap_dice": reg.overlap}
+        (Path(runtime.cwd) / "registration.json").write_text(json.dumps(fit, indent=2) + "\n")
+        if reg.overlap is not None and reg.overlap < prep.REGISTRATION_OVERLAP_OK:
+            logging.getLogger("nipype.interface").warning(
+                "%s: after registration the brain overlaps the template by Dice %.2f only; check the "
+                "registration figure in the report",
+                self.inputs.brain,
+                reg.overlap,
+            )
         return runtime
 
 
