@@ -96,7 +96,7 @@ def model_grid_anomaly(work: Path, name: str) -> Path:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=ROOT / "resources" / "models" / "demo")
+    parser.add_argument("--model", type=Path, default=Path("resources/models/demo"))
     parser.add_argument("--heads", default=",".join((*CALIBRATION_HEADS, *EVALUATION_HEADS)))
     parser.add_argument("--work", type=Path, default=ROOT / "scratch" / "detection-controls")
     parser.add_argument("--nprocs", type=int, default=2)
