@@ -96,7 +96,7 @@ def model_grid_anomaly(work: Path, name: str) -> Path:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=Path("resources/models/demo"))
+    parser.add_argument("--model", type=Path, default=ROOT / "resources" / "models" / "demo")
     parser.add_argument("--heads", default=",".join((*CALIBRATION_HEADS, *EVALUATION_HEADS)))
     parser.add_argument("--work", type=Path, default=ROOT / "scratch" / "detection-controls")
     parser.add_argument("--nprocs", type=int, default=2)
@@ -142,7 +142,7 @@ def main(argv=None) -> int:
         "model_threshold": s.detect_threshold,
         "threshold_from_calibration_heads": threshold_for(max(calibration)) if calibration else None,
         "environment": {
-            "model": str(args.model),
+            "model": str(args.model.relative_to(ROOT) if args.model.is_relative_to(ROOT) else args.model),
             "model_sha256": checkpoint_sha256(directory),
             "detect_t_start": s.detect_t_start,
             "detect_min_ml": s.detect_min_ml,
