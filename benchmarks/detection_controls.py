@@ -94,6 +94,50 @@ def model_grid_anomaly(work: Path, name: str) -> Path:
     return found[0]
 
 
+def variant_clears(directory: Path, work: Path, names: list[str], threads: int) -> dict[str, dict[str, float]]:
+    """Each head's clear level under each map of ``anomaly_maps.VARIANTS`` (one free pass from the
+    model's detect_t_start on the app's model-grid input, seed 0 as the app's run)."""
+    import math
+
+    import torch
+    from anomaly_maps import VARIANTS, variant_map
+
+    import usb_model.tasks as tasks
+
+    torch.set_num_threads(threads)
+    usb = tasks.USB.from_checkpoint(directory)
+    s = usb.cfg.sampling
+    captured: dict[str, np.ndarray] = {}
+    app_map = tasks.anomaly_map
+
+    def spy(free, reconstruction, brain, *a, **k):
+        captured.update(free=np.asarray(free, np.float32), recon=np.asarray(reconstruction, np.float32))
+        captured["brain"] = np.asarray(brain) > 0
+        return app_map(free, reconstruction, brain, *a, **k)
+
+    tasks.anomaly_map = spy
+    try:
+        out = {}
+        for name in names:
+            node = model_grid_anomaly(work, name).parents[1] / "to_model_grid" / "image_model.nii.gz"
+            image = np.asanyarray(nib.load(str(node)).dataobj).astype(np.float32)
+            usb.heal(image, seed=0, detect_t_start=s.detect_t_start, detect_threshold=math.inf)
+            out[name] = {
+                v: round(
+                    clear_threshold(
+                        variant_map(captured["free"], captured["recon"], captured["brain"], *spec),
+                        s.detect_min_ml,
+                        usb.cfg.grid.voxel_size,
+                    ),
+                    4,
+                )
+                for v, spec in VARIANTS.items()
+            }
+        return out
+    finally:
+        tasks.anomaly_map = app_map
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=ROOT / "resources" / "models" / "demo")
@@ -101,6 +145,13 @@ def main(argv=None) -> int:
     parser.add_argument("--work", type=Path, default=ROOT / "scratch" / "detection-controls")
     parser.add_argument("--nprocs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "detection-controls.json")
+    parser.add_argument(
+        "--variants",
+        action="store_true",
+        help="also the clear level of each anomaly-map variant of benchmarks/anomaly_maps.py, from one more free "
+        "pass on each head's model-grid input (the app's, from the work directory)",
+    )
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of --variants")
     args = parser.parse_args(argv)
     names = args.heads.split(",")
     unknown = sorted(set(names) - set(HEADS))
@@ -136,6 +187,10 @@ def main(argv=None) -> int:
         print(
             f"{name}: clear above {clear:.3f}; at the model's {s.detect_threshold}: {rows[name]['detected_ml_at_model_threshold']} ml"
         )
+    if args.variants:
+        for name, clears in variant_clears(directory, work / "work", names, args.threads).items():
+            rows[name]["variants_clear"] = clears
+            print(name, {v: round(c, 3) for v, c in clears.items()})
     calibration = [rows[n]["clear_threshold"] for n in names if n in CALIBRATION_HEADS]
     result = {
         "heads": rows,
