@@ -28,6 +28,7 @@ threshold in the model's config.json (``sampling.detect_threshold``, ``detect_t_
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -41,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from usb_model.atomic import write_text  # noqa: E402
 from usb_model.checkpoint import checkpoint_directory, checkpoint_sha256, read_meta  # noqa: E402
-from usb_model.detection import detect_lesions  # noqa: E402
+from usb_model.detection import POLARITIES, detect_lesions  # noqa: E402
 from usb_model.fill import brain_region  # noqa: E402
 from usb_model.metrics import dice  # noqa: E402
 from usb_model.synth import TripletDataset  # noqa: E402
@@ -130,9 +131,15 @@ def main(argv=None) -> int:
     parser.add_argument("--samples", default="1", help="comma-separated sample counts averaged per pass")
     parser.add_argument("--size", default=None, help="lo,hi: lesion volumes (ml) to draw instead of the training mix")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "detection-calibration.json")
+    parser.add_argument("--polarity", choices=POLARITIES, default=None, help="the anomaly map's (default: the model's)")
+    parser.add_argument("--sigma", type=float, default=None, help="its smoothing in voxels (default: the model's)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     usb = USB.from_checkpoint(args.model)
+    overrides = {
+        k: v for k, v in (("detect_polarity", args.polarity), ("detect_sigma_vox", args.sigma)) if v is not None
+    }
+    usb.cfg = dataclasses.replace(usb.cfg, sampling=dataclasses.replace(usb.cfg.sampling, **overrides))
     s = usb.cfg.sampling
     t_starts = [int(t) for t in args.t_starts.split(",")] if args.t_starts else [s.detect_t_start]
     sample_counts = [int(n) for n in args.samples.split(",")]
@@ -180,6 +187,8 @@ def main(argv=None) -> int:
         "trained_steps": read_meta(checkpoint_directory(args.model)).get("notes", {}).get("trained_steps"),
         "n": args.n,
         "size": args.size or "training mix",
+        "detect_polarity": s.detect_polarity,
+        "detect_sigma_vox": s.detect_sigma_vox,
         "date": time.strftime("%Y-%m-%d"),
         "seconds": round(time.perf_counter() - clock, 1),
         "command": "python benchmarks/detection_calibration.py " + " ".join(argv if argv is not None else sys.argv[1:]),

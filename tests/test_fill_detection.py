@@ -110,3 +110,23 @@ def test_detection_keeps_large_components_and_drops_specks():
     two = np.stack([healed, reconstruction])
     assert np.allclose(anomaly_map(two, reconstruction, brain, sigma_vox=0).max(), 0.25)
     assert anomaly_map(healed, reconstruction, np.zeros_like(brain), sigma_vox=0).max() == 0
+
+
+def test_a_polarised_map_keeps_the_departures_a_lesion_of_the_contrast_makes():
+    """T1w lesions are darker than the tissue healing puts back: "brighter" keeps where healing
+    brightened and drops where it darkened (a healthy brain's departures go both ways); "darker"
+    the reverse (FLAIR, T2). Averaging samples before the sign lets opposite departures cancel."""
+    brain = np.ones((6, 6, 6), bool)
+    reconstruction = np.full((6, 6, 6), 0.5, np.float32)
+    healed = reconstruction.copy()
+    healed[1, 1, 1] = 0.8  # brightened: a healed T1w lesion
+    healed[4, 4, 4] = 0.3  # darkened
+    brighter = anomaly_map(healed, reconstruction, brain, sigma_vox=0, polarity="brighter")
+    darker = anomaly_map(healed, reconstruction, brain, sigma_vox=0, polarity="darker")
+    assert np.isclose(brighter[1, 1, 1], 0.3) and brighter[4, 4, 4] == 0
+    assert np.isclose(darker[4, 4, 4], 0.2) and darker[1, 1, 1] == 0
+    both = np.stack([healed, 2 * reconstruction - healed])  # two samples departing in opposite senses
+    assert anomaly_map(both, reconstruction, brain, sigma_vox=0, polarity="brighter").max() == 0
+    assert np.isclose(anomaly_map(both, reconstruction, brain, sigma_vox=0).max(), 0.3)
+    with pytest.raises(ValueError, match="unknown detect polarity"):
+        anomaly_map(healed, reconstruction, brain, polarity="up")

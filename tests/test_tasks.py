@@ -226,3 +226,19 @@ def test_a_grown_masks_fill_reads_the_mask_as_given(usb, brain, lesion, monkeypa
     assert np.array_equal(seen[-1]["given"], lesion.numpy() > 0) and seen[-1]["given_dark"] == GIVEN_DARK_RATIO
     usb.heal(brain, grown, seed=0, stride=100, fill="auto", ae_passes=ae_passes)
     assert seen[-1]["given"] is None and seen[-1]["given_dark"] is None
+
+
+def test_detection_follows_the_models_polarity_and_smoothing(usb, brain, monkeypatch):
+    """The checkpoint's detect_polarity and detect_sigma_vox shape the anomaly map: a polarised map
+    is never above the two-sided one of the same free pass."""
+    import dataclasses
+
+    default = usb.heal(brain, seed=0, stride=100, detect_threshold=1e9).anomaly
+    monkeypatch.setattr(
+        usb,
+        "cfg",
+        dataclasses.replace(usb.cfg, sampling=dataclasses.replace(usb.cfg.sampling, detect_polarity="brighter")),
+    )
+    brighter = usb.heal(brain, seed=0, stride=100, detect_threshold=1e9).anomaly
+    assert not torch.equal(brighter, default)
+    assert bool((brighter <= default + 1e-6).all())

@@ -138,6 +138,12 @@ class SamplingConfig:
     detect_t_start: int = 400  # noise level of the healing pass whose departure from the input is the anomaly map
     detect_threshold: float = 0.1  # anomaly (decoded, [0, 1] intensity) above which a voxel is lesion
     detect_min_ml: float = 1.0  # smaller connected components are not lesions
+    # Which departures of the free pass count (usb_model.detection.anomaly_map): "any" (its
+    # magnitude), "brighter" (only where healing brightens, as it does a T1w lesion, darker than
+    # the tissue it replaced) or "darker" (a FLAIR or T2 lesion); and the map's Gaussian
+    # smoothing in model voxels.
+    detect_polarity: str = "any"
+    detect_sigma_vox: float = 0.7
 
 
 @dataclass(frozen=True)

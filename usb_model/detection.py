@@ -15,21 +15,37 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+POLARITIES = ("any", "brighter", "darker")
+
 
 def anomaly_map(
-    healed: np.ndarray, reconstruction: np.ndarray, brain: np.ndarray, sigma_vox: float = 0.7
+    healed: np.ndarray,
+    reconstruction: np.ndarray,
+    brain: np.ndarray,
+    sigma_vox: float = 0.7,
+    polarity: str = "any",
 ) -> np.ndarray:
-    """Mean over samples of |healed - reconstruction|, smoothed, zero outside the brain.
+    """How far healing moved each voxel, smoothed, zero outside the brain.
 
     ``healed``: (n, *grid) or (*grid) decoded healed samples; ``reconstruction``: the decoded
-    input latent. Smoothing by ``sigma_vox`` voxels suppresses single-voxel speckle.
+    input latent. ``polarity`` "any": the mean over samples of |healed - reconstruction|, then
+    smoothed by ``sigma_vox`` voxels (against single-voxel speckle). "brighter" / "darker": the
+    signed mean difference, smoothed, where healing brightened (a T1w lesion is darker than the
+    tissue it replaced) or darkened (FLAIR, T2): a healthy brain's departures go both ways, a
+    lesion's one way (benchmarks/detection_controls.py: Colin 27's healthy head clears at 0.097
+    this way, 0.229 the other, on the 2026-12-06 model).
     """
+    if polarity not in POLARITIES:
+        raise ValueError(f"unknown detect polarity {polarity!r}; choose one of {', '.join(POLARITIES)}")
     healed = np.asarray(healed, dtype=np.float32)
     if healed.ndim == reconstruction.ndim:
         healed = healed[None]
-    diff = np.abs(healed - np.asarray(reconstruction, dtype=np.float32)[None]).mean(axis=0)
+    signed = healed - np.asarray(reconstruction, dtype=np.float32)[None]
+    diff = np.abs(signed).mean(axis=0) if polarity == "any" else signed.mean(axis=0)
     if sigma_vox > 0:
         diff = ndimage.gaussian_filter(diff, sigma_vox)
+    if polarity != "any":
+        diff = np.maximum(diff if polarity == "brighter" else -diff, 0.0)
     return (diff * (np.asarray(brain) > 0)).astype(np.float32)
 
 

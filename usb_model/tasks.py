@@ -359,7 +359,9 @@ class USB:
                     .float()
                     .cpu()
                 )
-                anomaly = anomaly_map(free.numpy(), reconstruction, brain_region(image_np))
+                anomaly = anomaly_map(
+                    free.numpy(), reconstruction, brain_region(image_np), s.detect_sigma_vox, s.detect_polarity
+                )
                 found = detect_lesions(anomaly, params["detect_threshold"], params["detect_min_ml"], spacing)
             mask_t = torch.from_numpy(found).reshape(1, 1, *found.shape).to(self.device) if found.any() else None
             anomaly = torch.from_numpy(anomaly)
