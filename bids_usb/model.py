@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -90,6 +91,15 @@ class ModelBundle:
     @cached_property
     def sha256(self) -> str:
         return checkpoint_sha256(self.path)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """The weights' digest and the config's: what a node's result depends on. nipype hashes a
+        directory input by its path only, so a model changed in place (new weights, or only a
+        new ``detect_threshold`` in its config) would otherwise be served from the work directory."""
+        digest = hashlib.sha256(self.sha256.encode())
+        digest.update((self.path / CONFIG_FILE).read_bytes())
+        return digest.hexdigest()
 
     @cached_property
     def template(self) -> dict:

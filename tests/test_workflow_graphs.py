@@ -93,3 +93,29 @@ def test_participant_graph(files, tiny_checkpoint, task, lesion, n_samples):
     assert any(n.startswith("bids_usb_wf.donor_") for n in names) == (lesion == "donor")
     usb = [n for n in wf._create_flat_graph().nodes() if n.fullname.endswith(".usb")]
     assert all(n.inputs.n_samples == n_samples and n.inputs.task == task for n in usb)
+
+
+def test_a_model_changed_in_place_is_not_served_from_the_work_directory(files, tiny_checkpoint, tmp_path):
+    """nipype hashes a directory input by its path: the model nodes also take the model's
+    fingerprint (weights and config), so a new config at the same path gives new node hashes."""
+    import json
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_checkpoint, model)
+    anat, _ = files["01"]
+
+    def usb_hash():
+        bundle = ModelBundle.open(model)
+        jobs = [ImageJob(anat=anat, entities={"subject": "01"})]
+        wf = init_participant_wf(jobs, bundle, RunSettings(task="heal"), files["root"], tmp_path / "o", tmp_path / "w")
+        node = wf.get_node(f"image_{jobs[0].name}_wf").get_node("usb")
+        return bundle.fingerprint, node.inputs.model_fingerprint, node.inputs.get_hashval()[1]
+
+    before = usb_hash()
+    assert before[0] == before[1]
+    config = json.loads((model / "config.json").read_text())
+    config["sampling"]["detect_threshold"] = config["sampling"]["detect_threshold"] + 0.05
+    (model / "config.json").write_text(json.dumps(config))
+    after = usb_hash()
+    assert after[0] != before[0] and after[2] != before[2]

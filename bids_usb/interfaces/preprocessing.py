@@ -35,6 +35,9 @@ def _save(img: nib.Nifti1Image, cwd: str, name: str) -> str:
 
 class _ModelTemplateInputSpec(BaseInterfaceInputSpec):
     model_dir = Directory(exists=True, mandatory=True)
+    model_fingerprint = traits.Str(
+        desc="ModelBundle.fingerprint: a model changed in place is not reused from the work directory"
+    )
 
 
 class _ModelTemplateOutputSpec(TraitedSpec):

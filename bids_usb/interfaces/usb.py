@@ -24,6 +24,9 @@ class _USBInputSpec(BaseInterfaceInputSpec):
     lesion_mask = File(exists=True, desc="heal: the known lesion; embed: the lesion to draw (model grid)")
     given_mask = File(exists=True, desc="heal: the lesion mask as given, when lesion_mask is it grown (model grid)")
     model_dir = Directory(exists=True, mandatory=True)
+    model_fingerprint = traits.Str(
+        desc="ModelBundle.fingerprint: a model changed in place is not reused from the work directory"
+    )
     task = traits.Enum("heal", "embed", mandatory=True)
     params = traits.Dict(desc="sampling parameters (SamplingConfig names); missing ones take the checkpoint's defaults")
     seed = traits.Int(0, usedefault=True)

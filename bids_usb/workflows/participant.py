@@ -82,7 +82,9 @@ def init_participant_wf(
     (``--lesion-from``) the donor's preprocessing joins the graph and its lesion on the model
     grid feeds every image that draws it."""
     wf = pe.Workflow(name="bids_usb_wf", base_dir=str(work_dir))
-    template = pe.Node(ModelTemplate(model_dir=str(bundle.path)), name="model_template")
+    template = pe.Node(
+        ModelTemplate(model_dir=str(bundle.path), model_fingerprint=bundle.fingerprint), name="model_template"
+    )
     donor_wf = None
     if donor is not None:
         donor_wf = _preprocess_job(donor, bundle, settings, task="embed", name=f"donor_{donor.name}_wf")
@@ -263,6 +265,7 @@ def init_image_wf(
     usb = pe.Node(
         RunUSB(
             model_dir=str(bundle.path),
+            model_fingerprint=bundle.fingerprint,
             task=settings.task,
             params=settings.params,
             seed=settings.seed,
