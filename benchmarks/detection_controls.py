@@ -200,6 +200,8 @@ def main(argv=None) -> int:
             "model": str(args.model.relative_to(ROOT) if args.model.is_relative_to(ROOT) else args.model),
             "model_sha256": checkpoint_sha256(directory),
             "detect_t_start": s.detect_t_start,
+            "detect_polarity": s.detect_polarity,
+            "detect_sigma_vox": s.detect_sigma_vox,
             "detect_min_ml": s.detect_min_ml,
             "seconds": round(seconds, 1),
             "date": time.strftime("%Y-%m-%d"),
