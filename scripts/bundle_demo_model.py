@@ -303,9 +303,11 @@ def _detection_section(detection: dict | None) -> list[str]:
         "see the results file's note). Dice of what detection finds with the lesion, by its size.",
         f"`{detection['command']}`, {detection['date']}.",
         "",
-        "| t_start | samples | threshold | Dice under 1 ml | Dice 1-5 ml | Dice >= 5 ml |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| t_start | samples | anomaly map | threshold | Dice under 1 ml | Dice 1-5 ml | Dice >= 5 ml |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
+    # Runs made before the map was a setting used |healed - input| smoothed by 0.7 voxels.
+    anomaly = f"{detection.get('detect_polarity', 'any')}, sigma {detection.get('detect_sigma_vox', 0.7):g}"
     for s in detection.get("settings", []):
         d = s["dice_by_size"]
         cells = [
@@ -313,7 +315,9 @@ def _detection_section(detection: dict | None) -> list[str]:
             for k in ("under_1ml", "1_to_5ml", "5ml_plus")
         ]
         lines.append(
-            f"| {s['detect_t_start']} | {s['samples']} | {s['suggested_threshold']} | " + " | ".join(cells) + " |"
+            f"| {s['detect_t_start']} | {s['samples']} | {anomaly} | {s['suggested_threshold']} | "
+            + " | ".join(cells)
+            + " |"
         )
     return lines + ["", "Target: Dice >= 0.5 on lesions of 5 ml or more.", ""]
 
@@ -507,8 +511,8 @@ def measured_results(sha: str, sampling=None, results_dir: Path | None = None, p
             result = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if not isinstance(result, dict):
-            continue
+        if not isinstance(result, dict) or result.get("superseded_by"):
+            continue  # a run whose settings the model no longer has (the file says by which run)
         if _sha_of(result) != sha:
             if parent is None or _sha_of(result) != parent or section in LESION_NET_SECTIONS:
                 continue

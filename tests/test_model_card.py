@@ -72,3 +72,12 @@ def test_a_lesion_only_fine_tune_borrows_its_parents_results_where_the_lesion_ne
     # A fine-tune that also trained the brain net changes what healing runs: no borrowing.
     meta["notes"]["trained_steps"]["brain"] = 10
     assert bundle.lesion_only_parent(meta) is None
+
+
+def test_a_superseded_run_is_left_off_the_card(tmp_path):
+    bundle = _bundle_script()
+    ours = "a" * 64
+    _write(tmp_path, "healing-old", {"model_sha256": ours, "date": "2026-12-06", "superseded_by": "healing-new.json"})
+    _write(tmp_path, "healing-new", {"model_sha256": ours, "date": "2026-12-07"})
+    found = bundle.measured_results(ours, SamplingConfig(steps=100), tmp_path)
+    assert [h["_file"] for h in found["healing"]] == ["healing-new.json"]
