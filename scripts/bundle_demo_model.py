@@ -99,7 +99,12 @@ def card(name: str, cfg: USBConfig, meta: dict, stages: dict, sha: str, size_mb:
             "(the trainer's own clock: saves excluded). Command:",
             "`usb-train DIR --preset demo --steps autoencoder=400,lesion=300,brain=N --threads 2` (resumable).",
         ]
-    if "autoencoder" not in stages:
+    if notes.get("initialised_from"):
+        lines.append(
+            "Every network this log does not train is the checkpoint's it was fine-tuned from (`usb-train --init-checkpoint`;"
+            " below): their training is in that run's log."
+        )
+    elif "autoencoder" not in stages:
         lines.append(
             "The autoencoder was trained in a run of its own and loaded into this one (`--init-autoencoder`): its steps"
             " are not in this log."
