@@ -131,6 +131,7 @@ def card(name: str, cfg: USBConfig, meta: dict, stages: dict, sha: str, size_mb:
     for residual in results.get("residual", []):
         lines += _marked(residual, _residual_section)
     lines += _generation_section(results.get("generation"))
+    lines += _lesion_from_section(results.get("lesion_from"))
     for detection in results.get("detection", []):
         lines += _marked(detection, _detection_section)
     lines += _marked(results.get("controls"), _controls_section)
@@ -327,6 +328,22 @@ def _detection_section(detection: dict | None) -> list[str]:
     return lines + ["", "Target: Dice >= 0.5 on lesions of 5 ml or more.", ""]
 
 
+def _lesion_from_section(result: dict | None) -> list[str]:
+    if not result:
+        return []
+    s, env = result["summary"], result["environment"]
+    lo, hi = s["training_volume_ml_p5_p95"]
+    return [
+        "## A lesion generated for a given brain (`--lesion-from generate`; benchmarks/lesion_from_generate.py)",
+        f"Input: {env['input']}, {env['n']} seeds. Proposed {s['proposed']} of {env['n']}; median"
+        f" {s['median_volume_ml'] or 0:.1f} ml; {100 * (s['mean_in_parenchyma'] or 0):.0f} % of their voxels in parenchyma"
+        f" ({100 * (s['share_with_80pct_parenchyma'] or 0):.0f} % of them at >= 80 %); {100 * (s['share_in_training_range'] or 0):.0f} %"
+        f" within the training lesions' 5th-95th percentile ({lo:.2f}-{hi:.0f} ml).",
+        f"`{env['command']}`, {env['date']}.",
+        "",
+    ]
+
+
 def _controls_section(controls: dict | None) -> list[str]:
     if not controls:
         return []
@@ -471,6 +488,7 @@ SECTIONS = (
     ("generation", "generation"),
     ("detection-calibration", "detection"),
     ("detection-controls", "controls"),
+    ("lesion-from-generate", "lesion_from"),
 )
 #: Sections that show every qualifying run; the others show the newest.
 EVERY_RUN = ("healing", "residual", "detection")
@@ -482,7 +500,7 @@ def _sha_of(result: dict) -> str | None:
 
 #: Sections whose benchmark runs the lesion net (paired sampling): healing, detection, embedding and
 #: the autoencoder's benchmark run only the autoencoder and the brain net.
-LESION_NET_SECTIONS = ("generation",)
+LESION_NET_SECTIONS = ("generation", "lesion_from")
 
 
 def lesion_only_parent(meta: dict) -> str | None:
