@@ -108,6 +108,12 @@ start)
 	if python -c 'import json, sys; m = json.load(open(sys.argv[1])); sys.exit(0 if m["notes"]["trained_steps"].get("brain", 0) >= int(sys.argv[2]) else 1)' \
 		"$FINAL/checkpoint/meta.json" "$BRAIN_STEPS" 2>/dev/null; then
 		phase=run_lesion2
+		# Phase 2 finished and committed (lesion2/checkpoint): nothing left to train.
+		if python -c 'import json, sys; m = json.load(open(sys.argv[1])); sys.exit(0 if m["notes"]["trained_steps"].get("lesion", 0) >= int(sys.argv[2]) else 1)' \
+			"$(dirname "$STATE")/lesion2/checkpoint/meta.json" "$LESION2_STEPS" 2>/dev/null; then
+			echo "the campaign's phase 2 is finished: its model is $(dirname "$STATE")/lesion2/checkpoint (bundled as resources/models/demo)"
+			exit 0
+		fi
 	fi
 	mkdir -p "$RUNS"
 	if [ -f "$RUNS/campaign.pid" ] && kill -0 "$(cat "$RUNS/campaign.pid")" 2>/dev/null; then
