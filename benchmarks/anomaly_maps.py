@@ -14,6 +14,7 @@ Dice of detection with the lesion at it. ``abs_s0.7`` is the map the app uses.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -56,6 +57,27 @@ def variant_map(free: np.ndarray, reconstruction: np.ndarray, brain: np.ndarray,
     return out * brain
 
 
+@contextlib.contextmanager
+def free_pass_capture():
+    """A dict that every ``USB.heal`` in detect mode fills with its free pass's decoded samples
+    (``free``), the decoded input (``recon``) and the brain, the inputs of every map variant:
+    USB.heal hands them to ``tasks.anomaly_map``, which is wrapped meanwhile."""
+    captured: dict[str, np.ndarray] = {}
+    app_map = tasks.anomaly_map
+
+    def spy(free, reconstruction, brain, *a, **k):
+        captured.update(
+            free=np.asarray(free, np.float32), recon=np.asarray(reconstruction, np.float32), brain=np.asarray(brain) > 0
+        )
+        return app_map(free, reconstruction, brain, *a, **k)
+
+    tasks.anomaly_map = spy
+    try:
+        yield captured
+    finally:
+        tasks.anomaly_map = app_map
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True)
@@ -66,17 +88,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     usb = tasks.USB.from_checkpoint(args.model)
-    captured: dict[str, np.ndarray] = {}
-    app_map = tasks.anomaly_map
-
-    def spy(free, reconstruction, brain, *a, **k):
-        # USB.heal hands the free pass's decoded samples here: keep them for every variant.
-        captured.update(
-            free=np.asarray(free, np.float32), recon=np.asarray(reconstruction, np.float32), brain=np.asarray(brain) > 0
-        )
-        return app_map(free, reconstruction, brain, *a, **k)
-
-    tasks.anomaly_map = spy
+    captured = free_pass_capture().__enter__()  # for the process's life
     voxel = usb.cfg.grid.voxel_size
     min_ml = usb.cfg.sampling.detect_min_ml
     rows: dict[str, list[dict]] = {v: [] for v in VARIANTS}

@@ -100,42 +100,27 @@ def variant_clears(directory: Path, work: Path, names: list[str], threads: int) 
     import math
 
     import torch
-    from anomaly_maps import VARIANTS, variant_map
+    from anomaly_maps import VARIANTS, free_pass_capture, variant_map
 
     import usb_model.tasks as tasks
 
     torch.set_num_threads(threads)
     usb = tasks.USB.from_checkpoint(directory)
     s = usb.cfg.sampling
-    captured: dict[str, np.ndarray] = {}
-    app_map = tasks.anomaly_map
-
-    def spy(free, reconstruction, brain, *a, **k):
-        captured.update(free=np.asarray(free, np.float32), recon=np.asarray(reconstruction, np.float32))
-        captured["brain"] = np.asarray(brain) > 0
-        return app_map(free, reconstruction, brain, *a, **k)
-
-    tasks.anomaly_map = spy
-    try:
-        out = {}
+    out = {}
+    with free_pass_capture() as captured:
         for name in names:
             node = model_grid_anomaly(work, name).parents[1] / "to_model_grid" / "image_model.nii.gz"
             image = np.asanyarray(nib.load(str(node)).dataobj).astype(np.float32)
             usb.heal(image, seed=0, detect_t_start=s.detect_t_start, detect_threshold=math.inf)
-            out[name] = {
-                v: round(
-                    clear_threshold(
-                        variant_map(captured["free"], captured["recon"], captured["brain"], *spec),
-                        s.detect_min_ml,
-                        usb.cfg.grid.voxel_size,
-                    ),
-                    4,
-                )
+            maps = {
+                v: variant_map(captured["free"], captured["recon"], captured["brain"], *spec)
                 for v, spec in VARIANTS.items()
             }
-        return out
-    finally:
-        tasks.anomaly_map = app_map
+            out[name] = {
+                v: round(clear_threshold(m, s.detect_min_ml, usb.cfg.grid.voxel_size), 4) for v, m in maps.items()
+            }
+    return out
 
 
 def main(argv=None) -> int:
