@@ -17,6 +17,9 @@
 # Phase 2 (lesion2, 2026-12-07): the finished model's lesion stage again, on lesioned items only
 # (lesion_healthy_items false: its pairs were mostly empty), from final/checkpoint, to
 # LESION2_STEPS; every other network stays the finished model's.
+# Phase 3 (brainlow, 2026-12-07): the brain net of phase 2's model (the bundled one) again, with
+# 75 % of its timestep draws below 512 (training.timestep_focus: where healing, detection and
+# embedding run it), from lesion2/checkpoint, to BRAINLOW_STEPS; the other networks stay.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +35,9 @@ AE_INIT=benchmarks/checkpoints/ae_f2c4_whole.safetensors
 LESION2_STEPS=${LESION2_STEPS:-3000}
 LESION2_CONFIG=benchmarks/campaign/lesion_only.json
 FINAL=benchmarks/campaign/final
+LESION2=benchmarks/campaign/lesion2
+BRAINLOW_STEPS=${BRAINLOW_STEPS:-3000}
+BRAINLOW_CONFIG=benchmarks/campaign/brain_low_t.json
 
 # shellcheck disable=SC1091
 [ -f .venv/bin/activate ] && . .venv/bin/activate
@@ -100,19 +106,36 @@ run_lesion2() {
 		--steps "lesion=$LESION2_STEPS" --threads "$THREADS" --save-every 100 >>"$RUNS/lesion2.log" 2>&1
 }
 
+run_brainlow() {
+	restore brainlow
+	# Same autoencoder as phase 2, so its latent cache (1.6 GB, 12-26 minutes to build) serves
+	# as it is when this machine still has it; the trainer checks its fingerprint either way.
+	if [ ! -d "$RUNS/brainlow/latents" ] && [ -f "$RUNS/lesion2/latents/meta.json" ]; then
+		mkdir -p "$RUNS/brainlow" && cp -al "$RUNS/lesion2/latents" "$RUNS/brainlow/latents"
+	fi
+	usb-train "$RUNS/brainlow" --preset "$BRAINLOW_CONFIG" --init-checkpoint "$LESION2/checkpoint" \
+		--steps "brain=$BRAINLOW_STEPS" --threads "$THREADS" --save-every 100 >>"$RUNS/brainlow.log" 2>&1
+}
+
+trained() {  # trained CHECKPOINT_DIR STAGE STEPS: the committed checkpoint has that many steps
+	python -c 'import json, sys; m = json.load(open(sys.argv[1])); sys.exit(0 if m["notes"]["trained_steps"].get(sys.argv[2], 0) >= int(sys.argv[3]) else 1)' \
+		"$1/meta.json" "$2" "$3" 2>/dev/null
+}
+
 case "${1:-status}" in
 start)
 	# A finished campaign (its model committed as final/ beside $STATE) is not trained again from
 	# the last resumable state: phase 2 fine-tunes its lesion net instead.
 	phase=run_all
-	if python -c 'import json, sys; m = json.load(open(sys.argv[1])); sys.exit(0 if m["notes"]["trained_steps"].get("brain", 0) >= int(sys.argv[2]) else 1)' \
-		"$FINAL/checkpoint/meta.json" "$BRAIN_STEPS" 2>/dev/null; then
+	if trained "$FINAL/checkpoint" brain "$BRAIN_STEPS"; then
 		phase=run_lesion2
-		# Phase 2 finished and committed (lesion2/checkpoint): nothing left to train.
-		if python -c 'import json, sys; m = json.load(open(sys.argv[1])); sys.exit(0 if m["notes"]["trained_steps"].get("lesion", 0) >= int(sys.argv[2]) else 1)' \
-			"$(dirname "$STATE")/lesion2/checkpoint/meta.json" "$LESION2_STEPS" 2>/dev/null; then
-			echo "the campaign's phase 2 is finished: its model is $(dirname "$STATE")/lesion2/checkpoint (bundled as resources/models/demo)"
-			exit 0
+		if trained "$LESION2/checkpoint" lesion "$LESION2_STEPS"; then
+			phase=run_brainlow
+			# Phase 3 finished and committed (brainlow/checkpoint): nothing left to train.
+			if trained "$(dirname "$STATE")/brainlow/checkpoint" brain "$BRAINLOW_STEPS"; then
+				echo "the campaign's phase 3 is finished: its model is $(dirname "$STATE")/brainlow/checkpoint"
+				exit 0
+			fi
 		fi
 	fi
 	mkdir -p "$RUNS"
@@ -120,14 +143,15 @@ start)
 		echo "the campaign is already running (pid $(cat "$RUNS/campaign.pid"))"
 		exit 0
 	fi
-	export -f restore ae_done run_all run_lesion2
-	export RUNS STATE AE_STEPS LESION_STEPS BRAIN_STEPS THREADS AE_CONFIG USB_CONFIG AE_INIT LESION2_STEPS LESION2_CONFIG FINAL
+	export -f restore ae_done run_all run_lesion2 run_brainlow
+	export RUNS STATE AE_STEPS LESION_STEPS BRAIN_STEPS THREADS AE_CONFIG USB_CONFIG AE_INIT LESION2_STEPS LESION2_CONFIG FINAL \
+		LESION2 BRAINLOW_STEPS BRAINLOW_CONFIG
 	nohup nice -n 19 bash -c $phase >>"$RUNS/campaign.log" 2>&1 &
 	echo $! >"$RUNS/campaign.pid"
 	echo "campaign started (pid $!); logs in $RUNS/"
 	;;
 pack)
-	for name in ae usb lesion2; do
+	for name in ae usb lesion2 brainlow; do
 		[ -f "$RUNS/$name/state/trainer.json" ] || continue
 		# A finished autoencoder restored from its snapshot has nothing new to record or pack.
 		if [ "$name" = ae ] && [ ! -f "$RUNS/ae/checkpoint/model.safetensors" ] && ae_done; then
@@ -139,6 +163,9 @@ pack)
 		elif [ "$name" = lesion2 ]; then
 			python benchmarks/learning_curve.py "$RUNS/lesion2" --stage lesion \
 				--run-name "lesion net, lesioned items only (from final)" --threads "$THREADS" --note "${NOTE:-}"
+		elif [ "$name" = brainlow ]; then
+			python benchmarks/learning_curve.py "$RUNS/brainlow" --stage brain \
+				--run-name "brain net, timestep focus below 512 (from lesion2)" --threads "$THREADS" --note "${NOTE:-}"
 		else
 			for stage in $(usb_stages_started); do
 				python benchmarks/learning_curve.py "$RUNS/usb" --stage "$stage" \
@@ -167,9 +194,9 @@ evaluate)
 	suffix=$([ "$run" = usb ] && echo campaign || echo "$run")
 	python benchmarks/generation.py --model "$model" --n "${N:-16}" --threads "$THREADS" \
 		--out "benchmarks/results/generation-$suffix.json" --figure "docs/figures/generation-$suffix.png"
-	if [ "$run" = usb ]; then  # the fine-tune changes only the lesion net, which detection does not use
+	if [ "$run" != lesion2 ]; then  # phase 2 changed only the lesion net, which detection does not use
 		python benchmarks/detection_calibration.py --model "$model" --n 8 --threads "$THREADS" \
-			--out benchmarks/results/detection-calibration-campaign.json
+			--out "benchmarks/results/detection-calibration-$suffix.json"
 	fi
 	rm -rf "$(dirname "$model")"
 	;;
@@ -181,7 +208,7 @@ share | full)
 	done
 	;;
 status)
-	for name in ae usb lesion2; do
+	for name in ae usb lesion2 brainlow; do
 		[ -f "$RUNS/$name.log" ] && echo "$name: $(tail -n 1 "$RUNS/$name.log")"
 	done
 	;;

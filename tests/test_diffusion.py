@@ -69,6 +69,27 @@ def test_antithetic_timesteps_pair_up():
     assert torch.equal(t[:4] + t[4:], torch.full((4,), 1023))
 
 
+def test_timestep_focus_spends_its_share_below_focus_max():
+    """focus 0.75 below 512 of T 1024: 0.75 + 0.25 / 2 of the draws land below 512, every draw
+    stays in [0, T), and antithetic partners mirror within their own range."""
+    g = torch.Generator().manual_seed(0)
+    t = torch.cat([sample_timesteps(4, 1024, g, True, 0.75, 512) for _ in range(4000)])
+    assert int(t.min()) >= 0 and int(t.max()) <= 1023
+    below = (t < 512).float().mean().item()
+    assert abs(below - 0.875) < 0.01
+    pairs = sample_timesteps(4000, 1024, g, True, 0.5, 512).view(2, -1).sum(0)
+    assert set(pairs.unique().tolist()) == {511, 1023}
+
+
+def test_timestep_focus_off_draws_what_it_always_drew():
+    """focus 0 keeps the uniform draws bit for bit, so resumed runs see the same timesteps."""
+    a = sample_timesteps(6, 1024, torch.Generator().manual_seed(3), True, 0.0, 512)
+    b = sample_timesteps(6, 1024, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError):
+        sample_timesteps(4, 1024, None, True, 0.5, 2048)
+
+
 @pytest.mark.parametrize("steps", [4, 16, 64])
 @pytest.mark.parametrize("eta", [0.0, 0.5])
 def test_ddim_step_is_monais_where_monai_applies(steps, eta):

@@ -219,6 +219,13 @@ class TrainingConfig:
     condition_clip: float = 5.0
     sigmoid_weighting: bool = False  # upstream's sigmoid(cond) voxel weighting; off by default
     antithetic_timesteps: bool = True
+    # Fine-tuning for the range the edits run in: this share of the batch's timestep draws
+    # (antithetic pairs alike) lies below timestep_focus_max, the rest stays uniform over all T.
+    # Healing starts at t_start 100-300, detection's free pass at 400 and embedding at 500, so a
+    # focus below 512 spends most steps where those tasks use the brain net, while the uniform
+    # rest keeps sampling from noise working. 0 turns it off (uniform, the paper's loss).
+    timestep_focus: float = 0.0
+    timestep_focus_max: int = 512
     mixed_precision: bool = True  # bf16 autocast on CUDA; ignored on the CPU
     # Learning rate within each stage: "constant", or "cosine" from the stage's base rate down to
     # lr_min_ratio of it over lr_decay_steps steps of that stage (then held). A pure function of

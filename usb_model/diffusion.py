@@ -168,10 +168,31 @@ class Diffusion:
 
 
 def sample_timesteps(
-    batch: int, T: int, generator: torch.Generator | None = None, antithetic: bool = True
+    batch: int,
+    T: int,
+    generator: torch.Generator | None = None,
+    antithetic: bool = True,
+    focus: float = 0.0,
+    focus_max: int | None = None,
 ) -> torch.Tensor:
-    """Training timesteps; antithetic pairs (t, T - 1 - t) halve the variance of the loss estimate."""
+    """Training timesteps; antithetic pairs (t, T - 1 - t) halve the variance of the loss estimate.
+
+    With ``focus`` > 0 that share of the draws (a pair counts once) is uniform below
+    ``focus_max`` instead of below T, and its antithetic partner mirrors within that range.
+    """
+    if not 0.0 <= focus <= 1.0:
+        raise ValueError(f"timestep focus must lie in [0, 1], got {focus}")
+    if focus == 0:  # the uniform draws, as every run before the focus option drew them
+        if not antithetic:
+            return torch.randint(0, T, (batch,), generator=generator)
+        half = torch.randint(0, T, ((batch + 1) // 2,), generator=generator)
+        return torch.cat([half, T - 1 - half])[:batch]
+    if focus_max is None or not 0 < focus_max <= T:
+        raise ValueError(f"timestep focus_max must lie in (0, {T}], got {focus_max}")
+    draws = (batch + 1) // 2 if antithetic else batch
+    focused = torch.rand(draws, generator=generator) < focus
+    top = torch.where(focused, focus_max, T)
+    t = torch.minimum((torch.rand(draws, generator=generator) * top).long(), top - 1)
     if not antithetic:
-        return torch.randint(0, T, (batch,), generator=generator)
-    half = torch.randint(0, T, ((batch + 1) // 2,), generator=generator)
-    return torch.cat([half, T - 1 - half])[:batch]
+        return t
+    return torch.cat([t, top - 1 - t])[:batch]

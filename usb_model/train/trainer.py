@@ -287,6 +287,7 @@ class Trainer:
             "sigmoid_weighting": tr.sigmoid_weighting,
             "prediction_type": self.cfg.schedule.prediction_type,
             "min_snr_gamma": tr.min_snr_gamma,
+            "timestep_focus": [tr.timestep_focus, tr.timestep_focus_max],
             "latent_cache": f"{tr.latent_cache} triplets and their mirrors, encoded once"
             if tr.latent_cache
             else "none",
@@ -515,7 +516,14 @@ class Trainer:
     def _draws(self, like: torch.Tensor, rnd: _StepRandom) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Antithetic timesteps and two independent noises shaped like ``like``."""
         tr = self.cfg.training
-        t = sample_timesteps(like.shape[0], self.diffusion.T, rnd.cpu, tr.antithetic_timesteps).to(self.device)
+        t = sample_timesteps(
+            like.shape[0],
+            self.diffusion.T,
+            rnd.cpu,
+            tr.antithetic_timesteps,
+            tr.timestep_focus,
+            tr.timestep_focus_max,
+        ).to(self.device)
         eps_x = torch.randn(like.shape, generator=rnd.device, device=self.device)
         eps_y = torch.randn(like.shape, generator=rnd.device, device=self.device)
         return t, eps_x, eps_y
