@@ -3,12 +3,13 @@
 #
 #   bash scripts/campaign.sh start   # at a session's start: resume every stage in the background;
 #                                    # once final/ holds the finished model, the lesion-only
-#                                    # fine-tune of it (lesion2, below) instead
+#                                    # fine-tune of it (lesion2, below) instead, and once that
+#                                    # is committed, the brain net's fine-tune (brainlow)
 #   bash scripts/campaign.sh pack    # before its end: learning-curve points, then the compact
 #                                    # states into benchmarks/campaign/state/ (commit them)
 #   bash scripts/campaign.sh status
 #   bash scripts/campaign.sh share   # the trainer on one thread while other work runs; full: all
-#   bash scripts/campaign.sh evaluate  # a progress check of the newest saved denoisers (the trainer
+#   bash scripts/campaign.sh evaluate  # a progress check of the newest saved denoisers (RUN=lesion2|brainlow; the trainer
 #                                    # paused meanwhile): generation and detection calibration
 #
 # Stages run one after another at nice 19 on all threads: the autoencoder to AE_STEPS, then

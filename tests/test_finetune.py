@@ -113,3 +113,27 @@ def test_a_checkpoint_of_other_networks_is_refused_by_name(tmp_path):
     wider = dataclasses.replace(cfg, denoiser=dataclasses.replace(cfg.denoiser, channels=(16, 32, 64)))
     with pytest.raises(click.ClickException, match="init-checkpoint .*first/checkpoint"):
         networks_from_checkpoint(wider, tmp_path / "first")
+
+
+def test_timestep_focus_reaches_the_brain_stage(tmp_path, monkeypatch):
+    """training.timestep_focus 1.0 below 64: every brain step trains on t < 64 (the fine-tune of
+    the range healing and detection run in); without it, the draws cover the whole schedule."""
+    seen: list[torch.Tensor] = []
+    real = trainer_module.brain_loss
+
+    def spy(net, y_t, condition, t, *args, **kwargs):
+        seen.append(t.detach().clone())
+        return real(net, y_t, condition, t, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "brain_loss", spy)
+    data = toy_triplets(8)
+    for focus in (1.0, 0.0):
+        cfg = with_training(load_preset("tiny"), batch_size=4, timestep_focus=focus, timestep_focus_max=64)
+        seen.clear()
+        T.train_all(cfg, data, tmp_path / str(focus), {"autoencoder": 1, "lesion": 1, "brain": 8}, save_every=10)
+        drawn = torch.cat(seen)
+        assert len(drawn) == 8 * 4
+        if focus:
+            assert int(drawn.max()) < 64
+        else:
+            assert int(drawn.max()) >= 64
