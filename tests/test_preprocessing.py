@@ -37,3 +37,34 @@ def test_bias_correct_fits_the_head_and_recovers_a_known_field(monkeypatch):
 
     mask = prep.head_mask(prep.to_ants(nib.Nifti1Image(data, affine))).numpy() > 0
     assert mask[head].mean() > 0.9 and mask[~ndimage.binary_dilation(head, iterations=2)].mean() < 0.01
+
+
+def test_refine_bias_fits_the_brain_and_keeps_a_given_lesion_dark(monkeypatch):
+    """The second N4 (on the brain alone) takes out a falloff the head's fit left, multiplies its
+    field into the head's, and leaves a given lesion's darkness to the heal: the lesion is not
+    part of the fit, so the corrected image keeps its contrast to the tissue around it."""
+    monkeypatch.setenv("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
+    data, head, grid = _head()
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    lesion = (grid[0] - 0.35) ** 2 + grid[1] ** 2 + (grid[2] - 0.2) ** 2 < 0.25**2
+    lesion &= head
+    truth = np.where(lesion, 0.5 * data, data)
+    falloff = np.exp(0.2 * grid[2]).astype(np.float32)  # the inferior brain 20 % darker
+    head_bias = np.full(data.shape, 1.3, np.float32)
+    img = nib.Nifti1Image(truth * falloff, affine)
+    brain = nib.Nifti1Image(head.astype(np.uint8), affine)
+    given = nib.Nifti1Image(lesion.astype(np.uint8), affine)
+    corrected, combined = prep.refine_bias(img, nib.Nifti1Image(head_bias, affine), brain, given)
+    out = np.asanyarray(corrected.dataobj)
+    # image = corrected x field, with the head's field inside the combined one
+    np.testing.assert_allclose(out * np.asanyarray(combined.dataobj) / 1.3, truth * falloff, rtol=1e-4)
+    healthy = head & ~ndimage.binary_dilation(lesion, iterations=2)
+    ratio = out[healthy] / truth[healthy]
+    before = falloff[healthy] / np.median(falloff[healthy])
+    assert np.std(ratio / np.median(ratio)) < 0.5 * np.std(before)  # the falloff is mostly gone
+    ring = ndimage.binary_dilation(lesion, iterations=3) & ~ndimage.binary_dilation(lesion, iterations=1) & head
+    contrast = out[lesion].mean() / out[ring].mean()
+    assert abs(contrast / (truth[lesion].mean() / truth[ring].mean()) - 1) < 0.05
+    # too little brain left beside the lesion: nothing to fit, the head's correction stands
+    same, field = prep.refine_bias(img, nib.Nifti1Image(head_bias, affine), brain, brain)
+    assert same is img and np.all(np.asanyarray(field.dataobj) == 1.3)

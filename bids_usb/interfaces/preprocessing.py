@@ -123,17 +123,22 @@ class BiasCorrect(TimedInterface):
 
 
 class _StripInputSpec(BaseInterfaceInputSpec):
-    in_file = File(exists=True, mandatory=True)
+    in_file = File(exists=True, mandatory=True, desc="the head-corrected image (bias_correct)")
+    bias_field = File(exists=True, mandatory=True, desc="the head's N4 field")
+    lesion_mask = File(exists=True, desc="a given lesion, left out of the brain's N4 fit")
     skull_stripped = traits.Bool(False, usedefault=True, desc="the input is already skull-stripped")
 
 
 class _StripOutputSpec(TimedOutputSpec):
     brain_mask = File(exists=True)
     brain = File(exists=True)
+    out_file = File(exists=True, desc="the image corrected by both fields")
+    bias_field = File(exists=True, desc="the head's field times the brain's")
 
 
 class SkullStrip(TimedInterface):
-    """Brain mask with deepbet, or from the non-zero voxels of an already stripped image."""
+    """Brain mask with deepbet (or from the non-zero voxels of an already stripped image), then
+    N4 again on the brain alone (``prep.refine_bias``), as sMRIPrep's brain extraction does."""
 
     input_spec = _StripInputSpec
     output_spec = _StripOutputSpec
@@ -141,9 +146,13 @@ class SkullStrip(TimedInterface):
     def _run_interface(self, runtime):
         img = nib.load(self.inputs.in_file)
         mask = prep.nonzero_mask(img) if self.inputs.skull_stripped else prep.skull_strip(img)
+        lesion = nib.load(self.inputs.lesion_mask) if isdefined(self.inputs.lesion_mask) else None
+        img, bias = prep.refine_bias(img, nib.load(self.inputs.bias_field), mask, lesion)
         data = np.asanyarray(img.dataobj, dtype=np.float32) * (np.asanyarray(mask.dataobj) > 0)
         self._results["brain_mask"] = _save(mask, runtime.cwd, "brain_mask.nii.gz")
         self._results["brain"] = _save(nib.Nifti1Image(data, img.affine), runtime.cwd, "brain.nii.gz")
+        self._results["out_file"] = _save(img, runtime.cwd, "corrected.nii.gz")
+        self._results["bias_field"] = _save(bias, runtime.cwd, "bias_field.nii.gz")
         return runtime
 
 

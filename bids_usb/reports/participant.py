@@ -32,8 +32,8 @@ LOGGER = logging.getLogger("bids_usb.reports")
 STAGES = ("prepare", "bias_correct", "skull_strip", "register", "to_model_grid", "usb", "to_native", "derivatives")
 STAGE_LABELS = {
     "prepare": "Prepare (checks, lesion onto the input's grid, RAS)",
-    "bias_correct": "N4 bias-field correction",
-    "skull_strip": "Skull stripping",
+    "bias_correct": "N4 bias-field correction on the head",
+    "skull_strip": "Skull stripping, N4 again on the brain",
     "register": "Affine registration to the template",
     "to_model_grid": "Resampling onto the model grid",
     "usb": "USB edit",

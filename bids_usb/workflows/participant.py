@@ -159,8 +159,9 @@ def init_preprocess_wf(
 
     ``inputnode.template`` takes the template NIfTI on the model grid (the checkpoint's at the
     participant level, the config grid's MNI template when training). Nodes: ``prepare``
-    (checks, mask onto the anat's grid, RAS) -> ``bias_correct`` (N4) -> ``skull_strip``
-    (deepbet, or the non-zero voxels with ``skull_stripped``) -> ``register`` (affine to the
+    (checks, mask onto the anat's grid, RAS) -> ``bias_correct`` (N4 on the head) -> ``skull_strip``
+    (deepbet, or the non-zero voxels with ``skull_stripped``; then N4 again on the brain, a given
+    lesion left out, whose combined field is the workflow's ``bias_field``) -> ``register`` (affine to the
     template, lesion out of the cost) -> ``to_model_grid`` (resampled, intensities in [0, 1]).
     ``outputnode`` carries ``PREPROCESS_OUTPUTS``; the lesion fields only when ``lesion_mask``
     is given. With ``mask_growth`` other than ``none`` a ``grow_mask`` node (after the skull
@@ -189,20 +190,21 @@ def init_preprocess_wf(
     wf.connect(
         [
             (prepare, n4, [("anat_ras", "in_file")]),
-            (n4, strip, [("out_file", "in_file")]),
+            (n4, strip, [("out_file", "in_file"), ("bias_field", "bias_field")]),
             (strip, register, [("brain", "brain"), ("brain_mask", "brain_mask")]),
             (inputnode, register, [("template", "template")]),
             (strip, to_model, [("brain", "brain"), ("brain_mask", "brain_mask")]),
             (register, to_model, [("transform", "transform")]),
             (inputnode, to_model, [("template", "template")]),
             (prepare, outputnode, [("anat_ras", "anat_ras"), ("warnings", "warnings")]),
-            (n4, outputnode, [("out_file", "preproc_ras"), ("bias_field", "bias_field")]),
+            (strip, outputnode, [("out_file", "preproc_ras"), ("bias_field", "bias_field")]),
             (strip, outputnode, [("brain", "brain"), ("brain_mask", "brain_mask")]),
             (register, outputnode, [("transform", "transform")]),
             (to_model, outputnode, [("image", "image"), ("brain_mask", "brain_mask_model"), ("scale", "scale")]),
         ]
     )
     if lesion_mask is not None:
+        wf.connect(prepare, "lesion_ras", strip, "lesion_mask")
         lesion = prepare
         if mask_growth != "none":
             lesion = pe.Node(
@@ -286,7 +288,7 @@ def init_image_wf(
         ("edited", native, "out_file"),
         ("edit_region", native, "edit_region"),
         ("brain_mask", strip, "brain_mask"),
-        ("preproc", n4, "out_file"),
+        ("preproc", strip, "out_file"),
         ("transform", register, "transform"),
         ("preproc_model", to_model, "image"),
         ("edited_model", usb, "edited"),
@@ -297,7 +299,7 @@ def init_image_wf(
             (usb, native, [("edited", "edited"), ("parameters", "parameters")]),
             (to_model, native, [("image", "image_model"), ("scale", "scale")]),
             (register, native, [("transform", "transform")]),
-            (n4, native, [("bias_field", "bias_field")]),
+            (strip, native, [("bias_field", "bias_field")]),
         ]
     )
     if settings.task == "heal":
