@@ -387,7 +387,7 @@ def _verdicts(results: dict, detect_t_start: int) -> list[str]:
             f"  back into the scan; the rest is untouched. Lesion PSNR {a['usb_mask']['psnr']:.2f} dB against {a['wm_fill']['psnr']:.2f}"
             f" for the white-matter fill and {a['none']['psnr']:.2f} for the untouched input (first healing table above).",
         ]
-    residual = (results.get("residual") or [None])[0]
+    residual = (results.get("residual") or [None])[-1]  # the newest: the app as it runs now
     if residual:
         s = residual["summary"]["all"]
         lines.append(
@@ -435,9 +435,10 @@ def _verdicts(results: dict, detect_t_start: int) -> list[str]:
             )
         )
         if masks.get("empty"):
+            n = generation["environment"]["n"]
             lines.append(
-                f"  {masks['empty']} of {generation['environment']['n']} generated lesion masks are empty: the lesion net mostly"
-                " proposes no lesion."
+                f"  {masks['empty']} of {n} generated lesion masks are empty: the lesion net "
+                + ("mostly proposes no lesion." if 2 * masks["empty"] > n else "proposes no lesion in those pairs.")
             )
     else:
         lines.append(
