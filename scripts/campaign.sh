@@ -158,6 +158,10 @@ pack)
 		if [ "$name" = ae ] && [ ! -f "$RUNS/ae/checkpoint/model.safetensors" ] && ae_done; then
 			continue
 		fi
+		# A finished phase whose checkpoint is committed (lesion2/checkpoint) needs no resumable state.
+		if [ "$name" = lesion2 ] && trained "$LESION2/checkpoint" lesion "$LESION2_STEPS"; then
+			continue
+		fi
 		if [ "$name" = ae ]; then
 			python benchmarks/learning_curve.py "$RUNS/ae" --stage autoencoder \
 				--run-name "ae-f2c4 campaign (from ae_f2c4_whole)" --threads "$THREADS" --note "${NOTE:-}"
