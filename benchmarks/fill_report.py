@@ -182,9 +182,10 @@ BRAIN_N4_RUNS = {
 
 def brain_n4_section() -> list[str]:
     """Healing and detection on Colin's head, before and after the second N4 fitted on the brain."""
-    files = {f for pair in BRAIN_N4_RUNS.values() for f in pair}
+    files = {f for pair in BRAIN_N4_RUNS.values() for f in pair} | {"detection-controls.json"}
     if not all((RESULTS / f).is_file() for f in files):
         return ["(the brain's N4: not measured yet: " + ", ".join(sorted(files)) + ")", ""]
+    controls = json.loads((RESULTS / "detection-controls.json").read_text())
     lines = [
         "### N4 again, on the brain alone (2026-12-07)",
         "",
@@ -196,8 +197,13 @@ def brain_n4_section() -> list[str]:
         "and 3 mm around it left out; the two fields multiply, and the edit goes back through both.",
         "Offline on the same heads first (the app's own head-corrected images, corrected again and run",
         "through the app): 200 mm control points (N4's default) brought ROBEX from 130 to 48 ml,",
-        "100 mm to 7 ml. Through the app: ROBEX 9.5 ml (it clears above 0.163, the model's threshold is",
-        "0.12), Colin 27's head 0.0 ml (clears above 0.094).",
+        "100 mm to 7 ml. Through the app (`detection-controls.json`): "
+        + "; ".join(
+            f"{name} {head['detected_ml_at_model_threshold']:.2f} ml detected at the model's "
+            f"{controls['model_threshold']} (it clears above {head['clear_threshold']:.3f})"
+            for name, head in controls["heads"].items()
+        )
+        + ".",
         "",
         "Colin 27's head, the bundled model, exact masks: lesion PSNR (dB) of `usb_mask`, detection Dice",
         "without a mask, and the healthy control:",
@@ -217,8 +223,7 @@ def brain_n4_section() -> list[str]:
             + f" | {100 * control.get('unchanged_fraction', float('nan')):.1f} %, {control.get('detected_ml', float('nan')):.1f} ml |"
         )
         commands += [f"`{heal['command']}`"] + ([f"`{detect['command']}`"] if detect_file != heal_file else [])
-    small = [row for row in json.loads((RESULTS / BRAIN_N4_RUNS["+ the brain's N4"][1]).read_text())["detection"]]
-    small = [row for row in small if row["lesion_ml"] < 5]
+    small = [row for row in detect["detection"] if row["lesion_ml"] < 5]  # the last run's: the app as it runs now
     lines += [
         "",
         "Lesions of 1-5 ml on the same head, without a mask (the issue asks for them apart): "

@@ -46,6 +46,10 @@ def reorient_to_ras(img: nib.Nifti1Image) -> nib.Nifti1Image:
     return nib.as_closest_canonical(img)
 
 
+# N4's schedule, for the head's fit and the brain's alike.
+N4_SETTINGS = {"shrink_factor": 4, "convergence": {"iters": [50, 50, 30], "tol": 1e-6}}
+
+
 def bias_correct(img: nib.Nifti1Image, mask: nib.Nifti1Image | None = None) -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
     """N4 (ANTs) -> (corrected image, bias field), with ``image = corrected * bias``.
 
@@ -61,8 +65,7 @@ def bias_correct(img: nib.Nifti1Image, mask: nib.Nifti1Image | None = None) -> t
     image = to_ants(img)
     if float(image.max()) <= 0:
         raise DataError("the image is empty (all voxels <= 0)")
-    kwargs = {"shrink_factor": 4, "convergence": {"iters": [50, 50, 30], "tol": 1e-6}}
-    kwargs["mask"] = to_ants(mask) if mask is not None else head_mask(image)
+    kwargs = dict(N4_SETTINGS, mask=to_ants(mask) if mask is not None else head_mask(image))
     bias = np.asanyarray(from_ants(ants.n4_bias_field_correction(image, return_bias_field=True, **kwargs)).dataobj)
     bias = np.where(bias > 1e-6, bias, 1.0).astype(np.float32)
     data = np.asanyarray(img.dataobj).astype(np.float32)
@@ -105,10 +108,9 @@ def refine_bias(
     if fit.sum() < 0.25 * brain.sum():  # too little healthy brain left to fit a field on
         return corrected, bias
     image = to_ants(corrected)
-    kwargs = {"shrink_factor": 4, "convergence": {"iters": [50, 50, 30], "tol": 1e-6}}
     mask = image.new_image_like(fit.astype(np.float32))
     field = ants.n4_bias_field_correction(
-        image, mask=mask, spline_param=BRAIN_N4_SPLINE_MM, return_bias_field=True, **kwargs
+        image, mask=mask, spline_param=BRAIN_N4_SPLINE_MM, return_bias_field=True, **N4_SETTINGS
     ).numpy()
     field = np.where(field > 1e-6, field, 1.0).astype(np.float32)
     field /= np.median(field[brain])
