@@ -98,18 +98,29 @@ def clear_threshold(anomaly: np.ndarray, min_ml: float, voxel, tol: float = 0.00
     return hi
 
 
-def summarise(rows: list[dict], t_start: int, samples: int) -> dict:
-    """One setting's threshold, and what detection at it finds in the lesioned brains."""
+def dice_by_size(rows: list[dict], key: str = "dice") -> dict:
+    """Mean Dice (``key`` of each row) per lesion size bin."""
+    by_size = {}
+    for name, (lo, hi) in SIZE_BINS.items():
+        scores = [r[key] for r in rows if lo <= r["lesion_ml"] < hi]
+        by_size[name] = {"n": len(scores), "mean_dice": float(np.mean(scores)) if scores else None}
+    return by_size
+
+
+def summarise(rows: list[dict], t_start: int, samples: int, also: tuple[float, ...] = ()) -> dict:
+    """One setting's threshold, and what detection at it finds in the lesioned brains; ``also``:
+    other thresholds to score the same maps at (one chosen elsewhere, e.g. on real healthy heads
+    by benchmarks/detection_controls.py)."""
     top = max(r["healthy_p99.99"] for r in rows)
     clear = max(r["healthy_clear"] for r in rows)
     threshold = threshold_for(clear)
     for r in rows:
-        r["dice"] = dice(r.pop("_anomaly_detected")(threshold), r["_mask"])
+        detected = r.pop("_anomaly_detected")
+        r["dice"] = dice(detected(threshold), r["_mask"])
+        for th in also:
+            r[f"dice_at_{th:g}"] = dice(detected(th), r["_mask"])
         r.pop("_mask")
-    by_size = {}
-    for name, (lo, hi) in SIZE_BINS.items():
-        scores = [r["dice"] for r in rows if lo <= r["lesion_ml"] < hi]
-        by_size[name] = {"n": len(scores), "mean_dice": float(np.mean(scores)) if scores else None}
+    by_size = dice_by_size(rows)
     return {
         "detect_t_start": t_start,
         "samples": samples,
@@ -118,6 +129,7 @@ def summarise(rows: list[dict], t_start: int, samples: int) -> dict:
         "suggested_threshold": threshold,
         "lesions_above_suggestion": sum(r["lesion_median"] > threshold for r in rows),
         "dice_by_size": by_size,
+        "dice_by_size_at": {f"{th:g}": dice_by_size(rows, f"dice_at_{th:g}") for th in also},
         "cases": rows,
     }
 
@@ -133,7 +145,11 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "detection-calibration.json")
     parser.add_argument("--polarity", choices=POLARITIES, default=None, help="the anomaly map's (default: the model's)")
     parser.add_argument("--sigma", type=float, default=None, help="its smoothing in voxels (default: the model's)")
+    parser.add_argument(
+        "--also-thresholds", default="", help="comma-separated thresholds to score Dice at besides the suggested one"
+    )
     args = parser.parse_args(argv)
+    also = tuple(float(v) for v in args.also_thresholds.split(",") if v)
     torch.set_num_threads(args.threads)
     usb = USB.from_checkpoint(args.model)
     overrides = {
@@ -172,7 +188,7 @@ def main(argv=None) -> int:
                     {k: v for k, v in row.items() if not k.startswith("_")} | {"t_start": t_start, "samples": samples},
                     flush=True,
                 )
-            settings.append(summarise(rows, t_start, samples))
+            settings.append(summarise(rows, t_start, samples, also))
             last = settings[-1]
             print(
                 f"t_start {t_start}, {samples} sample(s): healthy brains reach {last['healthy_max_p99.99']:.3f} "

@@ -4,7 +4,8 @@
 #   bash scripts/campaign.sh start   # at a session's start: resume every stage in the background;
 #                                    # once final/ holds the finished model, the lesion-only
 #                                    # fine-tune of it (lesion2, below) instead; the brain net's
-#                                    # fine-tune (brainlow) only with PHASE=brainlow
+#                                    # fine-tune (brainlow) only with PHASE=brainlow, the
+#                                    # decoder's (decoder) with PHASE=decoder
 #   bash scripts/campaign.sh pack    # before its end: learning-curve points, then the compact
 #                                    # states into benchmarks/campaign/state/ (commit them)
 #   bash scripts/campaign.sh status
@@ -21,6 +22,9 @@
 # Phase 3 (brainlow, 2026-12-07): the brain net of phase 2's model (the bundled one) again, with
 # 75 % of its timestep draws below 512 (training.timestep_focus: where healing, detection and
 # embedding run it), from lesion2/checkpoint, to BRAINLOW_STEPS; the other networks stay.
+# Phase 4 (decoder, 2026-12-07): the bundled model's decoder alone (training.vae_train_encoder
+# false: the latent space, and so every denoiser, stays valid), from lesion2/checkpoint, to
+# DECODER_STEPS autoencoder steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +43,8 @@ FINAL=benchmarks/campaign/final
 LESION2=benchmarks/campaign/lesion2
 BRAINLOW_STEPS=${BRAINLOW_STEPS:-3000}
 BRAINLOW_CONFIG=benchmarks/campaign/brain_low_t.json
+DECODER_STEPS=${DECODER_STEPS:-4000}
+DECODER_CONFIG=benchmarks/campaign/decoder.json
 
 # shellcheck disable=SC1091
 [ -f .venv/bin/activate ] && . .venv/bin/activate
@@ -118,6 +124,12 @@ run_brainlow() {
 		--steps "brain=$BRAINLOW_STEPS" --threads "$THREADS" --save-every 100 >>"$RUNS/brainlow.log" 2>&1
 }
 
+run_decoder() {
+	restore decoder
+	usb-train "$RUNS/decoder" --preset "$DECODER_CONFIG" --init-checkpoint "$LESION2/checkpoint" \
+		--steps "autoencoder=$DECODER_STEPS" --threads "$THREADS" --save-every 100 >>"$RUNS/decoder.log" 2>&1
+}
+
 trained() {  # trained CHECKPOINT_DIR STAGE STEPS: the committed checkpoint has that many steps
 	python -c 'import json, sys; m = json.load(open(sys.argv[1])); sys.exit(0 if m["notes"]["trained_steps"].get(sys.argv[2], 0) >= int(sys.argv[3]) else 1)' \
 		"$1/meta.json" "$2" "$3" 2>/dev/null
@@ -134,11 +146,14 @@ start)
 			# Phase 3 ran to its end on 2026-12-07 and was not adopted (the healing benchmark did
 			# not move; benchmarks/campaign/README.md), so its weights are not committed: it runs
 			# again only when asked for (PHASE=brainlow, about an hour on two threads).
-			if [ "${PHASE:-}" != brainlow ]; then
-				echo "phase 2 is finished and bundled; phase 3 (brainlow) ran on 2026-12-07 and was not adopted (PHASE=brainlow reruns it); a next phase needs a new config and run directory"
+			case "${PHASE:-}" in
+			brainlow) phase=run_brainlow ;;
+			decoder) phase=run_decoder ;;
+			*)
+				echo "phase 2 is finished and bundled; phase 3 (brainlow) ran on 2026-12-07 and was not adopted (PHASE=brainlow reruns it); phase 4 trains the decoder alone (PHASE=decoder); a next phase needs a new config and run directory"
 				exit 0
-			fi
-			phase=run_brainlow
+				;;
+			esac
 		fi
 	fi
 	mkdir -p "$RUNS"
@@ -146,15 +161,15 @@ start)
 		echo "the campaign is already running (pid $(cat "$RUNS/campaign.pid"))"
 		exit 0
 	fi
-	export -f restore ae_done run_all run_lesion2 run_brainlow
+	export -f restore ae_done run_all run_lesion2 run_brainlow run_decoder
 	export RUNS STATE AE_STEPS LESION_STEPS BRAIN_STEPS THREADS AE_CONFIG USB_CONFIG AE_INIT LESION2_STEPS LESION2_CONFIG FINAL \
-		LESION2 BRAINLOW_STEPS BRAINLOW_CONFIG
+		LESION2 BRAINLOW_STEPS BRAINLOW_CONFIG DECODER_STEPS DECODER_CONFIG
 	nohup nice -n 19 bash -c $phase >>"$RUNS/campaign.log" 2>&1 &
 	echo $! >"$RUNS/campaign.pid"
 	echo "campaign started (pid $!); logs in $RUNS/"
 	;;
 pack)
-	for name in ae usb lesion2 brainlow; do
+	for name in ae usb lesion2 brainlow decoder; do
 		[ -f "$RUNS/$name/state/trainer.json" ] || continue
 		# A finished autoencoder restored from its snapshot has nothing new to record or pack.
 		if [ "$name" = ae ] && [ ! -f "$RUNS/ae/checkpoint/model.safetensors" ] && ae_done; then
@@ -170,6 +185,9 @@ pack)
 		elif [ "$name" = lesion2 ]; then
 			python benchmarks/learning_curve.py "$RUNS/lesion2" --stage lesion \
 				--run-name "lesion net, lesioned items only (from final)" --threads "$THREADS" --note "${NOTE:-}"
+		elif [ "$name" = decoder ]; then
+			python benchmarks/learning_curve.py "$RUNS/decoder" --stage autoencoder \
+				--run-name "decoder alone (from lesion2)" --threads "$THREADS" --note "${NOTE:-}"
 		elif [ "$name" = brainlow ]; then
 			python benchmarks/learning_curve.py "$RUNS/brainlow" --stage brain \
 				--run-name "brain net, timestep focus below 512 (from lesion2)" --threads "$THREADS" --note "${NOTE:-}"
@@ -215,7 +233,7 @@ share | full)
 	done
 	;;
 status)
-	for name in ae usb lesion2 brainlow; do
+	for name in ae usb lesion2 brainlow decoder; do
 		[ -f "$RUNS/$name.log" ] && echo "$name: $(tail -n 1 "$RUNS/$name.log")"
 	done
 	;;

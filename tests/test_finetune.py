@@ -137,3 +137,30 @@ def test_timestep_focus_reaches_the_brain_stage(tmp_path, monkeypatch):
             assert int(drawn.max()) < 64
         else:
             assert int(drawn.max()) >= 64
+
+
+def test_a_decoder_fine_tune_keeps_the_latent_space_the_denoisers_learnt(tmp_path):
+    """training.vae_train_encoder false: the autoencoder stage of a fine-tune trains the decoder
+    alone, so every latent (and the denoisers trained on them) stays valid."""
+    cfg = load_preset("tiny")
+    data = toy_triplets(8)
+    T.train_all(cfg, data, tmp_path / "first", {"autoencoder": 2, "lesion": 1, "brain": 1}, save_every=10)
+    source_dir = tmp_path / "first" / "checkpoint"
+    source = load_checkpoint(source_dir)
+
+    tuned_cfg = with_training(cfg, vae_train_encoder=False, vae_lr=1e-2)
+    networks, lineage = networks_from_checkpoint(tuned_cfg, source_dir)
+    run = tmp_path / "decoder"
+    T.train_all(tuned_cfg, data, run, {"autoencoder": 3}, networks=networks, initialised_from=lineage, save_every=10)
+    tuned = load_checkpoint(run / "checkpoint")
+
+    volume = data[0]["lesioned"][None]
+    with torch.no_grad():
+        torch.testing.assert_close(tuned.encode(volume), source.encode(volume), atol=0, rtol=0)
+        assert not torch.equal(tuned.decode(source.encode(volume)), source.decode(source.encode(volume)))
+    decoder = {k: v for k, v in source.autoencoder.state_dict().items() if k.startswith("decoder.")}
+    assert any(not torch.equal(tuned.autoencoder.state_dict()[k], v) for k, v in decoder.items())
+    for part in ("lesion", "brain"):
+        for key, value in getattr(source, part).state_dict().items():
+            assert torch.equal(getattr(tuned, part).state_dict()[key], value), (part, key)
+    assert float(tuned.latent_scale) == float(source.latent_scale)

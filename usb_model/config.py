@@ -200,6 +200,10 @@ class TrainingConfig:
     # convolutional, so crops teach the same mapping for a fraction of the compute per step;
     # must be a multiple of the downsampling factor.
     vae_patch: int = 0
+    # Whether the autoencoder stage trains the encoder. False trains the decoder alone: the
+    # latent space stays exactly the one the denoisers learnt on, so a finished model's decoder
+    # can be trained further (``usb-train --init-checkpoint``) without retraining its denoisers.
+    vae_train_encoder: bool = True
     diffusion_lr: float = 1e-4
     grad_clip: float = 1.0
     ema_decay: float = 0.999

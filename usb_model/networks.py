@@ -96,5 +96,10 @@ class USBNetworks(nn.Module):
         return self.encode(empty_mask).expand(shape).contiguous()
 
 
+def encoder_modules(autoencoder: nn.Module) -> list[nn.Module]:
+    """The parts of a MONAI ``AutoencoderKL`` that map an image to its latent distribution."""
+    return [autoencoder.encoder, autoencoder.quant_conv_mu, autoencoder.quant_conv_log_sigma]
+
+
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())

@@ -22,7 +22,7 @@ from ..checkpoint import atomic_directory, load_state, load_weights, save_checkp
 from ..config import USBConfig
 from ..device import autocast, make_generator
 from ..diffusion import Diffusion, sample_timesteps
-from ..networks import USBNetworks
+from ..networks import USBNetworks, encoder_modules
 from . import latents, losses
 from .data import batches, chunks, collate_triplets, first_items, is_map_style, mix_seed, random_crop
 from .distributed import Distributed, setup_distributed
@@ -123,6 +123,10 @@ class Trainer:
         self.device = self.ctx.device
         self.diffusion = Diffusion(cfg.schedule)
         self.networks, self.discriminator = self._build(networks)
+        if not cfg.training.vae_train_encoder:
+            # The latent space is fixed: no gradient reaches the encoder, and Adam skips it.
+            for module in encoder_modules(self.networks.autoencoder):
+                module.requires_grad_(False)
         self.ema = {name: EMA(getattr(self.networks, name), cfg.training.ema_decay) for name in ("lesion", "brain")}
         self.optimizers = self._build_optimizers()
         self.adversarial = PatchAdversarialLoss(criterion="least_squares")
