@@ -149,12 +149,12 @@ def sidecar(role: str, ctx: ImageContext) -> dict[str, Any]:
         what = "The lesion healed" if ctx.task == "heal" else "The lesion embedded"
         if ctx.growth:
             g = ctx.growth
-            grown = g["healed_voxels"] != g["given_voxels"]
-            what += (
-                f": the given mask ({g['given_ml']:.2f} ml) grown to {g['healed_ml']:.2f} ml (MaskGrowth)"
-                if grown
-                else ": the given mask, unchanged by its growth (MaskGrowth)"
-            )
+            if not g.get("changed", g["healed_voxels"] != g["given_voxels"]):
+                what += ": the given mask, unchanged by its growth (MaskGrowth)"
+            else:
+                # fit_dark can also drop a CSF-dark lesion's healthy-looking outer layer
+                changed = "grown" if g["healed_voxels"] > g["given_voxels"] else "fitted"
+                what += f": the given mask ({g['given_ml']:.2f} ml) {changed} to {g['healed_ml']:.2f} ml (MaskGrowth)"
             return {"Type": "Lesion", "Sources": ctx.sources, "Description": what, "MaskGrowth": g}
         return {"Type": "Lesion", "Sources": ctx.sources, "Description": what}
     if role == "lesion_given":

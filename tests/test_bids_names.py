@@ -73,3 +73,28 @@ def test_every_output_role_has_its_own_file(tmp_path):
         for role in OUTPUTS:
             if role != "transform":
                 assert sidecar(role, ctx)["Sources"][0] == "bids:raw:sub-01/anat/sub-01_T1w.nii.gz"
+
+
+def test_the_lesion_sidecar_says_whether_the_mask_was_grown_or_fitted(tmp_path):
+    """A CSF-dark lesion's mask can end smaller than given (mask_growth.fit_dark): its sidecar
+    must not call that growth."""
+    from bids_usb.outputs import ImageContext, sidecar
+
+    def description(healed, given, changed):
+        growth = {"healed_voxels": healed, "given_voxels": given, "healed_ml": healed / 1000, "given_ml": given / 1000}
+        ctx = ImageContext(
+            output_dir=tmp_path,
+            bids_dir=tmp_path,
+            anat=tmp_path / "sub-01" / "anat" / "sub-01_T1w.nii.gz",
+            entities={"subject": "01"},
+            suffix="T1w",
+            task="heal",
+            res_label="3",
+            growth={**growth, "changed": changed},
+        )
+        return sidecar("lesion", ctx)["Description"]
+
+    assert "grown to 1.50 ml" in description(1500, 1000, True)
+    assert "fitted to 0.80 ml" in description(800, 1000, True)
+    assert "unchanged" in description(1000, 1000, False)
+    assert "fitted to 1.00 ml" in description(1000, 1000, True)  # as many voxels, not the same ones

@@ -16,7 +16,7 @@ from usb_model.fill import (
     local_tissue,
     prefill,
 )
-from usb_model.mask_growth import dilate_mm, grow_by_grid, grow_by_image, grow_mask
+from usb_model.mask_growth import dilate_mm, fit_dark, grow_by_grid, grow_by_image, grow_mask
 
 
 def _ball(shape, centre, radius):
@@ -281,7 +281,7 @@ def test_grow_mask_records_what_it_did(textured):
     mask = _ball(tissue.shape, (16, 16, 16), 3)
     image = np.where(mask, 0.3, tissue).astype(np.float32)
     grown, growth = grow_mask(image, mask, (1, 1, 1), method="auto", source_voxel_mm=(2, 2, 2), brain=brain)
-    assert [s["step"] for s in growth.steps] == ["grid", "image"]
+    assert [s["step"] for s in growth.steps] == ["grid", "image", "dark"]
     assert growth.given_voxels == int(mask.sum()) and growth.healed_voxels == int(grown.sum())
     assert (grown & mask).sum() == mask.sum()
     none, growth = grow_mask(image, mask, (1, 1, 1), method="none")
@@ -335,3 +335,52 @@ def test_given_dark_reads_a_csf_dark_lesions_rim_on_the_mask_as_given(textured, 
     assert (auto_choice(image, grown)[grown] == AUTO_CODES["wm"]).all()
     choice = auto_choice(image, grown, given=given, given_dark=GIVEN_DARK_RATIO)
     assert (choice[grown] == AUTO_CODES["graft"]).all()
+
+
+def _lacune(textured):
+    """A CSF-dark lacune (0.25 of its tissue) with a partial-volume rim (0.45) one voxel wide."""
+    tissue, brain = textured
+    core = _ball(tissue.shape, (16, 16, 16), 4)
+    lesion = _ball(tissue.shape, (16, 16, 16), 5)
+    image = np.where(lesion, tissue * 0.45, tissue)
+    image = np.where(core, tissue * 0.25, image).astype(np.float32)
+    return image, lesion, brain
+
+
+def test_fit_dark_peels_a_too_large_masks_tissue_and_takes_a_short_masks_rim(textured):
+    image, lesion, brain = _lacune(textured)
+    large = dilate_mm(lesion, (1, 1, 1), 1.0)
+    fitted, info = fit_dark(image, large, (1, 1, 1), brain=brain)
+    assert info["components"] == 1 and info["peeled_voxels"] > 0
+    assert (fitted & lesion).sum() == lesion.sum()  # the lesion and its rim stay
+    assert (fitted & ~lesion).sum() <= 0.2 * (large & ~lesion).sum()  # most of the healthy layer goes
+    # A mask 2 mm short: the image growth takes most of the rim, the rings the rest.
+    short = _ball(image.shape, (16, 16, 16), 3)
+    grown, _ = grow_mask(image, short, (1, 1, 1), brain=brain, dark=False)
+    fitted, growth = grow_mask(image, short, (1, 1, 1), brain=brain)
+    assert growth.steps[-1]["ring_voxels"] > 0
+    assert (grown & lesion).sum() < 0.95 * lesion.sum() <= (fitted & lesion).sum()
+    assert not (fitted & ~lesion).any()
+    exact, info = fit_dark(image, lesion, (1, 1, 1), brain=brain)
+    assert np.array_equal(exact, lesion) and info["peeled_voxels"] == info["ring_voxels"] == 0
+
+
+def test_fit_dark_leaves_pale_and_large_lesions_alone(textured):
+    tissue, brain = textured
+    lesion = _ball(tissue.shape, (16, 16, 16), 4)
+    large = dilate_mm(lesion, (1, 1, 1), 2.0)
+    wmh = np.where(lesion, tissue * 0.7, tissue).astype(np.float32)  # not CSF-dark
+    same, info = fit_dark(wmh, large, (1, 1, 1), brain=brain)
+    assert np.array_equal(same, large) and info["components"] == 0
+    image, _lesion, brain = _lacune(textured)
+    same, info = fit_dark(image, large, (3, 3, 3), brain=brain)  # at 3 mm the same ball is 9 ml
+    assert np.array_equal(same, large) and info["components"] == 0
+
+
+def test_a_fitted_mask_can_be_smaller_than_the_mask_given(textured):
+    image, lesion, brain = _lacune(textured)
+    large = dilate_mm(lesion, (1, 1, 1), 1.0)
+    healed, growth = grow_mask(image, large, (1, 1, 1), method="auto", brain=brain)
+    assert growth.healed_voxels < growth.given_voxels and growth.steps[-1]["step"] == "dark"
+    kept, growth = grow_mask(image, large, (1, 1, 1), method="auto", brain=brain, dark=False)
+    assert np.array_equal(kept, large)

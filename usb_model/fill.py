@@ -209,6 +209,16 @@ def local_tissue(image, mask, *, brain=None, spacing=(1.0, 1.0, 1.0), sigma_mm: 
     return out
 
 
+def biharmonic(sub: np.ndarray, unknown: np.ndarray) -> np.ndarray:
+    """``sub`` with its ``unknown`` voxels replaced by biharmonic inpainting (scikit-image), on
+    the index grid; the scaling keeps the solver's [0, 1] assumption for any intensity range."""
+    from skimage.restoration import inpaint_biharmonic
+
+    sub = np.asarray(sub, dtype=np.float64)
+    scale = float(np.abs(sub).max()) or 1.0
+    return inpaint_biharmonic(sub / scale, unknown) * scale
+
+
 def hole_fill(image, mask, *, brain=None, lesions=None) -> np.ndarray:
     """Each component of ``mask`` filled by biharmonic inpainting (``skimage.restoration.
     inpaint_biharmonic``): the smoothest surface that meets the tissue at its edge, slope
@@ -230,7 +240,6 @@ def hole_fill(image, mask, *, brain=None, lesions=None) -> np.ndarray:
     tissue: inside a component's box they are filled too and then dropped. Outside ``mask``:
     ``image`` itself."""
     from scipy import ndimage
-    from skimage.restoration import inpaint_biharmonic
 
     image = np.asarray(image, dtype=np.float32)
     mask = np.asarray(mask) > 0
@@ -245,16 +254,15 @@ def hole_fill(image, mask, *, brain=None, lesions=None) -> np.ndarray:
         others = lesions[box] & ~component
         ring = ndimage.binary_dilation(component) & brain[box] & ~lesions[box]
         sub = image[box].astype(np.float64)
-        scale = float(np.abs(sub).max()) or 1.0
         outside = ~brain[box]  # the background is not tissue: extrapolated, never read
         unknown = component | ring | others | outside
         if unknown.all():  # no tissue in reach: the weighted mean widens until it finds some
             out[box][component] = local_tissue(image, mask, brain=brain & ~lesions | mask)[box][component]
             continue
-        filled = inpaint_biharmonic(sub / scale, unknown) * scale
+        filled = biharmonic(sub, unknown)
         if not ring.any() or np.mean(sub[ring] < (1 - RIM_DARK) * filled[ring]) < RIM_DARK_SHARE:
             unknown = component | others | outside
-            filled = inpaint_biharmonic(sub / scale, unknown) * scale
+            filled = biharmonic(sub, unknown)
         out[box][component] = filled[component]
     return np.clip(out, 0.0, None)
 

@@ -326,15 +326,19 @@ class GrowMask(TimedInterface):
         lesion_ras = nib.load(self.inputs.lesion_ras)
         brain = nib.load(self.inputs.brain)
         given = np.asanyarray(lesion_ras.dataobj) > 0
+        brain_mask = np.asanyarray(nib.load(self.inputs.brain_mask).dataobj) > 0
         grown, growth = grow_mask(
             np.asanyarray(brain.dataobj, dtype=np.float32),
             given,
             brain.header.get_zooms()[:3],
             method=self.inputs.method,
             source_voxel_mm=source,
-            brain=np.asanyarray(nib.load(self.inputs.brain_mask).dataobj) > 0,
+            brain=brain_mask,
         )
-        grown |= given  # a mask voxel outside the brain mask stays: the user put it there
+        # A mask voxel outside the brain mask stays: the user put it there, and the growth cannot
+        # read it. Inside, the growth may have dropped given voxels that look like the tissue
+        # around a CSF-dark lesion (usb_model.mask_growth.fit_dark).
+        grown |= given & ~brain_mask
 
         def ras_mask(data):
             img = nib.Nifti1Image(data.astype(np.uint8), lesion_ras.affine)
@@ -346,10 +350,12 @@ class GrowMask(TimedInterface):
         self._results["lesion_native"] = _save(
             from_ras(grown_ras, original), runtime.cwd, "lesion_healed_native.nii.gz"
         )
-        if growth.healed_voxels != growth.given_voxels:
+        changed = not np.array_equal(grown, given)
+        if changed:
             given_native = from_ras(ras_mask(given), original)
             self._results["given_native"] = _save(given_native, runtime.cwd, "lesion_given_native.nii.gz")
         info = growth.as_dict()
+        info["changed"] = changed
         info["healed_ml"] = float(grown.sum() * np.prod(brain.header.get_zooms()[:3]) / 1000)
         info["given_ml"] = float(given.sum() * np.prod(brain.header.get_zooms()[:3]) / 1000)
         self._results["growth"] = info
