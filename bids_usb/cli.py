@@ -166,8 +166,9 @@ def _band(ctx, param, value):
     type=click.Choice(["auto", "grid", "image", "none"]),
     default=None,
     help="heal with a mask: grow it to the lesion it points at: 'grid' by half the voxel of the coarser grid it was "
-    "drawn on, 'image' by the neighbouring voxels the image shows as lesion, 'auto' (default) both; the mask healed "
-    "is written as the output's lesion mask, the growth in its sidecar.",
+    "drawn on, 'image' by the neighbouring voxels the image shows as lesion, 'auto' (default) both, then each small "
+    "CSF-dark lesion (a lacune) fitted to the image, which can drop voxels that look like its tissue; the mask "
+    "healed is written as the output's lesion mask, the growth in its sidecar.",
 )
 @click.option(
     "--fill-residual/--no-fill-residual",

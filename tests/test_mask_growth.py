@@ -384,3 +384,20 @@ def test_a_fitted_mask_can_be_smaller_than_the_mask_given(textured):
     assert growth.healed_voxels < growth.given_voxels and growth.steps[-1]["step"] == "dark"
     kept, growth = grow_mask(image, large, (1, 1, 1), method="auto", brain=brain, dark=False)
     assert np.array_equal(kept, large)
+
+
+def test_fit_dark_leaves_a_small_piece_of_a_large_lesion_alone():
+    """A small dark piece of a large infarct's mask is not a lacune: its size is read on all the
+    mask within DARK_CLUSTER_MM of it."""
+    rng = np.random.default_rng(2)
+    shape = (48, 48, 48)
+    brain = _ball(shape, (24, 24, 24), 22)
+    tissue = (0.9 + rng.normal(0, 0.02, shape)).astype(np.float32) * brain
+    infarct = _ball(shape, (16, 24, 24), 10)  # 4.2 ml, its core 3 ml
+    piece = _ball(shape, (31, 24, 24), 1.5)  # 2 mm beyond the infarct's mask: one lesion
+    image = np.where(infarct | piece, tissue * 0.25, tissue).astype(np.float32)
+    mask = infarct | dilate_mm(piece, (1, 1, 1), 1.0)  # the piece's mask a voxel too large
+    alone, info = fit_dark(image, mask, (1, 1, 1), brain=brain, cluster_mm=0.0)
+    assert info["components"] == 1 and not np.array_equal(alone, mask)  # read alone, it is fitted
+    kept, info = fit_dark(image, mask, (1, 1, 1), brain=brain)
+    assert info["components"] == 0 and np.array_equal(kept, mask)
