@@ -72,7 +72,11 @@ CURRENT = {
     **CURRENT,
 }
 #: fit_dark on the numpy harness: the app's growth without it and with it (fill auto as given).
-DARK_RUNS = ("fill-candidates-dark-colin-lacune.json", "fill-candidates-dark-template-lacune.json")
+DARK_RUNS = (
+    "fill-candidates-dark-colin-lacune.json",
+    "fill-candidates-dark-template-lacune.json",
+    "fill-candidates-dark-colin-others.json",
+)
 # The margins against the exact mask (lesion PSNR, dB).
 MARGIN_DB = {"short1": 1.0, "grid2": 1.0, "large1": 0.5}
 

@@ -322,11 +322,11 @@ def lesion_contrast(image, mask, *, brain=None, spacing=(1.0, 1.0, 1.0), tissue=
     out = np.zeros(mask.shape, np.float32)
     for index, box in enumerate(ndimage.find_objects(labels), start=1):
         component = labels[box] == index
-        out[box][component] = _core_contrast(image[box], tissue[box], component, spacing)
+        out[box][component] = core_contrast(image[box], tissue[box], component, spacing)
     return out
 
 
-def _core_contrast(image, tissue, component, spacing) -> float:
+def core_contrast(image, tissue, component, spacing) -> float:
     """``lesion_contrast`` of one component (arrays cut to its box)."""
     core = lesion_core(component, spacing)
     ref = float(np.median(tissue[component]))
@@ -461,11 +461,11 @@ def auto_choice(
         component = labels[box] == index
         read = component & given[box]
         read = read if read.any() else component
-        ratio = _core_contrast(image[box], tissue[box], read, spacing)
+        ratio = core_contrast(image[box], tissue[box], read, spacing)
         rim_wm = in_wm[box][component].any()
         if given_dark is not None and ratio >= given_dark:  # not CSF-dark as given: read as healed
             read = component
-            ratio = _core_contrast(image[box], tissue[box], read, spacing)
+            ratio = core_contrast(image[box], tissue[box], read, spacing)
         elif given_dark is not None:  # CSF-dark as given: its rim as given, too
             rim_wm = in_wm_given[box][read].any()
         # The size, like the contrast, from the core: a lacune's mask drawn 1 mm too large is

@@ -27,9 +27,9 @@ from .fill import (
     AUTO_LOCAL_ML,
     GIVEN_DARK_RATIO,
     RIM_DARK_SHARE,
-    _core_contrast,
     biharmonic,
     brain_region,
+    core_contrast,
     lesion_core,
     local_tissue,
 )
@@ -297,7 +297,7 @@ def fit_dark(
         component = labels[box] == index
         read = component & given[box]
         read = read if read.any() else component
-        if _core_contrast(image[box], tissue[box], read, spacing) >= GIVEN_DARK_RATIO:
+        if core_contrast(image[box], tissue[box], read, spacing) >= GIVEN_DARK_RATIO:
             continue
         if core_ml(int(clusters[box][component][0])) >= AUTO_LOCAL_ML:
             continue
