@@ -396,14 +396,16 @@ def _best_detection(
 def _verdicts(results: dict, detect_t_start: int, detect_threshold: float | None = None) -> list[str]:
     """What a user can and cannot use this model for, from the results above."""
     lines = ["## What it does and does not do"]
-    healing = (results.get("healing") or [None])[0]
+    # The newest full run (exact masks, with controls and detection): the app as it runs now.
+    runs = results.get("healing") or []
+    healing = next((h for h in reversed(runs) if h.get("controls")), runs[0] if runs else None)
     if healing:
         a = healing["summary"]["all"]
         lines += [
             "- Heals a lesion whose mask is given (`--heal-mode mask`, the default with a mask): the lesion is filled on the",
             "  scan's own grid (a fill chosen per lesion), the model regenerates it, and the fill plus the model's change goes",
             f"  back into the scan; the rest is untouched. Lesion PSNR {a['usb_mask']['psnr']:.2f} dB against {a['wm_fill']['psnr']:.2f}"
-            f" for the white-matter fill and {a['none']['psnr']:.2f} for the untouched input (first healing table above).",
+            f" for the white-matter fill and {a['none']['psnr']:.2f} for the untouched input (`{healing['_file']}`, above).",
         ]
     residual = (results.get("residual") or [None])[-1]  # the newest: the app as it runs now
     if residual:
