@@ -53,20 +53,28 @@ def test_an_unknown_entity_is_an_error_not_a_silent_drop():
         bids_name({"subject": "01", "colour": "red"}, "T1w", ".nii.gz")
 
 
+def _context(tmp_path, task, **extra):
+    """One image's output context: sub-01's T1w under ``tmp_path``."""
+    from bids_usb.outputs import ImageContext
+
+    return ImageContext(
+        output_dir=tmp_path,
+        bids_dir=tmp_path,
+        anat=tmp_path / "sub-01" / "anat" / "sub-01_T1w.nii.gz",
+        entities={"subject": "01"},
+        suffix="T1w",
+        task=task,
+        res_label="3",
+        **extra,
+    )
+
+
 def test_every_output_role_has_its_own_file(tmp_path):
     """One sink per output: no two roles of one image may write the same path."""
-    from bids_usb.outputs import OUTPUTS, ImageContext, output_path, sidecar
+    from bids_usb.outputs import OUTPUTS, output_path, sidecar
 
     for task in ("heal", "embed"):
-        ctx = ImageContext(
-            output_dir=tmp_path,
-            bids_dir=tmp_path,
-            anat=tmp_path / "sub-01" / "anat" / "sub-01_T1w.nii.gz",
-            entities={"subject": "01"},
-            suffix="T1w",
-            task=task,
-            res_label="3",
-        )
+        ctx = _context(tmp_path, task)
         paths = [output_path(role, ctx) for role in OUTPUTS]
         assert len(set(paths)) == len(paths), paths
         assert all(p.is_relative_to(tmp_path / "sub-01" / "anat") for p in paths)
@@ -78,20 +86,11 @@ def test_every_output_role_has_its_own_file(tmp_path):
 def test_the_lesion_sidecar_says_whether_the_mask_was_grown_or_fitted(tmp_path):
     """A CSF-dark lesion's mask can end smaller than given (mask_growth.fit_dark): its sidecar
     must not call that growth."""
-    from bids_usb.outputs import ImageContext, sidecar
+    from bids_usb.outputs import sidecar
 
     def description(healed, given, changed):
         growth = {"healed_voxels": healed, "given_voxels": given, "healed_ml": healed / 1000, "given_ml": given / 1000}
-        ctx = ImageContext(
-            output_dir=tmp_path,
-            bids_dir=tmp_path,
-            anat=tmp_path / "sub-01" / "anat" / "sub-01_T1w.nii.gz",
-            entities={"subject": "01"},
-            suffix="T1w",
-            task="heal",
-            res_label="3",
-            growth={**growth, "changed": changed},
-        )
+        ctx = _context(tmp_path, "heal", growth={**growth, "changed": changed})
         return sidecar("lesion", ctx)["Description"]
 
     assert "grown to 1.50 ml" in description(1500, 1000, True)

@@ -71,12 +71,17 @@ def test_lesion_stage_without_healthy_items_trains_on_lesioned_rows_only(tmp_pat
     assert healthy_dropped == 0 and 0 < rows_dropped < rows_kept
 
 
+def finished_model(tmp_path, cfg, data, steps):
+    """A tiny finished checkpoint to fine-tune from: its directory and its networks."""
+    T.train_all(cfg, data, tmp_path / "first", steps, save_every=10)
+    source_dir = tmp_path / "first" / "checkpoint"
+    return source_dir, load_checkpoint(source_dir)
+
+
 def test_a_fine_tune_starts_from_the_checkpoint_and_keeps_what_it_does_not_train(tmp_path):
     cfg = load_preset("tiny")
     data = toy_triplets(8)
-    T.train_all(cfg, data, tmp_path / "first", {"autoencoder": 2, "lesion": 2, "brain": 2}, save_every=10)
-    source_dir = tmp_path / "first" / "checkpoint"
-    source = load_checkpoint(source_dir)
+    source_dir, source = finished_model(tmp_path, cfg, data, {"autoencoder": 2, "lesion": 2, "brain": 2})
 
     tuned_cfg = with_training(cfg, lesion_healthy_items=False, diffusion_lr=1e-3)
     networks, lineage = networks_from_checkpoint(tuned_cfg, source_dir)
@@ -144,9 +149,7 @@ def test_a_decoder_fine_tune_keeps_the_latent_space_the_denoisers_learnt(tmp_pat
     alone, so every latent (and the denoisers trained on them) stays valid."""
     cfg = load_preset("tiny")
     data = toy_triplets(8)
-    T.train_all(cfg, data, tmp_path / "first", {"autoencoder": 2, "lesion": 1, "brain": 1}, save_every=10)
-    source_dir = tmp_path / "first" / "checkpoint"
-    source = load_checkpoint(source_dir)
+    source_dir, source = finished_model(tmp_path, cfg, data, {"autoencoder": 2, "lesion": 1, "brain": 1})
 
     tuned_cfg = with_training(cfg, vae_train_encoder=False, vae_lr=1e-2)
     networks, lineage = networks_from_checkpoint(tuned_cfg, source_dir)
