@@ -68,7 +68,8 @@ ANATOMIES = ("colin", "template")
 DEGRADED_FILLS = ("wm", "auto", "auto_given")
 FILL_KINDS = ("wm", "local", "lift", "graft", "auto")
 GROWTH_VARIANTS = {
-    # name: (method, grid_factor, reach_mm, fraction, seeded, min_edge_share[, edge_fraction[, rings[, dark]]])
+    # name: (method, grid_factor, reach_mm, fraction, seeded, min_edge_share[, edge_fraction[, rings[, dark[,
+    # peel_large]]]])
     "none": ("none", 0.5, 1.5, 0.35, False, 0.0),
     "grid0.5": ("grid", 0.5, 1.5, 0.35, False, 0.0),
     "grid1": ("grid", 1.0, 1.5, 0.35, False, 0.0),
@@ -91,7 +92,9 @@ GROWTH_VARIANTS = {
     "auto2_gate50_rings": ("auto", 0.5, 2.0, 0.25, False, 0.5, 0.5, True),
     # and each small CSF-dark lesion fitted by its fill's prediction (mask_growth.fit_dark):
     # grow_mask's defaults since 2026-12-07
-    "auto2_gate50_rings_dark": ("auto", 0.5, 2.0, 0.25, False, 0.5, 0.5, True, True),
+    "auto2_gate50_rings_dark": ("auto", 0.5, 2.0, 0.25, False, 0.5, 0.5, True, True, False),
+    # and large CSF-dark lesions (infarcts) peeled by the same prediction (fit_dark(peel_large)):
+    "auto2_gate50_rings_dark_peel": ("auto", 0.5, 2.0, 0.25, False, 0.5, 0.5, True, True, True),
 }
 
 
@@ -264,6 +267,7 @@ def main(argv=None) -> int:
                             edge_fraction=extra[0] if extra else None,
                             rings=len(extra) > 1 and extra[1],  # off unless the variant says
                             dark=len(extra) > 2 and extra[2],
+                            peel_large=len(extra) > 3 and extra[3],
                         )
                         if mask_kind == "exact" and growth_name == "none":
                             kinds = (*FILL_KINDS, "wm_noise", *args.exact_fills.split(","))

@@ -365,7 +365,7 @@ def test_fit_dark_peels_a_too_large_masks_tissue_and_takes_a_short_masks_rim(tex
     assert np.array_equal(exact, lesion) and info["peeled_voxels"] == info["ring_voxels"] == 0
 
 
-def test_fit_dark_leaves_pale_and_large_lesions_alone(textured):
+def test_fit_dark_leaves_pale_lesions_alone_and_only_peels_large_ones(textured):
     tissue, brain = textured
     lesion = _ball(tissue.shape, (16, 16, 16), 4)
     large = dilate_mm(lesion, (1, 1, 1), 2.0)
@@ -373,8 +373,45 @@ def test_fit_dark_leaves_pale_and_large_lesions_alone(textured):
     same, info = fit_dark(wmh, large, (1, 1, 1), brain=brain)
     assert np.array_equal(same, large) and info["components"] == 0
     image, _lesion, brain = _lacune(textured)
-    same, info = fit_dark(image, large, (3, 3, 3), brain=brain)  # at 3 mm the same ball is 9 ml
+    # at 3 mm the same ball is 9 ml: an infarct
+    same, info = fit_dark(image, large, (3, 3, 3), brain=brain)  # the default: left alone
     assert np.array_equal(same, large) and info["components"] == 0
+    peeled, info = fit_dark(image, large, (3, 3, 3), brain=brain, peel_large=True)
+    assert info["components"] == 1 and info["peeled_voxels"] > 0 and info["ring_voxels"] == 0
+    assert not (peeled & ~large).any()
+
+
+def _infarct():
+    """A CSF-dark infarct (0.25 of its tissue, 4.2 ml) with a one-voxel partial-volume rim (0.5),
+    in shaded, noisy white matter."""
+    rng = np.random.default_rng(3)
+    shape = (40, 40, 40)
+    brain = _ball(shape, (20, 20, 20), 18)
+    shading = 0.9 + 0.1 * (np.indices(shape)[0] / shape[0] - 0.5)
+    tissue = (shading + rng.normal(0, 0.02, shape)).astype(np.float32) * brain
+    lesion = _ball(shape, (20, 20, 20), 10)
+    image = np.where(lesion, tissue * 0.5, tissue)
+    image = np.where(_ball(shape, (20, 20, 20), 9), tissue * 0.25, image).astype(np.float32)
+    return image, lesion, brain
+
+
+def test_fit_dark_peels_a_large_lesions_too_large_mask_and_never_rings_it():
+    """peel_large (a measured candidate, off by default): an infarct's mask drawn 1 mm too large
+    loses its healthy layer, the lesion and its rim stay. A short mask is not ringed
+    (grow_by_image takes a large lesion's rim)."""
+    image, lesion, brain = _infarct()
+    large = dilate_mm(lesion, (1, 1, 1), 1.0)
+    fitted, info = fit_dark(image, large, (1, 1, 1), brain=brain, peel_large=True)
+    assert info["components"] == 1 and info["peeled_voxels"] > 0
+    assert (fitted & lesion).sum() == lesion.sum()
+    assert (fitted & ~lesion).sum() <= 0.2 * (large & ~lesion).sum()
+    kept, info = fit_dark(image, large, (1, 1, 1), brain=brain)  # the default
+    assert np.array_equal(kept, large) and info["components"] == 0
+    exact, info = fit_dark(image, lesion, (1, 1, 1), brain=brain, peel_large=True)
+    assert np.array_equal(exact, lesion)
+    short = _ball(image.shape, (20, 20, 20), 8)
+    same, info = fit_dark(image, short, (1, 1, 1), brain=brain, peel_large=True)
+    assert np.array_equal(same, short) and info["ring_voxels"] == 0
 
 
 def test_a_fitted_mask_can_be_smaller_than_the_mask_given(textured):
@@ -401,3 +438,36 @@ def test_fit_dark_leaves_a_small_piece_of_a_large_lesion_alone():
     assert info["components"] == 1 and not np.array_equal(alone, mask)  # read alone, it is fitted
     kept, info = fit_dark(image, mask, (1, 1, 1), brain=brain)
     assert info["components"] == 0 and np.array_equal(kept, mask)
+    # Peeled as a piece of the infarct (peel_large): never ringed.
+    peeled, info = fit_dark(image, mask, (1, 1, 1), brain=brain, peel_large=True)
+    assert info["ring_voxels"] == 0 and not (peeled & ~mask).any()
+
+
+def test_the_registration_leaves_out_the_mask_as_given_whatever_the_growth(tmp_path):
+    """A growth or a peel must not move the registration that places an infarct's graft: it moved
+    the heal by up to 1 dB on Colin 27's head, hiding what the growth itself did."""
+    import nibabel as nib
+
+    from bids_usb.workflows.participant import init_preprocess_wf
+
+    anat = tmp_path / "sub-01_T1w.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4)), anat)
+    mask = tmp_path / "sub-01_label-lesion_roi.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.uint8), np.eye(4)), mask)
+    wf = init_preprocess_wf(anat, lesion_mask=mask, mask_growth="auto")
+    register, grow, to_model = (wf.get_node(n) for n in ("register", "grow_mask", "to_model_grid"))
+    sources = {
+        dst: src.name
+        for src, node, data in wf._graph.in_edges(data=True)
+        for _s, dst in data["connect"]
+        if node is register
+    }
+    assert sources["lesion_mask"] == "prepare"
+    # ... while the model still heals the grown mask
+    healed = [
+        src
+        for src, node, data in wf._graph.in_edges(to_model, data=True)
+        for _s, dst in data["connect"]
+        if dst == "lesion_mask"
+    ]
+    assert healed == [grow]

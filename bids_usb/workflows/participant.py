@@ -222,7 +222,10 @@ def init_preprocess_wf(
             )
         wf.connect(
             [
-                (lesion, register, [("lesion_ras", "lesion_mask")]),
+                # The registration leaves out the mask as given (dilated), not as grown: a growth
+                # or a peel moved a graft's registration, and with it the infarct's heal, by up
+                # to 1 dB on Colin 27's head (2026-12-07), which hid what the growth itself did.
+                (prepare, register, [("lesion_ras", "lesion_mask")]),
                 (lesion, to_model, [("lesion_ras", "lesion_mask")]),
                 (lesion, outputnode, [("lesion_ras", "lesion_ras"), ("lesion_native", "lesion_native")]),
                 (to_model, outputnode, [("lesion_mask", "lesion_model")]),
