@@ -179,6 +179,10 @@ pack)
 		if [ "$name" = lesion2 ] && trained "$LESION2/checkpoint" lesion "$LESION2_STEPS"; then
 			continue
 		fi
+		# Phase 3 was not adopted and its state is not committed: packed only when it is run again.
+		if [ "$name" = brainlow ] && [ "${PHASE:-}" != brainlow ]; then
+			continue
+		fi
 		if [ "$name" = ae ]; then
 			python benchmarks/learning_curve.py "$RUNS/ae" --stage autoencoder \
 				--run-name "ae-f2c4 campaign (from ae_f2c4_whole)" --threads "$THREADS" --note "${NOTE:-}"
