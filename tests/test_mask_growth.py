@@ -455,19 +455,15 @@ def test_the_registration_leaves_out_the_mask_as_given_whatever_the_growth(tmp_p
     mask = tmp_path / "sub-01_label-lesion_roi.nii.gz"
     nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.uint8), np.eye(4)), mask)
     wf = init_preprocess_wf(anat, lesion_mask=mask, mask_growth="auto")
-    register, grow, to_model = (wf.get_node(n) for n in ("register", "grow_mask", "to_model_grid"))
-    sources = {
-        dst: src.name
-        for src, node, data in wf._graph.in_edges(data=True)
-        for _s, dst in data["connect"]
-        if node is register
-    }
-    assert sources["lesion_mask"] == "prepare"
-    # ... while the model still heals the grown mask
-    healed = [
-        src
-        for src, node, data in wf._graph.in_edges(to_model, data=True)
-        for _s, dst in data["connect"]
-        if dst == "lesion_mask"
-    ]
-    assert healed == [grow]
+
+    def source(node: str, field: str) -> str:
+        """The node that feeds ``node``'s input ``field``."""
+        return next(
+            src.name
+            for src, _dst, data in wf._graph.in_edges(wf.get_node(node), data=True)
+            for _out, into in data["connect"]
+            if into == field
+        )
+
+    assert source("register", "lesion_mask") == "prepare"
+    assert source("to_model_grid", "lesion_mask") == "grow_mask"  # the model still heals the grown mask
