@@ -268,16 +268,25 @@ def brain_n4_section() -> list[str]:
     return lines
 
 
-def dark_fit_section() -> list[str]:
-    """mask_growth.fit_dark on the harness: the app's growth, then with the fit."""
-    paths = [RESULTS / name for name in DARK_RUNS]
+def _app_fill_runs(names: tuple[str, ...]) -> list[dict] | None:
+    """Harness results with the app's fill (``auto``, chosen on the given mask where CSF-dark:
+    ``auto_given_dark``) renamed ``auto`` for ``growth_tables``; None until every file exists."""
+    paths = [RESULTS / name for name in names]
     if not all(p.is_file() for p in paths):
-        return ["(fit_dark: not measured yet: " + ", ".join(DARK_RUNS) + ")", ""]
+        return None
     runs = [json.loads(p.read_text()) for p in paths]
-    for run in runs:  # the app's fill (auto, chosen on the given mask where CSF-dark) as `auto`
+    for run in runs:
         run["summary"] = {
             k.rsplit("|", 1)[0] + "|auto": v for k, v in run["summary"].items() if k.endswith("|auto_given_dark")
         }
+    return runs
+
+
+def dark_fit_section() -> list[str]:
+    """mask_growth.fit_dark on the harness: the app's growth, then with the fit."""
+    runs = _app_fill_runs(DARK_RUNS)
+    if runs is None:
+        return ["(fit_dark: not measured yet: " + ", ".join(DARK_RUNS) + ")", ""]
     return [
         "### A lacune's mask fitted to what the image shows (2026-12-07)",
         "",
@@ -304,14 +313,9 @@ def dark_fit_section() -> list[str]:
 
 def peel_large_section() -> list[str]:
     """fit_dark's peel of a large CSF-dark lesion's mask (an infarct's) on the harness."""
-    paths = [RESULTS / name for name in PEEL_RUNS]
-    if not all(p.is_file() for p in paths):
+    runs = _app_fill_runs(PEEL_RUNS)
+    if runs is None:
         return ["(fit_dark(peel_large): not measured yet: " + ", ".join(PEEL_RUNS) + ")", ""]
-    runs = [json.loads(p.read_text()) for p in paths]
-    for run in runs:
-        run["summary"] = {
-            k.rsplit("|", 1)[0] + "|auto": v for k, v in run["summary"].items() if k.endswith("|auto_given_dark")
-        }
     return [
         "### The infarct's too-large mask: the registration, not the mask (2026-12-07)",
         "",
