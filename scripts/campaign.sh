@@ -5,7 +5,8 @@
 #                                    # once final/ holds the finished model, the lesion-only
 #                                    # fine-tune of it (lesion2, below) instead; the brain net's
 #                                    # fine-tune (brainlow) only with PHASE=brainlow, the
-#                                    # decoder's (decoder) with PHASE=decoder
+#                                    # decoder's (decoder) with PHASE=decoder, the twice wider
+#                                    # decoder's (widedecoder) with PHASE=widedecoder
 #   bash scripts/campaign.sh pack    # before its end: learning-curve points, then the compact
 #                                    # states into benchmarks/campaign/state/ (commit them)
 #   bash scripts/campaign.sh status
@@ -25,6 +26,10 @@
 # Phase 4 (decoder, 2026-12-07): the bundled model's decoder alone (training.vae_train_encoder
 # false: the latent space, and so every denoiser, stays valid), from lesion2/checkpoint, to
 # DECODER_STEPS autoencoder steps.
+# Phase 5 (widedecoder, 2026-12-07): phase 4 flattened at 29 dB, so the decoder twice as wide
+# (autoencoder.decoder_width 2), started as an exact copy of the bundled one
+# (usb_model.train.widen), on the same frozen encoder, from lesion2/checkpoint, to
+# WIDEDECODER_STEPS autoencoder steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,6 +50,8 @@ BRAINLOW_STEPS=${BRAINLOW_STEPS:-3000}
 BRAINLOW_CONFIG=benchmarks/campaign/brain_low_t.json
 DECODER_STEPS=${DECODER_STEPS:-4000}
 DECODER_CONFIG=benchmarks/campaign/decoder.json
+WIDEDECODER_STEPS=${WIDEDECODER_STEPS:-4000}
+WIDEDECODER_CONFIG=benchmarks/campaign/decoder_wide.json
 
 # shellcheck disable=SC1091
 [ -f .venv/bin/activate ] && . .venv/bin/activate
@@ -130,6 +137,12 @@ run_decoder() {
 		--steps "autoencoder=$DECODER_STEPS" --threads "$THREADS" --save-every 100 >>"$RUNS/decoder.log" 2>&1
 }
 
+run_widedecoder() {
+	restore widedecoder
+	usb-train "$RUNS/widedecoder" --preset "$WIDEDECODER_CONFIG" --init-checkpoint "$LESION2/checkpoint" \
+		--steps "autoencoder=$WIDEDECODER_STEPS" --threads "$THREADS" --save-every 100 >>"$RUNS/widedecoder.log" 2>&1
+}
+
 trained() {  # trained CHECKPOINT_DIR STAGE STEPS: the committed checkpoint has that many steps
 	python -c 'import json, sys; m = json.load(open(sys.argv[1])); sys.exit(0 if m["notes"]["trained_steps"].get(sys.argv[2], 0) >= int(sys.argv[3]) else 1)' \
 		"$1/meta.json" "$2" "$3" 2>/dev/null
@@ -149,8 +162,9 @@ start)
 			case "${PHASE:-}" in
 			brainlow) phase=run_brainlow ;;
 			decoder) phase=run_decoder ;;
+			widedecoder) phase=run_widedecoder ;;
 			*)
-				echo "phase 2 is finished and bundled; phase 3 (brainlow) ran on 2026-12-07 and was not adopted (PHASE=brainlow reruns it); phase 4 trains the decoder alone (PHASE=decoder); a next phase needs a new config and run directory"
+				echo "phase 2 is finished and bundled; phase 3 (brainlow) ran on 2026-12-07 and was not adopted (PHASE=brainlow reruns it); phase 4 trains the decoder alone (PHASE=decoder), phase 5 a twice wider one (PHASE=widedecoder); a next phase needs a new config and run directory"
 				exit 0
 				;;
 			esac
@@ -161,15 +175,15 @@ start)
 		echo "the campaign is already running (pid $(cat "$RUNS/campaign.pid"))"
 		exit 0
 	fi
-	export -f restore ae_done run_all run_lesion2 run_brainlow run_decoder
+	export -f restore ae_done run_all run_lesion2 run_brainlow run_decoder run_widedecoder
 	export RUNS STATE AE_STEPS LESION_STEPS BRAIN_STEPS THREADS AE_CONFIG USB_CONFIG AE_INIT LESION2_STEPS LESION2_CONFIG FINAL \
-		LESION2 BRAINLOW_STEPS BRAINLOW_CONFIG DECODER_STEPS DECODER_CONFIG
+		LESION2 BRAINLOW_STEPS BRAINLOW_CONFIG DECODER_STEPS DECODER_CONFIG WIDEDECODER_STEPS WIDEDECODER_CONFIG
 	nohup nice -n 19 bash -c $phase >>"$RUNS/campaign.log" 2>&1 &
 	echo $! >"$RUNS/campaign.pid"
 	echo "campaign started (pid $!); logs in $RUNS/"
 	;;
 pack)
-	for name in ae usb lesion2 brainlow decoder; do
+	for name in ae usb lesion2 brainlow decoder widedecoder; do
 		[ -f "$RUNS/$name/state/trainer.json" ] || continue
 		# A finished autoencoder restored from its snapshot has nothing new to record or pack.
 		if [ "$name" = ae ] && [ ! -f "$RUNS/ae/checkpoint/model.safetensors" ] && ae_done; then
@@ -192,6 +206,9 @@ pack)
 		elif [ "$name" = decoder ]; then
 			python benchmarks/learning_curve.py "$RUNS/decoder" --stage autoencoder \
 				--run-name "decoder alone (from lesion2)" --threads "$THREADS" --note "${NOTE:-}"
+		elif [ "$name" = widedecoder ]; then
+			python benchmarks/learning_curve.py "$RUNS/widedecoder" --stage autoencoder \
+				--run-name "decoder twice as wide, widened from lesion2's" --threads "$THREADS" --note "${NOTE:-}"
 		elif [ "$name" = brainlow ]; then
 			python benchmarks/learning_curve.py "$RUNS/brainlow" --stage brain \
 				--run-name "brain net, timestep focus below 512 (from lesion2)" --threads "$THREADS" --note "${NOTE:-}"
@@ -237,7 +254,7 @@ share | full)
 	done
 	;;
 status)
-	for name in ae usb lesion2 brainlow decoder; do
+	for name in ae usb lesion2 brainlow decoder widedecoder; do
 		[ -f "$RUNS/$name.log" ] && echo "$name: $(tail -n 1 "$RUNS/$name.log")"
 	done
 	;;

@@ -45,6 +45,11 @@ class AutoencoderConfig:
     num_res_blocks: int = 2
     norm_num_groups: int = 32
     attention_levels: tuple[bool, ...] = (False, False, False, False)
+    # The decoder's channels (and GroupNorm groups) are ``decoder_width`` times the encoder's.
+    # A decoder can grow on a fixed encoder without touching the latent space the denoisers
+    # learnt: the demo model's narrow decoder flattened at 29 dB (issue 22), and
+    # ``usb_model.train.widen`` starts a wider one as an exact copy of it.
+    decoder_width: int = 1
 
     @property
     def downsample_factor(self) -> int:

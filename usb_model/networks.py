@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 from monai.networks.nets import AutoencoderKL, DiffusionModelUNet
+from monai.networks.nets.autoencoderkl import Decoder
 from torch import nn
 
 from .config import USBConfig
@@ -18,7 +19,7 @@ from .scale_shift import RES_BLOCKS, use_scale_shift
 def build_autoencoder(cfg: USBConfig) -> AutoencoderKL:
     ae = cfg.autoencoder
     levels = len(ae.channels)
-    return AutoencoderKL(
+    autoencoder = AutoencoderKL(
         spatial_dims=3,
         in_channels=1,
         out_channels=1,
@@ -31,6 +32,33 @@ def build_autoencoder(cfg: USBConfig) -> AutoencoderKL:
         # bottleneck by default, which costs memory at 160^3 and is not in the paper.
         with_encoder_nonlocal_attn=False,
         with_decoder_nonlocal_attn=False,
+    )
+    if ae.decoder_width != 1:
+        autoencoder.decoder = build_decoder(cfg)
+    return autoencoder
+
+
+def build_decoder(cfg: USBConfig) -> Decoder:
+    """The autoencoder's decoder at ``decoder_width`` times the encoder's channels and groups.
+
+    The groups scale with the channels so that a group holds as many channels as before: that
+    is what lets ``usb_model.train.widen`` copy a narrow decoder into a wide one exactly.
+    """
+    ae = cfg.autoencoder
+    width = ae.decoder_width
+    if width < 1:
+        raise ValueError(f"autoencoder decoder_width must be a positive integer, got {width}")
+    levels = len(ae.channels)
+    return Decoder(
+        spatial_dims=3,
+        channels=tuple(c * width for c in ae.channels),
+        in_channels=ae.latent_channels,
+        out_channels=1,
+        num_res_blocks=(ae.num_res_blocks,) * levels,
+        norm_num_groups=ae.norm_num_groups * width,
+        norm_eps=1e-6,  # AutoencoderKL's own
+        attention_levels=tuple(ae.attention_levels),
+        with_nonlocal_attn=False,
     )
 
 

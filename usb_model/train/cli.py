@@ -195,20 +195,29 @@ def networks_from_checkpoint(cfg, directory: Path):
         read_meta,
     )
     from usb_model.networks import USBNetworks
+    from usb_model.train.widen import widened_networks
 
     directory = checkpoint_directory(directory)
-    networks = USBNetworks(cfg)
     try:
-        load_weights(networks, load_checkpoint(directory).state_dict(), source=directory)
-    except CheckpointError as err:
+        source = load_checkpoint(directory)
+        narrower = source.cfg.autoencoder.decoder_width < cfg.autoencoder.decoder_width
+        if narrower:
+            networks = widened_networks(cfg, source)
+        else:
+            networks = USBNetworks(cfg)
+            load_weights(networks, source.state_dict(), source=directory)
+    except (CheckpointError, ValueError) as err:
         raise click.ClickException(
-            f"--init-checkpoint {directory}: {err} (the preset must build the same networks)"
+            f"--init-checkpoint {directory}: {err} (the preset must build the same networks, "
+            "or the same with a wider decoder)"
         ) from err
     lineage = {
         "checkpoint": str(directory),
         "model_sha256": checkpoint_sha256(directory),
         "trained_steps": read_meta(directory).get("notes", {}).get("trained_steps"),
     }
+    if narrower:
+        lineage["decoder_widened"] = [source.cfg.autoencoder.decoder_width, cfg.autoencoder.decoder_width]
     return networks, lineage
 
 
