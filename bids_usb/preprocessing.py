@@ -245,6 +245,10 @@ def _register(brain, template, cost_mask, workdir: Path, seed: int) -> Registrat
                 aff_iterations=(1000, 500, 250, 0),
                 aff_shrink_factors=(6, 4, 2, 1),
                 aff_smoothing_sigmas=(3, 2, 1, 0),
+                # Every point in the metric, not ANTs' default 20 % drawn at random: the drawn
+                # points change with the exclusion mask, and an infarct's 1 mm larger mask moved
+                # the fit by 1.8-3.1 mm (0.7-1.1 mm with every point), at the same speed.
+                aff_random_sampling_rate=1.0,
                 **kwargs,
             )
         if len(result["fwdtransforms"]) != 1:  # the start is composed into the one affine ANTs writes

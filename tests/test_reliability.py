@@ -82,25 +82,45 @@ def test_a_data_error_inside_a_node_is_found_in_its_crash_file(tmp_path, functio
         assert messages[0].startswith(f"{job.anat}: the lesion mask covers 90%")
 
 
-def _tilted_brain():
-    """The blob tilted by 20 degrees about one axis and moved by 8 mm: still a fit ANTs' usual start finds."""
+def _mni_brain_4mm():
+    """nilearn's MNI brain at 4 mm: a real brain's structure, small enough for a fit in seconds. A
+    smooth blob is not enough here: its affine fits land anywhere between 0.67 and 0.97 brain
+    overlap with the seed and the metric's sampling (2026-12-07)."""
+    from nilearn import datasets, image
+
+    t1 = image.resample_img(
+        datasets.load_mni152_template(resolution=2),
+        target_affine=np.diag([4.0, 4.0, 4.0]),
+        interpolation="linear",
+        force_resample=True,
+        copy_header=True,
+    )
+    mask = image.resample_to_img(
+        datasets.load_mni152_brain_mask(resolution=2),
+        t1,
+        interpolation="nearest",
+        force_resample=True,
+        copy_header=True,
+    )
+    brain = np.where(mask.get_fdata() > 0.5, t1.get_fdata(), 0.0) * 100.0
+    return nib.Nifti1Image(brain.astype(np.float32), t1.affine)
+
+
+def _tilted(img):
+    """``img`` tilted by 20 degrees about one axis and moved by 8 mm: still a fit ANTs' usual start finds."""
     from scipy import ndimage
 
-    data = np.asanyarray(_blob().dataobj)
-    moved = ndimage.shift(ndimage.rotate(data, 20, axes=(0, 2), reshape=False, order=1), (4, 0, 0), order=1)
-    return nib.Nifti1Image(np.where(moved > 5, moved, 0).astype(np.float32), np.diag([2.0, 2.0, 2.0, 1.0]))
-
-
-def _masked(img):
     data = np.asanyarray(img.dataobj)
-    return nib.Nifti1Image(np.where(data > 5, data, 0).astype(np.float32), img.affine)
+    moved = ndimage.shift(ndimage.rotate(data, 20, axes=(0, 2), reshape=False, order=1), (2, 0, 0), order=1)
+    return nib.Nifti1Image(np.where(moved > 0.05 * data.max(), moved, 0).astype(np.float32), img.affine)
 
 
 def test_a_good_fit_keeps_the_usual_start_and_a_poor_one_is_refitted_from_a_rotation_search(tmp_path, monkeypatch):
     """Where the centre-of-mass start lands the brain well on the template, nothing else runs; where
     it does not (here forced by an unreachable bar), the rotation search runs too, the better
     overlap is kept, and both are reproducible."""
-    template, brain = _masked(_blob()), _tilted_brain()
+    template = _mni_brain_4mm()
+    brain = _tilted(template)
     usual = prep._register(brain, template, None, tmp_path / "usual", 0)
     assert usual.initialisation == "centre of mass" and usual.overlap >= prep.REGISTRATION_OVERLAP_OK
     assert not (tmp_path / "usual" / "rotation_search.mat").exists()
