@@ -221,6 +221,8 @@ class Nipype:
         from nipype import config
         from nipype import logging as nlogging
 
+        from .interfaces import nipype_logs_to_stderr
+
         threads = str(self.omp_nthreads)
         os.environ["OMP_NUM_THREADS"] = threads
         os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = threads
@@ -243,6 +245,7 @@ class Nipype:
             }
         )
         nlogging.update_logging(config)
+        nipype_logs_to_stderr()
         level = "INFO" if verbose else "WARNING"
         for name in ("nipype.workflow", "nipype.interface", "nipype.utils"):
             nlogging.getLogger(name).setLevel(level)

@@ -108,3 +108,20 @@ def test_paths_the_workflow_reads_are_made_absolute(tmp_path, monkeypatch, tiny_
     config = RunConfig.from_options(_opts(model="tiny", task="embed", lesion_mask="mask.nii.gz"), given=["task"])
     assert config.workflow.model == tmp_path / "tiny" and config.workflow.lesion_mask == tmp_path / "mask.nii.gz"
     assert ModelBundle.open("tiny").path == tmp_path / "tiny"
+
+
+def test_nipype_logs_go_to_stderr_not_stdout(tmp_path, capsys):
+    """stdout carries only the report paths: a node's warning (here, the registration's poor-fit
+    warning's logger) is written to stderr, where nipype's own handler would write it to stdout."""
+    import logging
+
+    from nipype import logging as nlogging
+
+    from bids_usb.config import Nipype
+
+    Nipype().apply(tmp_path)
+    nlogging.getLogger("nipype.interface").warning("a node's warning")
+    captured = capsys.readouterr()
+    assert "a node's warning" not in captured.out
+    assert "a node's warning" in captured.err
+    assert logging.getLogger("nipype").handlers  # the handler is kept, only pointed elsewhere
