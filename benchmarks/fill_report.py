@@ -50,6 +50,15 @@ CURRENT = {
     anatomy: {mask: (f"healing-{anatomy}-{mask}-bih.json",) for mask in ("exact", "short1", "grid2", "large1")}
     for anatomy in ("colin", "template")
 }
+#: The same two anatomies on the current code (session 5, 2026-12-07: the bundled model, the
+#: registration at every point): Colin's every mask kind; the template's exact and 1 mm too-large
+#: masks only (its other mask kinds did not fit in the session; their cells show "-").
+CURRENT = {
+    f"{anatomy}, the bundled model, current code": {
+        mask: (f"healing-{anatomy}-{mask}-s5.json",) for mask in ("exact", "short1", "grid2", "large1")
+    }
+    for anatomy in ("colin", "template")
+} | CURRENT
 #: Colin 27's whole head (the app strips it) healed by the bundled CPU-campaign model, 2026-12-06/07,
 #: with the head's N4 only (before the brain's second N4, 2026-12-07).
 CURRENT = {
