@@ -125,3 +125,23 @@ def test_nipype_logs_go_to_stderr_not_stdout(tmp_path, capsys):
     assert "a node's warning" not in captured.out
     assert "a node's warning" in captured.err
     assert logging.getLogger("nipype").handlers  # the handler is kept, only pointed elsewhere
+
+
+def test_nipype_logs_follow_stderr_when_it_is_swapped(tmp_path, monkeypatch, capsys):
+    """A stream taken once outlives its owner: the app applied under one stderr (a test's
+    capture, a redirected run) must not write a later record to that stream once it is closed."""
+    import io
+
+    from nipype import logging as nlogging
+
+    from bids_usb.config import Nipype
+
+    earlier = io.StringIO()
+    monkeypatch.setattr("sys.stderr", earlier)
+    Nipype().apply(tmp_path)
+    monkeypatch.undo()
+    earlier.close()
+    nlogging.getLogger("nipype.interface").warning("a later warning")
+    Nipype().apply(tmp_path)  # a later run in the same process (the suite's next test)
+    err = capsys.readouterr().err
+    assert "a later warning" in err and "Logging error" not in err

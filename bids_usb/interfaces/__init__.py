@@ -4,6 +4,18 @@ import logging
 import sys
 
 
+class _Stderr:
+    """Whatever ``sys.stderr`` is when a record is written, not when the handler was pointed
+    here: a stream captured once outlives it when the caller swaps stderr (a test's capture, a
+    redirected run) and a later record would be written to a closed file."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def nipype_logs_to_stderr() -> None:
     """Point nipype's log handler at stderr: nipype writes its records to stdout, where a BIDS
     App's stdout carries only the paths of what it wrote (``bids_usb ... 2>/dev/null``). Called
@@ -11,7 +23,8 @@ def nipype_logs_to_stderr() -> None:
     before the node's interface does (the interface class is unpickled there)."""
     for handler in logging.getLogger("nipype").handlers:
         if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-            handler.setStream(sys.stderr)
+            with handler.lock:  # not setStream: it flushes the old stream, which may be closed
+                handler.stream = _Stderr()
 
 
 nipype_logs_to_stderr()
