@@ -196,6 +196,23 @@ def fill(sick, healed_mask, kind, donor, brain, given=None):
         return prefill(sick, healed_mask, "auto", template=donor, given=given)
     if kind == "auto_given_dark":  # ... only where the given mask's core is CSF-dark
         return prefill(sick, healed_mask, "auto", template=donor, given=given, given_dark=0.5)
+    if kind.startswith("auto_given_dark_grey"):  # ... a pale lesion in grey matter filled locally below
+        # this fraction (%) of the white-matter mean; _grey0: never (before 2026-12-07), _grey100: always
+        # _shallow: the grey test without the deep core's (AUTO_GREY_DEEP_MM 1: the 1 mm core again)
+        level = int(kind.rsplit("_grey", 1)[1].removesuffix("_shallow")) / 100
+        deep = 1.0 if kind.endswith("_shallow") else fill_module.AUTO_GREY_DEEP_MM
+        saved = fill_module.AUTO_GREY_TISSUE, fill_module.AUTO_GREY_DEEP_MM
+        fill_module.AUTO_GREY_TISSUE, fill_module.AUTO_GREY_DEEP_MM = (level if level > 0 else None), deep
+        try:
+            return prefill(sick, healed_mask, "auto", template=donor, given=given, given_dark=0.5)
+        finally:
+            fill_module.AUTO_GREY_TISSUE, fill_module.AUTO_GREY_DEEP_MM = saved
+    if kind.startswith("auto_given_dark_local"):  # ... auto's local fill up to another size (ml)
+        saved, fill_module.AUTO_LOCAL_ML = fill_module.AUTO_LOCAL_ML, float(kind.rsplit("_local", 1)[1])
+        try:
+            return prefill(sick, healed_mask, "auto", template=donor, given=given, given_dark=0.5)
+        finally:
+            fill_module.AUTO_LOCAL_ML = saved
     if kind.startswith("auto_given_dark_p"):  # ... the contrast read on a low percentile of the core
         saved, fill_module.CONTRAST_PERCENTILE = fill_module.CONTRAST_PERCENTILE, int(kind.rsplit("_p", 1)[1])
         try:

@@ -46,7 +46,7 @@ def test_template_graft_maps_the_template_onto_the_scan(scene):
 
 def test_auto_fill_uses_white_matter_inside_white_matter_and_the_graft_elsewhere(scene):
     """Per component: the lesion in the white core gets the white-matter fill; one on the grey
-    shell gets the template's anatomy, once it is too large (here: on a 5 mm grid, 3.4 ml) to be
+    shell gets the template's anatomy, once it is too large (here: on a 6 mm grid, 5.8 ml) to be
     a hole that the tissue around it fills (usb_model.fill.auto_choice)."""
     healthy, lesioned, lesion, brain = scene
     z, y, x = np.mgrid[:24, :24, :24]
@@ -55,7 +55,7 @@ def test_auto_fill_uses_white_matter_inside_white_matter_and_the_graft_elsewhere
     both = lesion | cortical
     template = np.where(brain, 0.3, 0.0).astype(np.float32)  # a template that differs in the white core
     template[~both] = healthy[~both] * 0.5  # ... and maps onto the scan by a line outside the lesions
-    out = prefill(lesioned, both, "auto", template=template, spacing=(5, 5, 5))
+    out = prefill(lesioned, both, "auto", template=template, spacing=(6, 6, 6))
     assert np.allclose(out[lesion], 0.9, atol=1e-6)  # white-matter fill, not the template
     graft = template_graft(lesioned, both, template)
     assert np.allclose(out[cortical], graft[cortical], atol=1e-5)  # the graft

@@ -115,6 +115,40 @@ def test_auto_fills_each_lesion_by_its_contrast_size_and_rim(textured, monkeypat
     assert np.allclose(graft[large], prefill(cortical, large, "graft", template=template)[large], atol=1e-5)
 
 
+def test_a_dark_lesion_read_pale_through_a_generous_mask_in_grey_matter_keeps_its_local_fill(textured, monkeypatch):
+    """A lacune in grey matter whose mask is drawn generously reads pale on its 1 mm core (tissue
+    and its rim inside it) and, before 2026-12-07, got the white-matter mean: white in grey matter.
+    Its 2 mm core is still dark, so it is filled from the grey matter around it
+    (fill.AUTO_GREY_TISSUE). A lesion pale at every depth keeps the white-matter mean, in grey
+    matter too, and so does the same lacune in white matter."""
+    tissue, brain = textured
+    shape = tissue.shape
+    grey = _ball(shape, (16, 16, 8), 6) | _ball(shape, (16, 16, 24), 6)
+    image = np.where(grey, 0.6 * tissue, tissue)
+    lacune, pale, white = (16, 16, 8), (16, 16, 24), (6, 16, 16)
+    for centre in (lacune, white):  # a dark centre, its generous mask's shell nearly healthy
+        image = np.where(_ball(shape, centre, 1.5), 0.3 * image, image)
+        image = np.where(_ball(shape, centre, 3.5) & ~_ball(shape, centre, 1.5), 0.95 * image, image)
+    image = np.where(_ball(shape, pale, 3), 0.8 * image, image).astype(np.float32)
+    masks = {
+        name: _ball(shape, centre, 3.5 if name != "pale" else 3)
+        for name, centre in (("lacune", lacune), ("pale", pale), ("white", white))
+    }
+    lesions = masks["lacune"] | masks["pale"] | masks["white"]
+    contrast = lesion_contrast(image, lesions, brain=brain)
+    assert contrast[lesions].min() > fill_module.SUBTLE_RATIO  # all three read pale on the 1 mm core
+    choice = auto_choice(image, lesions, brain=brain)
+    assert (choice[masks["lacune"]] == AUTO_CODES["local"]).all()
+    assert (choice[masks["pale"]] == AUTO_CODES["wm"]).all()
+    assert (choice[masks["white"]] == AUTO_CODES["wm"]).all()
+    out = prefill(image, lesions, "auto", brain=brain)
+    healthy_grey = float(np.median((0.6 * tissue)[masks["lacune"]]))
+    assert abs(float(np.median(out[masks["lacune"]])) - healthy_grey) < 0.08  # grey, not 0.9
+    monkeypatch.setattr("usb_model.fill.AUTO_GREY_TISSUE", None)  # the former rule: the mean
+    before = prefill(image, lesions, "auto", brain=brain)
+    assert float(np.median(before[masks["lacune"]])) > healthy_grey + 0.2
+
+
 def test_hole_fill_continues_the_tissues_slope_where_the_weighted_mean_flattens_it():
     """A hole in tissue whose intensity rises steeply across it: the biharmonic fill follows the
     rise, the Gaussian mean of the tissue around it is pulled toward its nearer side."""

@@ -24,7 +24,6 @@ import numpy as np
 from scipy import ndimage
 
 from .fill import (
-    AUTO_LOCAL_ML,
     GIVEN_DARK_RATIO,
     RIM_DARK_SHARE,
     biharmonic,
@@ -58,6 +57,11 @@ DARK_CLUSTER_MM = 5.0
 #: the same layer of a 1 mm too-large mask on Colin 27's head (4800 voxels, none of them lesion;
 #: scratch/peel_band.py, 2026-12-07).
 PEEL_BAND = 3
+#: ``fit_dark``: a CSF-dark lesion is small (fitted) when the core of all the mask within
+#: ``cluster_mm`` of it is under this (ml): ``fill.AUTO_LOCAL_ML`` as it was when fit_dark was
+#: measured (2.5). The fill's own size went to 4 ml on 2026-12-07; fitting lesions of 2.5-4 ml
+#: (infarct pieces) was not measured, so the growth keeps 2.5.
+DARK_FIT_ML = 2.5
 
 
 @dataclass
@@ -266,7 +270,7 @@ def fit_dark(
     17.25 -> 18.94; four in the template's anatomy 21.12 -> 21.02, 16.65 -> 18.11, 12.79 ->
     14.11, 18.04 -> 19.42 (fill-candidates-dark-*.json). A lesion is CSF-dark and small as ``fill.auto_choice`` reads it with
     ``given``: contrast below ``fill.GIVEN_DARK_RATIO`` on its given voxels, and the core of
-    all the mask within ``cluster_mm`` of it under ``fill.AUTO_LOCAL_ML``. Every other lesion
+    all the mask within ``cluster_mm`` of it under ``DARK_FIT_ML``. Every other lesion
     (WMH, subtle) is left as it is.
 
     ``peel_large`` (a measured candidate, off): a large CSF-dark lesion (an infarct, or a piece
@@ -320,7 +324,7 @@ def fit_dark(
         read = read if read.any() else component
         if core_contrast(image[box], tissue[box], read, spacing) >= GIVEN_DARK_RATIO:
             continue
-        large = core_ml(int(clusters[box][component][0])) >= AUTO_LOCAL_ML
+        large = core_ml(int(clusters[box][component][0])) >= DARK_FIT_ML
         if large and not peel_large:
             continue
         fitted += 1
