@@ -96,6 +96,19 @@ CURRENT = {
     },
     **CURRENT,
 }
+#: 2026-12-07 (session 6): ``auto`` fills a small lesion read pale through a generous mask in grey
+#: matter from that grey matter (``usb_model.fill.AUTO_GREY_TISSUE``), and fills locally up to
+#: 4 ml (``AUTO_LOCAL_ML``). The template anatomy rerun (exact and 1 mm too-large masks from the
+#: fill on, the 1 mm-short and 2 mm-grid masks from scratch: the first time at the current code).
+#: Colin 27's runs are not touched by either change (fill-choice-changes-g6.json) and stand.
+_head = next(iter(CURRENT))
+CURRENT = {
+    _head: CURRENT[_head],
+    "template, the bundled model, current code (session 6)": {
+        mask: (f"healing-template-{mask}-g6.json",) for mask in ("exact", "short1", "grid2", "large1")
+    },
+    **CURRENT,
+}
 #: fit_dark's peel of large CSF-dark lesions on the numpy harness (fill auto as given).
 PEEL_RUNS = ("fill-candidates-peel-large.json",)
 #: fit_dark on the numpy harness: the app's growth without it and with it (fill auto as given).
@@ -476,16 +489,16 @@ def growth_tables(results: list[dict], growths: tuple[str, ...]) -> list[str]:
     return lines
 
 
-def _fills_as_growths(paths, fills: dict[str, str]) -> list[dict]:
-    """The runs at ``paths`` with each fill of ``fills`` on growth ``auto2_gate50_rings`` renamed
-    growth ``fills[fill]``, fill ``auto``: fills shown as the columns of ``growth_tables``. The
-    other rows are kept as they are."""
+def _fills_as_growths(paths, fills: dict[str, str], growth_run: str = "auto2_gate50_rings") -> list[dict]:
+    """The runs at ``paths`` with each fill of ``fills`` on growth ``growth_run`` renamed growth
+    ``fills[fill]``, fill ``auto``: fills shown as the columns of ``growth_tables``. The other
+    rows are kept as they are."""
     runs = [json.loads(path.read_text()) for path in paths]
     for run in runs:
         summary = {}
         for key, value in run["summary"].items():
             anatomy, klass, mask, growth, fill = key.split("|")
-            if growth == "auto2_gate50_rings" and fill in fills:
+            if growth == growth_run and fill in fills:
                 key = f"{anatomy}|{klass}|{mask}|{fills[fill]}|auto"
             summary[key] = value
         run["summary"] = summary
@@ -516,6 +529,104 @@ def app_tables() -> list[str]:
     return lines
 
 
+def pale_grey_section() -> list[str]:
+    """The fill of a small lesion read pale through a generous mask in grey matter (2026-12-07)."""
+    runs = {
+        name: [RESULTS / f"fill-candidates-{name}-{a}.json" for a in ("colin", "template")]
+        for name in ("palegrey", "greytissue", "greydeep")
+    }
+    if not all(path.is_file() for paths in runs.values() for path in paths):
+        return []
+    dark = "auto2_gate50_rings_dark"
+    lines = [
+        "",
+        "## A pale lesion in grey matter: its own tissue, not the white-matter mean (2026-12-07)",
+        "",
+        "Through the participant level the template anatomy's lacunes healed 4.7 dB worse with a",
+        "mask 1 mm too large than with the exact one. Two of the lacune's pieces lay in grey matter;",
+        "their exact masks read 0.57-0.64 of the tissue around them (dark: the local fill), their",
+        "too-large masks 0.84-0.88 on the 1 mm core (tissue and the lacune's rim inside it), and",
+        "`auto` gave them the white-matter mean: white blobs in grey matter. Candidates for a small",
+        "lesion of subtle contrast whose rim is not white matter, growth `auto2_gate50_rings_dark`",
+        "(the app's), fill `auto` as given; each cell: the rule before -> the candidate(s). Runs 1",
+        "and 2 were made while the rule took shape: run 1's `auto_given_dark` (no tissue test) has",
+        "no fill kind in today's harness and its `_palewm` is today's `_grey0`; run 2's",
+        "`auto_given_dark` and `_grey85` are today's `_grey80_shallow` and `_grey85_shallow`.",
+        "",
+        "1. every such lesion filled locally (`pale_local`):",
+        "",
+    ]
+    lines += growth_tables(
+        _fills_as_growths(
+            runs["palegrey"], {"auto_given_dark_palewm": "before", "auto_given_dark": "pale_local"}, dark
+        ),
+        ("before", "pale_local"),
+    )
+    lines += [
+        "",
+        "The template gains 2-12 dB; Colin 27's subtle lesions lose 1-4 dB and its degraded WMH masks",
+        "0.5-2 dB: on a real head such lesions sit in white matter that the rim test calls grey.",
+        "",
+        "2. ... only where the tissue around the lesion is below 80 % (85 %) of the white-matter mean",
+        "(`usb_model.fill.AUTO_GREY_TISSUE`):",
+        "",
+    ]
+    lines += growth_tables(
+        _fills_as_growths(
+            runs["greytissue"],
+            {"auto_given_dark_grey0": "before", "auto_given_dark": "grey80", "auto_given_dark_grey85": "grey85"},
+            dark,
+        ),
+        ("before", "grey80", "grey85"),
+    )
+    lines += [
+        "",
+        "Colin 27's subtle lesions still lose 1.1-1.7 dB. A subtle lesion is pale at every depth; a",
+        "dark lesion read pale through a generous mask is dark 2 mm inside it.",
+        "",
+        "3. ... and only where the lesion's core 2 mm inside its mask is darker than subtle",
+        "(`usb_model.fill.AUTO_GREY_DEEP_MM`):",
+        "",
+    ]
+    lines += growth_tables(
+        _fills_as_growths(
+            runs["greydeep"],
+            {
+                "auto_given_dark_grey0": "before",
+                "auto_given_dark": "grey80_deep",
+                "auto_given_dark_grey85": "grey85_deep",
+            },
+            dark,
+        ),
+        ("before", "grey80_deep", "grey85_deep"),
+    )
+    lines += ["", *GREY_VERDICT]
+    lines += [
+        "",
+        "`auto`'s local fill now reaches 4 ml (`AUTO_LOCAL_ML`, 2.5 before): the same template run's",
+        "infarct had a 3.2 ml piece whose core read 1.9 ml with the exact mask (the local fill) and",
+        "3.2 ml with the too-large one (the graft: 14.2 dB against 15.9). On the harness, with rule 1",
+        "in place (`pale_local` -> 4 ml):",
+        "",
+    ]
+    lines += growth_tables(
+        _fills_as_growths(runs["palegrey"], {"auto_given_dark": "2.5ml", "auto_given_dark_local4": "4ml"}, dark),
+        ("2.5ml", "4ml"),
+    )
+    return lines
+
+
+#: What rule 3's table decided (written once the harness had run).
+GREY_VERDICT = (
+    "Adopted: `grey80_deep`. It changes no cell on Colin 27 and gains the template's exact lacunes",
+    "5 dB; `grey85_deep` would also gain the template's exact and short WMH masks 0.9 and 0.4 dB",
+    "and leave Colin 27 as it is, but was not carried through the participant level. Through it",
+    "the template's lacune with a 1 mm too-large mask went from 16.77 to 22.89 dB (the first table).",
+    "`python benchmarks/fill_choice_changes.py` shows which finished participant runs a rule",
+    "touches: none of Colin 27's (head and skull-stripped, every mask kind; `fill-choice-changes-g6.json`).",
+)
+
+
 def main() -> int:
     lines = [
         "# Healing what users bring",
@@ -535,12 +646,12 @@ def main() -> int:
         "",
         "One scan per lesion class and anatomy through the participant level (`benchmarks/healing.py`),",
         "scores on the whole true lesion (BraTS 2023 inpainting metrics). The first table is Colin 27's",
-        "whole head as the app runs now (2026-12-07: the bundled model, the brain's second N4, small",
-        "CSF-dark lesions fitted by `mask_growth.fit_dark`; in its 1 mm-short and 2 mm-grid columns",
-        "only the lacune was rerun with `fit_dark`, the other classes are the runs just before it,",
-        "which it leaves alone: on the harness they moved by 0.03 dB or less but the infarct's 2 mm-grid",
-        "mask, +0.34). The second is the same head before the second N4 and `fit_dark`; the two after",
-        "it, skull-stripped scans healed by the first demo model (2026-12-06).",
+        "whole head as the app runs now: the bundled model, every class and mask kind from the",
+        "registration on at its current setting (2026-12-07, fifth session). The sixth session's two",
+        "changes to `auto`'s fill choice (a pale lesion in grey matter, the 4 ml local fill) touch",
+        "none of these runs' fills (`benchmarks/fill_choice_changes.py`, `fill-choice-changes-g6.json`),",
+        "so they stand for the current code. The second table is the template anatomy on the current",
+        "code (the sixth session). The tables after them are earlier states, kept for the record.",
         "",
         *target_tables(),
         "The lacune size `auto` reads (`usb_model.fill.AUTO_LOCAL_ML`) went from 1.0 to 2.5 ml on 2026-12-06: Colin",
@@ -773,6 +884,7 @@ def main() -> int:
             "Adopted. The one loss is the template's lacunes with 2 mm-grid masks (grown to 2.4 and 4.1",
             "times the lesion: a continuation from that far out misses the anatomy nearer the lesion).",
         ]
+    lines += pale_grey_section()
     lines += ["", "## Through the participant level, on Colin 27 (single sample)", ""]
     lines += app_tables()
     write_text(OUT, "\n".join(lines).rstrip() + "\n")
