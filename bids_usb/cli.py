@@ -157,8 +157,9 @@ def _band(ctx, param, value):
     help="heal (mask, detect): what the lesion holds before USB refines it: a template graft, a white-matter fill, "
     "the surrounding tissue interpolated ('local'), the lesion's own voxels lifted to it ('lift'), "
     "'auto' (per lesion: a small CSF-dark one continued smoothly from the tissue at its edge, read on the mask as "
-    "given; the white-matter fill for a "
-    "subtle one or one inside white matter; else the graft), "
+    "given; the white-matter fill for a subtle one or one inside white matter, unless it lies in grey matter and "
+    "is dark 2 mm inside its mask (a lacune under a generous mask: continued from its grey matter); else the "
+    "graft), "
     "or the lesion itself (default: the model's).",
 )
 @_opt(
