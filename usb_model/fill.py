@@ -77,8 +77,9 @@ CONTRAST_PERCENTILE = 50
 #: however its mask was drawn (a 15 mm lacune is 1.8 ml) and far below the smallest infarct's.
 #: Raised to 4 ml (2026-12-07): a 3.2 ml piece of an infarct, its core 1.9 ml with the exact mask
 #: and 3.2 ml with a mask 1 mm too large, got the local fill with one and the graft with the
-#: other (the template's anatomy through the participant level: 15.9 dB against 14.2); on the
-#: harness 4 ml gained Colin 27's exact infarct masks 1.4 dB and moved every other class and
+#: other (the template's anatomy through the participant level: 15.9 dB against 14.2; 15.1 with
+#: 4 ml, the rest the too-large edge its local fill continues and the graft's registration,
+#: healing-template-large1-g6.json); on the harness 4 ml gained Colin 27's exact infarct masks 1.4 dB and moved every other class and
 #: mask by at most 0.1 dB but the template's 2 mm-grid subtle lesions (-0.3;
 #: ``auto_given_dark_local4`` in fill-candidates-palegrey-*.json).
 AUTO_LOCAL_ML = 4.0
@@ -88,7 +89,8 @@ AUTO_LOCAL_ML = 4.0
 #: filled from that tissue (``local``), not with the white-matter mean. A lacune's piece in grey
 #: matter, its mask 1 mm too large, read 0.84-0.88 of its tissue (0.57-0.64 with the exact mask)
 #: and got the white-matter mean in grey matter: the template's anatomy through the participant
-#: level lost 4.7 dB against the exact mask (scratch/hb-s5-template-large1, 2026-12-07). Every
+#: level lost 4.7 dB against the exact mask (16.8 against 21.5; 22.9 with this rule,
+#: healing-template-large1-g6.json, 2026-12-07). Every
 #: pale lesion off a white-matter rim filled locally (no tissue test) won 2-12 dB on the
 #: template's lacunes, subtle lesions and exact WMH but lost Colin 27's subtle lesions 1-4 dB
 #: and its degraded WMH masks 0.5-2 dB (fill-candidates-palegrey-*.json): there such lesions sit
