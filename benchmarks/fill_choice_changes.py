@@ -73,35 +73,34 @@ def _mask(path, like=None) -> np.ndarray | None:
     return data if like is None else data & like
 
 
+def _changed(before: dict, image_path, lesion, given, brain) -> int:
+    """Voxels of ``lesion`` whose fill choice differs between ``before`` and the code as it stands."""
+    image = nib.load(str(image_path))
+    old, new = _choices(
+        before, np.asanyarray(image.dataobj, dtype=np.float32), lesion, image.header.get_zooms()[:3], given, brain
+    )
+    return int((old != new).sum())
+
+
 def scan_changes(workflow: Path, before: dict) -> dict:
     """Voxels whose fill choice changes, native and model grid, for one scan's workflow directory."""
     native_in = loadpkl(workflow / "to_native" / "_inputs.pklz")
     model_in = loadpkl(workflow / "usb" / "_inputs.pklz")
-    anat = nib.load(native_in["anat"])
     lesion = _mask(native_in["lesion_native"])
     brain = _mask(native_in["brain_mask"])
-    old, new = _choices(
-        before,
-        np.asanyarray(anat.dataobj, dtype=np.float32),
-        lesion,
-        anat.header.get_zooms()[:3],
-        _mask(native_in.get("given_native")),
-        None if brain is None else brain | lesion,
-    )
-    image = nib.load(model_in["image"])
     model_lesion = _mask(model_in["lesion_mask"])
-    old_m, new_m = _choices(
-        before,
-        np.asanyarray(image.dataobj, dtype=np.float32),
-        model_lesion,
-        image.header.get_zooms()[:3],
-        _mask(model_in.get("given_mask"), model_lesion),
-        None,
-    )
     return {
-        "native_changed": int((old != new).sum()),
+        "native_changed": _changed(
+            before,
+            native_in["anat"],
+            lesion,
+            _mask(native_in.get("given_native")),
+            None if brain is None else brain | lesion,
+        ),
         "native_lesion": int(lesion.sum()),
-        "model_changed": int((old_m != new_m).sum()),
+        "model_changed": _changed(
+            before, model_in["image"], model_lesion, _mask(model_in.get("given_mask"), model_lesion), None
+        ),
         "model_lesion": int(model_lesion.sum()),
     }
 
