@@ -6,7 +6,9 @@
 #                                    # fine-tune of it (lesion2, below) instead; the brain net's
 #                                    # fine-tune (brainlow) only with PHASE=brainlow, the
 #                                    # decoder's (decoder) with PHASE=decoder, the twice wider
-#                                    # decoder's (widedecoder) with PHASE=widedecoder
+#                                    # decoder's (widedecoder) with PHASE=widedecoder, and
+#                                    # that decoder without mask items (widenomask) with
+#                                    # PHASE=widenomask
 #   bash scripts/campaign.sh pack    # before its end: learning-curve points, then the compact
 #                                    # states into benchmarks/campaign/state/ (commit them)
 #   bash scripts/campaign.sh status
@@ -30,6 +32,10 @@
 # (autoencoder.decoder_width 2), started as an exact copy of the bundled one
 # (usb_model.train.widen), on the same frozen encoder, from lesion2/checkpoint, to
 # WIDEDECODER_STEPS autoencoder steps.
+# Phase 5b (widenomask, 2026-12-07): phase 5's held-out brains fell while its masks gained, and a
+# probe without mask items brought the brains back; so phase 5's run goes on from its 1500-step
+# state (copied: phase 5's own state stays as committed) with vae_mask_fraction 0, the rest of its
+# learning-rate schedule unchanged, to WIDENOMASK_STEPS autoencoder steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,6 +58,8 @@ DECODER_STEPS=${DECODER_STEPS:-4000}
 DECODER_CONFIG=benchmarks/campaign/decoder.json
 WIDEDECODER_STEPS=${WIDEDECODER_STEPS:-4000}
 WIDEDECODER_CONFIG=benchmarks/campaign/decoder_wide.json
+WIDENOMASK_STEPS=${WIDENOMASK_STEPS:-4000}
+WIDENOMASK_CONFIG=benchmarks/campaign/decoder_wide_nomask.json
 
 # shellcheck disable=SC1091
 [ -f .venv/bin/activate ] && . .venv/bin/activate
@@ -143,6 +151,19 @@ run_widedecoder() {
 		--steps "autoencoder=$WIDEDECODER_STEPS" --threads "$THREADS" --save-every 100 >>"$RUNS/widedecoder.log" 2>&1
 }
 
+run_widenomask() {
+	restore widenomask
+	if [ ! -f "$RUNS/widenomask/state/trainer.json" ]; then
+		restore widedecoder
+		mkdir -p "$RUNS/widenomask"
+		cp -r "$RUNS/widedecoder/state" "$RUNS/widenomask/state"
+		cp "$RUNS/widedecoder/log.tsv" "$RUNS/widenomask/log.tsv"
+	fi
+	# A resume checks only the architecture against the state: the training mix may change.
+	usb-train "$RUNS/widenomask" --preset "$WIDENOMASK_CONFIG" --init-checkpoint "$LESION2/checkpoint" \
+		--steps "autoencoder=$WIDENOMASK_STEPS" --threads "$THREADS" --save-every 100 >>"$RUNS/widenomask.log" 2>&1
+}
+
 trained() {  # trained CHECKPOINT_DIR STAGE STEPS: the committed checkpoint has that many steps
 	python -c 'import json, sys; m = json.load(open(sys.argv[1])); sys.exit(0 if m["notes"]["trained_steps"].get(sys.argv[2], 0) >= int(sys.argv[3]) else 1)' \
 		"$1/meta.json" "$2" "$3" 2>/dev/null
@@ -163,8 +184,9 @@ start)
 			brainlow) phase=run_brainlow ;;
 			decoder) phase=run_decoder ;;
 			widedecoder) phase=run_widedecoder ;;
+			widenomask) phase=run_widenomask ;;
 			*)
-				echo "phase 2 is finished and bundled; phase 3 (brainlow) ran on 2026-12-07 and was not adopted (PHASE=brainlow reruns it); phase 4 trains the decoder alone (PHASE=decoder), phase 5 a twice wider one (PHASE=widedecoder); a next phase needs a new config and run directory"
+				echo "phase 2 is finished and bundled; phase 3 (brainlow) ran on 2026-12-07 and was not adopted (PHASE=brainlow reruns it); phase 4 trains the decoder alone (PHASE=decoder), phase 5 a twice wider one (PHASE=widedecoder), phase 5b that one without mask items (PHASE=widenomask); a next phase needs a new config and run directory"
 				exit 0
 				;;
 			esac
@@ -175,16 +197,20 @@ start)
 		echo "the campaign is already running (pid $(cat "$RUNS/campaign.pid"))"
 		exit 0
 	fi
-	export -f restore ae_done run_all run_lesion2 run_brainlow run_decoder run_widedecoder
+	export -f restore ae_done run_all run_lesion2 run_brainlow run_decoder run_widedecoder run_widenomask
 	export RUNS STATE AE_STEPS LESION_STEPS BRAIN_STEPS THREADS AE_CONFIG USB_CONFIG AE_INIT LESION2_STEPS LESION2_CONFIG FINAL \
-		LESION2 BRAINLOW_STEPS BRAINLOW_CONFIG DECODER_STEPS DECODER_CONFIG WIDEDECODER_STEPS WIDEDECODER_CONFIG
+		LESION2 BRAINLOW_STEPS BRAINLOW_CONFIG DECODER_STEPS DECODER_CONFIG WIDEDECODER_STEPS WIDEDECODER_CONFIG \
+		WIDENOMASK_STEPS WIDENOMASK_CONFIG
 	nohup nice -n 19 bash -c $phase >>"$RUNS/campaign.log" 2>&1 &
 	echo $! >"$RUNS/campaign.pid"
 	echo "campaign started (pid $!); logs in $RUNS/"
 	;;
 pack)
-	for name in ae usb lesion2 brainlow decoder widedecoder; do
+	for name in ae usb lesion2 brainlow decoder widedecoder widenomask; do
 		[ -f "$RUNS/$name/state/trainer.json" ] || continue
+		# Restored from its snapshot but not trained since (phase 5's, copied into phase 5b): no
+		# checkpoint, nothing new to record or pack.
+		[ -f "$RUNS/$name/checkpoint/model.safetensors" ] || continue
 		# A finished autoencoder restored from its snapshot has nothing new to record or pack.
 		if [ "$name" = ae ] && [ ! -f "$RUNS/ae/checkpoint/model.safetensors" ] && ae_done; then
 			continue
@@ -209,6 +235,9 @@ pack)
 		elif [ "$name" = widedecoder ]; then
 			python benchmarks/learning_curve.py "$RUNS/widedecoder" --stage autoencoder \
 				--run-name "decoder twice as wide, widened from lesion2's" --threads "$THREADS" --note "${NOTE:-}"
+		elif [ "$name" = widenomask ]; then
+			python benchmarks/learning_curve.py "$RUNS/widenomask" --stage autoencoder \
+				--run-name "decoder twice as wide, no mask items from 1500 steps" --threads "$THREADS" --note "${NOTE:-}"
 		elif [ "$name" = brainlow ]; then
 			python benchmarks/learning_curve.py "$RUNS/brainlow" --stage brain \
 				--run-name "brain net, timestep focus below 512 (from lesion2)" --threads "$THREADS" --note "${NOTE:-}"
@@ -254,7 +283,7 @@ share | full)
 	done
 	;;
 status)
-	for name in ae usb lesion2 brainlow decoder widedecoder; do
+	for name in ae usb lesion2 brainlow decoder widedecoder widenomask; do
 		[ -f "$RUNS/$name.log" ] && echo "$name: $(tail -n 1 "$RUNS/$name.log")"
 	done
 	;;
