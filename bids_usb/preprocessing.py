@@ -242,7 +242,13 @@ def _register(brain, template, cost_mask, workdir: Path, seed: int) -> Registrat
                 type_of_transform="Affine",
                 initial_transform=initial,
                 outprefix=str(workdir / prefix),
-                aff_iterations=(1000, 500, 250, 0),
+                # The last level is the template's own grid (the model grid, 3 mm): with no
+                # iterations there the fit stopped at 6 mm detail. 100 there moved a template
+                # infarct's graft error from 26680 to 15810 (exact mask) and from 30962 to 15110
+                # (a 1 mm too-large one), and the two masks' affines from 3.2 to 1.2 mm apart at
+                # the lesion; 500 gave the same; 5.7 -> 11.2 s a fit (scratch/regconv.py,
+                # 2026-12-07, healing benchmark's template infarct).
+                aff_iterations=(1000, 500, 250, 100),
                 aff_shrink_factors=(6, 4, 2, 1),
                 aff_smoothing_sigmas=(3, 2, 1, 0),
                 # Every point in the metric, not ANTs' default 20 % drawn at random: the drawn
