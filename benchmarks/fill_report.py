@@ -109,6 +109,19 @@ CURRENT = {
     },
     **CURRENT,
 }
+#: 2026-12-07 (session 7): the registration's last level, the template's own 3 mm grid, is fitted
+#: (100 iterations; it had none, so the affine stopped at 6 mm detail). It moves every graft and
+#: every scan's model grid, so both anatomies' every class and mask kind were rerun from scratch;
+#: the kinds that did not fit in the session show as not measured.
+CURRENT = {
+    f"{anatomy}, the bundled model, current code (registration fitted at 3 mm, session 7)": {
+        mask: (name.format(mask=mask),) for mask in ("exact", "short1", "grid2", "large1")
+    }
+    for anatomy, name in (
+        ("colin-head", "healing-colinhead-g7-{mask}.json"),
+        ("template", "healing-template-{mask}-g7.json"),
+    )
+} | CURRENT
 #: fit_dark's peel of large CSF-dark lesions on the numpy harness (fill auto as given).
 PEEL_RUNS = ("fill-candidates-peel-large.json",)
 #: fit_dark on the numpy harness: the app's growth without it and with it (fill auto as given).
