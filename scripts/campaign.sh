@@ -208,13 +208,9 @@ start)
 pack)
 	for name in ae usb lesion2 brainlow decoder widedecoder widenomask; do
 		[ -f "$RUNS/$name/state/trainer.json" ] || continue
-		# Restored from its snapshot but not trained since (phase 5's, copied into phase 5b): no
-		# checkpoint, nothing new to record or pack.
+		# Restored from its snapshot but not trained since (a finished autoencoder, phase 5's state
+		# copied into phase 5b): no checkpoint, nothing new to record or pack.
 		[ -f "$RUNS/$name/checkpoint/model.safetensors" ] || continue
-		# A finished autoencoder restored from its snapshot has nothing new to record or pack.
-		if [ "$name" = ae ] && [ ! -f "$RUNS/ae/checkpoint/model.safetensors" ] && ae_done; then
-			continue
-		fi
 		# A finished phase whose checkpoint is committed (lesion2/checkpoint) needs no resumable state.
 		if [ "$name" = lesion2 ] && trained "$LESION2/checkpoint" lesion "$LESION2_STEPS"; then
 			continue
