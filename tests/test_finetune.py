@@ -167,3 +167,58 @@ def test_a_decoder_fine_tune_keeps_the_latent_space_the_denoisers_learnt(tmp_pat
         for key, value in getattr(source, part).state_dict().items():
             assert torch.equal(getattr(tuned, part).state_dict()[key], value), (part, key)
     assert float(tuned.latent_scale) == float(source.latent_scale)
+
+
+def autoencoder_weights(state_part: dict) -> dict[str, torch.Tensor]:
+    return {k: v.float() for k, v in state_part.items()}
+
+
+def test_an_autoencoder_ema_is_what_the_checkpoint_holds_and_what_the_denoisers_train_on(tmp_path):
+    """training.vae_ema_decay: the checkpoint's autoencoder is the EMA of its online weights, and
+    once the denoiser stages start the online autoencoder becomes that EMA (their latents are the
+    checkpoint's), after which the state no longer carries a separate copy."""
+    cfg = with_training(load_preset("tiny"), vae_ema_decay=0.9, vae_lr=1e-2)
+    data = toy_triplets(4)
+    run = tmp_path / "run"
+    T.train_all(cfg, data, run, {"autoencoder": 3}, save_every=10)
+    state = trainer_module.load_state(run / "state", "trainer")
+    online = {k[len("autoencoder.") :]: v for k, v in state["networks"].items() if k.startswith("autoencoder.")}
+    ema = state["ema"]["autoencoder"]["weights"]
+    assert state["ema"]["autoencoder"]["updates"] == 3
+    saved = load_checkpoint(run / "checkpoint").autoencoder.state_dict()
+    assert all(torch.equal(saved[k], ema[k]) for k in ema)
+    assert any(not torch.equal(ema[k], online[k]) for k in ema)  # the EMA lags the online weights
+    assert json.loads((run / "checkpoint" / "meta.json").read_text())["notes"]["autoencoder_weights"].startswith("EMA")
+
+    T.train_all(cfg, data, run, {"autoencoder": 3, "lesion": 1}, resume=True, save_every=10)
+    state = trainer_module.load_state(run / "state", "trainer")
+    assert "autoencoder" not in state["ema"]
+    adopted = {k[len("autoencoder.") :]: v for k, v in state["networks"].items() if k.startswith("autoencoder.")}
+    assert all(torch.equal(adopted[k], ema[k]) for k in ema)
+    saved = load_checkpoint(run / "checkpoint").autoencoder.state_dict()
+    assert all(torch.equal(saved[k], ema[k]) for k in ema)
+
+
+def test_an_autoencoder_ema_switched_on_in_a_resumed_run_starts_at_its_online_weights(tmp_path):
+    """The campaign's decoder phases resume states written without one: the EMA starts at the
+    resumed weights, and its first update (warm-up decay 0.1) is 0.1 of those and 0.9 of the next."""
+    cfg = with_training(load_preset("tiny"), vae_lr=1e-2)
+    data = toy_triplets(4)
+    run = tmp_path / "run"
+    T.train_all(cfg, data, run, {"autoencoder": 2}, save_every=10)
+    before = trainer_module.load_state(run / "state", "trainer")["networks"]
+    T.train_all(with_training(cfg, vae_ema_decay=0.999), data, run, {"autoencoder": 3}, resume=True, save_every=10)
+    state = trainer_module.load_state(run / "state", "trainer")
+    after, ema = state["networks"], state["ema"]["autoencoder"]
+    assert ema["updates"] == 1
+    for key, value in ema["weights"].items():
+        expected = 0.1 * before[f"autoencoder.{key}"] + 0.9 * after[f"autoencoder.{key}"]
+        torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-6)
+
+    info = snapshot.pack(run, tmp_path / "snap")  # a snapshot keeps the EMA while its stage runs
+    assert "ema.autoencoder" in info["parts"]
+    snapshot.unpack(tmp_path / "snap", tmp_path / "resumed")
+    resumed = trainer_module.load_state(tmp_path / "resumed" / "state", "trainer")["ema"]["autoencoder"]
+    assert resumed["updates"] == 1
+    for key, value in ema["weights"].items():
+        torch.testing.assert_close(resumed["weights"][key], value, rtol=1e-2, atol=1e-3)  # half precision

@@ -209,6 +209,12 @@ class TrainingConfig:
     # latent space stays exactly the one the denoisers learnt on, so a finished model's decoder
     # can be trained further (``usb-train --init-checkpoint``) without retraining its denoisers.
     vae_train_encoder: bool = True
+    # Decay of an EMA of the autoencoder's weights (0: none, the checkpoint holds its online
+    # weights, as every run before 2026-12-08 did). The decoder-only campaign phases read their
+    # held-out PSNR off single saves of the online weights, which move by tenths of a dB from one
+    # save to the next; the EMA is what the checkpoint then holds, and the denoiser stages train
+    # on it. The warm-up is the denoisers' (``ema_decay``'s).
+    vae_ema_decay: float = 0.0
     diffusion_lr: float = 1e-4
     grad_clip: float = 1.0
     ema_decay: float = 0.999

@@ -128,6 +128,9 @@ class Trainer:
             for module in encoder_modules(self.networks.autoencoder):
                 module.requires_grad_(False)
         self.ema = {name: EMA(getattr(self.networks, name), cfg.training.ema_decay) for name in ("lesion", "brain")}
+        if cfg.training.vae_ema_decay > 0:
+            # Until the denoiser stages adopt it (_adopt_autoencoder_ema): then it is dropped.
+            self.ema["autoencoder"] = EMA(self.networks.autoencoder, cfg.training.vae_ema_decay)
         self.optimizers = self._build_optimizers()
         self.adversarial = PatchAdversarialLoss(criterion="least_squares")
         self.progress = {stage: 0 for stage in STAGES}
@@ -213,7 +216,15 @@ class Trainer:
         load_weights(self.networks, state["networks"], source="training state")
         load_weights(self.discriminator, state["discriminator"], source="training state (discriminator)")
         for name, ema in self.ema.items():
-            ema.load_state_dict(state["ema"][name])
+            if name in state["ema"]:
+                ema.load_state_dict(state["ema"][name])
+            else:  # an autoencoder EMA switched on in a resumed run: it starts at the online weights
+                self.ema[name] = EMA(self.networks.autoencoder, self.cfg.training.vae_ema_decay)
+                log.info(
+                    "autoencoder EMA (decay %s) starts at step %d's weights",
+                    self.ema[name].decay,
+                    int(state["progress"]["autoencoder"]),
+                )
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
         self.progress = {stage: int(state["progress"][stage]) for stage in STAGES}
@@ -282,6 +293,9 @@ class Trainer:
             "seed": self.seed,
             "world_size": self.ctx.world_size,
             "denoiser_weights": f"EMA (decay {tr.ema_decay}, warm-up (1+n)/(10+n))",
+            "autoencoder_weights": f"EMA (decay {tr.vae_ema_decay}, warm-up (1+n)/(10+n))"
+            if tr.vae_ema_decay > 0
+            else "online",
             "latent_scale": f"1/std of posterior means of {self.latent_scale_samples} training images"
             if self.latent_scale_done
             else "not computed (no diffusion training yet)",
@@ -299,7 +313,8 @@ class Trainer:
 
     @contextlib.contextmanager
     def ema_weights(self):
-        """Temporarily put the EMA weights into the denoisers (for saving or evaluating)."""
+        """Temporarily put the EMA weights into the denoisers, and into the autoencoder while its
+        stage keeps one (for saving or evaluating)."""
         online = {
             name: {k: v.detach().clone() for k, v in getattr(self.networks, name).state_dict().items()}
             for name in self.ema
@@ -329,6 +344,8 @@ class Trainer:
             for stage in STAGES:
                 if self.progress[stage] >= targets[stage]:
                     continue
+                if stage != "autoencoder":
+                    self._adopt_autoencoder_ema()
                 if stage != "autoencoder" and not self.latent_scale_done:
                     self.compute_latent_scale()
                 self._run_stage(stage, targets[stage])
@@ -355,6 +372,15 @@ class Trainer:
         return targets
 
     # -- stages ---------------------------------------------------------------------------------
+
+    def _adopt_autoencoder_ema(self) -> None:
+        """The denoisers train on the autoencoder the checkpoint holds: its EMA, where it has one.
+
+        From then on the autoencoder no longer changes, so its EMA is its weights and is dropped.
+        """
+        ema = self.ema.pop("autoencoder", None)
+        if ema is not None:
+            self.networks.autoencoder.load_state_dict(ema.module.state_dict())
 
     def compute_latent_scale(self) -> float:
         """Set ``networks.latent_scale`` to 1/std of the training images' posterior means."""
@@ -503,6 +529,8 @@ class Trainer:
                 self.adversarial,
             )
         self._optimize("autoencoder", total, self.networks.autoencoder.parameters())
+        if "autoencoder" in self.ema:
+            self.ema["autoencoder"].update(self.networks.autoencoder)
         if adversarial_on:
             with self._autocast():
                 d_loss = discriminator_loss(self._wrapped["discriminator"], x, recon, self.adversarial)
