@@ -755,6 +755,7 @@ def summarise(rows, control_rows, detect_rows, sweep_rows, wall, cases, args) ->
         + (f" --grids {args.grids}" if args.grids != ",".join(GRIDS) else "")
         + (f" --results {args.results}" if args.results != "healing.json" else ""),
         "date": time.strftime("%Y-%m-%d"),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),  # orders a day's runs (the model card keeps the newest)
         "model": str(args.model or "bundled demo"),
         "model_sha256": model_sha256(
             args.work.absolute() / "out" / "usb_mask", [c["sub"] for c in cases if c["class"]]

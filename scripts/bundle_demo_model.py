@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shlex
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -226,8 +228,10 @@ def _healing_section(healing: dict) -> list[str]:
             else "deformed copies of the template"
         )
     )
+    setting = _healing_setting(healing)
+    masks = MASK_KINDS.get(setting[1] if isinstance(setting, tuple) else "exact", setting[1])
     lines = [
-        f"## Healing native scans through the app: {anatomy} (benchmarks/healing.py)",
+        f"## Healing native scans through the app: {anatomy}, {masks} (benchmarks/healing.py)",
         f"{healing['n_scans']} synthetic T1w scans with lesions drawn in, through `bids_usb ... participant`; BraTS inpainting",
         f"metrics inside the lesion, single sample (`{command}`, {healing['date']}). Lesion PSNR / SSIM per class; tissue Dice",
         "(Atropos): mean of CSF, GM and WM inside the lesion grown by 3 mm.",
@@ -511,8 +515,20 @@ SECTIONS = (
     ("detection-controls", "controls"),
     ("lesion-from-generate", "lesion_from"),
 )
-#: Sections that show every qualifying run; the others show the newest.
+#: Sections that show every qualifying run; the others show the newest. Healing shows the newest
+#: run of each setting (_newest_per_setting).
 EVERY_RUN = ("healing", "residual", "detection")
+#: benchmarks/healing.py's --mask kinds: the masks the app was given (scored on the true lesion).
+MASK_KINDS = {
+    "exact": "exact masks",
+    "short1": "masks 1 mm short of the lesion",
+    "grid2": "masks drawn on a 2 mm grid",
+    "large1": "masks 1 mm too large",
+}
+#: benchmarks/healing.py's --anatomy choices, in the card's order.
+ANATOMIES = ("colin-head", "colin", "template")
+#: benchmarks/healing.py's lesion classes (its CLASSES): a run of them all is a full healing table.
+HEALING_CLASSES = ("subtle", "wmh", "lacune", "infarct", "territorial")
 
 
 def _sha_of(result: dict) -> str | None:
@@ -541,8 +557,9 @@ def measured_results(sha: str, sampling=None, results_dir: Path | None = None, p
 
     Results name the weights they measured (``model_sha256``); a result without it, or of other
     weights, is left out, so that bundling a new model cannot leave the former one's numbers on
-    its card. Where several files qualify the newest (by date, then name) is used, except for
-    the healing, residual and detection tables, which are all shown (one per run); generation takes only runs that
+    its card. Where several files qualify the newest (by date, then time, then name) is used, except for
+    the residual and detection tables, which are all shown (one per run), and the healing tables, one per setting
+    (anatomy, masks, classes; the newest by date, then by ``finished`` or git's commit time); generation takes only runs that
     sampled as the bundled config does. ``parent`` (``lesion_only_parent``): results of those
     weights count too, marked ``_parent``, in the sections that do not run the lesion net."""
     results_dir = results_dir or ROOT / "benchmarks" / "results"
@@ -571,14 +588,87 @@ def measured_results(sha: str, sampling=None, results_dir: Path | None = None, p
         result.setdefault("_file", path.name)
         found.setdefault(section, []).append(result)
 
-    def date(r: dict) -> str:
-        return r.get("date") or r.get("environment", {}).get("date") or ""
+    def when(r: dict) -> tuple[str, str]:
+        day = r.get("date") or r.get("environment", {}).get("date") or ""
+        return day, r.get("finished") or _committed(results_dir / r["_file"])
 
     out: dict = {}
     for section, items in found.items():
-        items.sort(key=lambda r: (date(r), r["_file"]))
+        items.sort(key=lambda r: (*when(r), r["_file"]))
         out[section] = items if section in EVERY_RUN else items[-1]
+    if "healing" in out:
+        out["healing"] = _newest_per_setting(out["healing"])
     return out
+
+
+def _committed(path: Path) -> str:
+    """When git last committed ``path`` (ISO 8601), to order runs of one day; a file git does not
+    hold yet is the newest ("~" sorts after any date), and outside a git checkout nothing is known."""
+    try:
+        stamp = subprocess.run(
+            ["git", "log", "-1", "--format=%cI", "--", path.name],
+            cwd=path.parent,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    if stamp.returncode != 0:
+        return ""
+    return stamp.stdout.strip() or "~"
+
+
+def _healing_setting(result: dict) -> tuple | str:
+    """What a healing.py run measured, read off its command: the anatomy, the masks given, the
+    lesion classes, the methods, the grids and whether detection and the sweep ran. Runs of one
+    setting repeat each other with the code of their day, so the card keeps the newest."""
+    command = result.get("command")
+    if not command:
+        return result["_file"]
+    args = shlex.split(command)
+
+    def option(flag: str, default: str) -> str:
+        return args[args.index(flag) + 1] if flag in args[:-1] else default
+
+    return (
+        option("--anatomy", "template"),
+        option("--mask", "exact"),
+        option("--classes", "all"),
+        option("--methods", "all"),
+        option("--grids", "all"),
+        "--no-detect" in args,
+        "--no-sweep" in args,
+    )
+
+
+def _newest_per_setting(runs: list[dict]) -> list[dict]:
+    """The newest run of each healing setting, in the order the runs came (oldest first). A run
+    that leaves out a lesion class the benchmark has (a probe of one class, often of a code
+    variant) stays in the docs that discuss it, not on the card."""
+    full = [r for r in runs if not _probes_some_classes(r)]
+    newest = {_healing_setting(r): r for r in full}
+    kept = [r for r in full if newest[_healing_setting(r)] is r]
+    return sorted(kept, key=_reading_order)  # stable: one anatomy and mask kind keep their run order
+
+
+def _reading_order(result: dict) -> tuple[int, int]:
+    """Real heads first (the whole head, as users bring it), then the template; exact masks first."""
+    setting = _healing_setting(result)
+    if not isinstance(setting, tuple):
+        return (len(ANATOMIES), len(MASK_KINDS))
+    anatomy = ANATOMIES.index(setting[0]) if setting[0] in ANATOMIES else len(ANATOMIES)
+    masks = list(MASK_KINDS).index(setting[1]) if setting[1] in MASK_KINDS else len(MASK_KINDS)
+    return anatomy, masks
+
+
+def _probes_some_classes(result: dict) -> bool:
+    command = result.get("command") or ""
+    args = shlex.split(command)
+    if "--classes" not in args[:-1]:
+        return False
+    classes = set(args[args.index("--classes") + 1].split(","))
+    return not set(HEALING_CLASSES) <= classes
 
 
 def main() -> None:

@@ -81,3 +81,32 @@ def test_a_superseded_run_is_left_off_the_card(tmp_path):
     _write(tmp_path, "healing-new", {"model_sha256": ours, "date": "2026-12-07"})
     found = bundle.measured_results(ours, SamplingConfig(steps=100), tmp_path)
     assert [h["_file"] for h in found["healing"]] == ["healing-new.json"]
+
+
+def test_the_card_shows_the_newest_healing_run_of_each_setting_and_no_one_class_probes(tmp_path):
+    """Sessions rerun the same healing setting as the app changes (41 runs of the bundled model on
+    one day): the card shows one table per anatomy and mask kind, the newest, and leaves probes of
+    a single class (often of a code variant not adopted) to the docs."""
+    bundle = _bundle_script()
+    ours = "a" * 64
+    base = "python benchmarks/healing.py --cases-per-class 1 --classes subtle,wmh,lacune,infarct,territorial"
+    runs = {
+        "healing-head-new": ("--anatomy colin-head", "2026-12-07T18:00:00+0000"),
+        "healing-head-old": ("--anatomy colin-head", "2026-12-07T09:00:00+0000"),
+        "healing-head-short": ("--anatomy colin-head --mask short1", "2026-12-07T08:00:00+0000"),
+        "healing-template": ("", "2026-12-07T07:00:00+0000"),
+    }
+    for name, (options, finished) in runs.items():
+        _write(
+            tmp_path,
+            name,
+            {"model_sha256": ours, "date": "2026-12-07", "finished": finished, "command": f"{base} {options}"},
+        )
+    probe = "python benchmarks/healing.py --classes infarct --anatomy colin-head"
+    _write(tmp_path, "healing-probe", {"model_sha256": ours, "date": "2026-12-07", "finished": "~", "command": probe})
+    found = bundle.measured_results(ours, SamplingConfig(steps=100), tmp_path)
+    assert [h["_file"] for h in found["healing"]] == [  # real heads first, exact masks first
+        "healing-head-new.json",
+        "healing-head-short.json",
+        "healing-template.json",
+    ]
