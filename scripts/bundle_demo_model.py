@@ -142,7 +142,13 @@ def card(name: str, cfg: USBConfig, meta: dict, stages: dict, sha: str, size_mb:
         "## What it is not",
         "- Not trained on real patients, on real healthy cohorts, on FLAIR, or at the paper's 1 mm / 160^3 scale.",
         "- Not for clinical use, and not a reproduction of the paper's reported numbers.",
-        f"- Trained for {total / 3600:.1f} h on a CPU (denoisers; see above): its decodes are smoother than the scans,",
+        f"- Trained on a CPU ({total / 3600:.1f} h in its own log"
+        + (
+            "; the runs it was fine-tuned from are in benchmarks/campaign/README.md"
+            if notes.get("initialised_from")
+            else ""
+        )
+        + "): its decodes are smoother than the scans,",
         "  and the paper's mask-free ACG healing (`--heal-mode acg`) leaves large lesions in place.",
         "",
     ]
