@@ -35,7 +35,8 @@
 # Phase 5b (widenomask, 2026-12-07): phase 5's held-out brains fell while its masks gained, and a
 # probe without mask items brought the brains back; so phase 5's run goes on from its 1500-step
 # state (copied: phase 5's own state stays as committed) with vae_mask_fraction 0, the rest of its
-# learning-rate schedule unchanged, to WIDENOMASK_STEPS autoencoder steps.
+# learning-rate schedule unchanged, to WIDENOMASK_STEPS autoencoder steps. From 2100 steps (2026-12-07,
+# eighth session) it keeps an EMA of the autoencoder (training.vae_ema_decay), which its checkpoint holds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -233,7 +234,7 @@ pack)
 				--run-name "decoder twice as wide, widened from lesion2's" --threads "$THREADS" --note "${NOTE:-}"
 		elif [ "$name" = widenomask ]; then
 			python benchmarks/learning_curve.py "$RUNS/widenomask" --stage autoencoder \
-				--run-name "decoder twice as wide, no mask items from 1500 steps" --threads "$THREADS" --note "${NOTE:-}"
+				--run-name "decoder twice as wide, no mask items from 1500 steps, its EMA from 2100" --threads "$THREADS" --note "${NOTE:-}"
 		elif [ "$name" = brainlow ]; then
 			python benchmarks/learning_curve.py "$RUNS/brainlow" --stage brain \
 				--run-name "brain net, timestep focus below 512 (from lesion2)" --threads "$THREADS" --note "${NOTE:-}"
