@@ -1,0 +1,48 @@
+"""The reconstruction diagnostics: the noise-free twins of benchmarks/autoencoder_noise.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from autoencoder_noise import NoiseFreeTwins  # noqa: E402
+
+from usb_model.config import GridConfig  # noqa: E402
+from usb_model.synth import TripletDataset  # noqa: E402
+from usb_model.synth import healthy as synth_healthy  # noqa: E402
+from usb_model.synth.intensity import ContrastParams, augment_contrast  # noqa: E402
+
+GRID = GridConfig(shape=(32, 32, 32), voxel_size=(6.0, 6.0, 6.0))
+
+
+def test_a_noise_free_twin_is_the_same_brain_without_its_voxel_noise():
+    rng = np.random.default_rng(5)
+    image = rng.uniform(0.2, 1.0, (16, 16, 16)).astype(np.float32)
+    mask = np.zeros(image.shape, bool)
+    mask[3:13, 3:13, 3:13] = True
+    params = ContrastParams(noise_std=0.03)
+    with NoiseFreeTwins() as twins:
+        noisy = synth_healthy.augment_contrast(image.copy(), mask, np.random.default_rng(9), params)
+        twin = twins.last
+    # The same draws, the noise zeroed: exactly what the augmentation gives without noise.
+    quiet = augment_contrast(image.copy(), mask, np.random.default_rng(9), dataclasses.replace(params, noise_std=0.0))
+    np.testing.assert_array_equal(twin, quiet)
+    # ...and the real stream is untouched: the noisy brain is what it is without the twins.
+    np.testing.assert_array_equal(noisy, augment_contrast(image.copy(), mask, np.random.default_rng(9), params))
+    assert not np.array_equal(noisy, twin)
+    assert synth_healthy.augment_contrast is augment_contrast  # restored on exit
+
+
+def test_the_twins_leave_the_dataset_items_as_they_are():
+    data = TripletDataset(GRID, length=2, seed=3, healthy_fraction=0.0)
+    plain = data[1]
+    with NoiseFreeTwins() as twins:
+        again = data[1]
+    assert all(torch.equal(plain[k], again[k]) for k in plain)
+    assert twins.last is not None and twins.last.shape == tuple(GRID.shape)
