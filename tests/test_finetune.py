@@ -222,3 +222,63 @@ def test_an_autoencoder_ema_switched_on_in_a_resumed_run_starts_at_its_online_we
     assert resumed["updates"] == 1
     for key, value in ema["weights"].items():
         torch.testing.assert_close(resumed["weights"][key], value, rtol=1e-2, atol=1e-3)  # half precision
+
+
+def encoder_drift(networks, reference, data) -> float:
+    """Mean squared difference of two autoencoders' scaled latents over the items."""
+    with torch.no_grad():
+        return float(
+            sum(
+                ((networks.encode(d["lesioned"][None]) - reference.encode(d["lesioned"][None])) ** 2).mean()
+                for d in data
+            )
+            / len(data)
+        )
+
+
+def test_a_latent_anchor_holds_a_trained_encoder_near_the_latents_the_run_started_from(tmp_path):
+    """training.vae_latent_anchor: an encoder trained on a finished model stays near its latents
+    (the denoisers' space), by as much as the weight asks; the anchor is the run's start, kept in
+    the state and the snapshot, so a resume anchors to the same latents."""
+    cfg = load_preset("tiny")
+    data = toy_triplets(8)
+    source_dir, source = finished_model(tmp_path, cfg, data, {"autoencoder": 2, "lesion": 1, "brain": 1})
+    drifts = {}
+    for weight in (0.0, 100.0):
+        tuned_cfg = with_training(cfg, vae_lr=3e-2, vae_latent_anchor=weight)
+        networks, lineage = networks_from_checkpoint(tuned_cfg, source_dir)
+        run = tmp_path / f"anchor{weight}"
+        tuned = T.train_all(
+            tuned_cfg, data, run, {"autoencoder": 4}, networks=networks, initialised_from=lineage, save_every=10
+        )
+        drifts[weight] = encoder_drift(tuned, source, data)
+    assert 0 < drifts[100.0] < 0.5 * drifts[0.0]
+    rows = T.read_log(tmp_path / "anchor100.0" / "log.tsv")
+    assert all(r["anchor"] is not None and r["anchor"] >= 0 for r in rows)
+
+    # Resumed (through a snapshot), the anchor is still the source's autoencoder.
+    snapshot.pack(tmp_path / "anchor100.0", tmp_path / "snap")
+    assert "anchor" in json.loads((tmp_path / "snap" / "snapshot.json").read_text())["parts"]
+    snapshot.unpack(tmp_path / "snap", tmp_path / "resumed")
+    state = trainer_module.load_state(tmp_path / "resumed" / "state", "trainer")
+    for key, value in source.autoencoder.state_dict().items():
+        torch.testing.assert_close(state["anchor"]["weights"][key], value, rtol=1e-2, atol=1e-3)  # half precision
+    resumed_cfg = with_training(cfg, vae_lr=3e-2, vae_latent_anchor=100.0)
+    T.train_all(resumed_cfg, data, tmp_path / "resumed", {"autoencoder": 5}, resume=True, save_every=10)
+    state = trainer_module.load_state(tmp_path / "resumed" / "state", "trainer")
+    for key, value in source.autoencoder.state_dict().items():
+        torch.testing.assert_close(state["anchor"]["weights"][key], value, rtol=1e-2, atol=1e-3)
+
+
+def test_a_log_begun_before_a_new_column_keeps_its_columns(tmp_path):
+    from usb_model.train.log import append_log, truncate_log
+
+    log = tmp_path / "log.tsv"
+    old = ("stage", "step", "loss", "recon", "kl", "adv", "perceptual", "disc", "lr", "seconds")
+    log.write_text("\t".join(old) + "\n" + "\t".join(["autoencoder", "10"] + ["0.5"] * 8) + "\n")
+    append_log(log, {"stage": "autoencoder", "step": 20, "loss": 0.25, "anchor": 0.1, "lr": 1e-4, "seconds": 2.0})
+    lines = log.read_text().splitlines()
+    assert lines[0].split("\t") == list(old) and len(lines[2].split("\t")) == len(old)
+    truncate_log(log, {"autoencoder": 20, "lesion": 0, "brain": 0})
+    rows = T.read_log(log)
+    assert [r["step"] for r in rows] == [10, 20] and rows[1]["loss"] == 0.25

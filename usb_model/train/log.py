@@ -6,7 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-LOG_COLUMNS = ("stage", "step", "loss", "recon", "kl", "adv", "perceptual", "disc", "lr", "seconds")
+# "anchor" (training.vae_latent_anchor) came last, 2026-12-07: a log begun before it keeps its own
+# header, and its rows are written in that header's columns.
+LOG_COLUMNS = ("stage", "step", "loss", "recon", "kl", "adv", "perceptual", "disc", "lr", "seconds", "anchor")
 
 
 def _format(value: Any) -> str:
@@ -20,11 +22,17 @@ def _format(value: Any) -> str:
 def append_log(path: Path, row: dict[str, Any]) -> None:
     """One line per write, flushed and synced, so a crash leaves whole lines only."""
     new = not path.is_file() or path.stat().st_size == 0
-    line = "\t".join(_format(row.get(c)) for c in LOG_COLUMNS) + "\n"
+    columns = LOG_COLUMNS if new else _header(path)
+    line = "\t".join(_format(row.get(c)) for c in columns) + "\n"
     with open(path, "a") as fh:
         fh.write(("\t".join(LOG_COLUMNS) + "\n" if new else "") + line)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def _header(path: Path) -> tuple[str, ...]:
+    with open(path) as fh:
+        return tuple(fh.readline().rstrip("\n").split("\t"))
 
 
 def read_log(path: str | Path) -> list[dict[str, Any]]:
@@ -56,9 +64,10 @@ def truncate_log(path: Path, progress: dict[str, int]) -> None:
     if not lines:
         return
     kept = [lines[0]]
+    width = len(lines[0].rstrip("\n").split("\t"))
     for line in lines[1:]:
         cells = line.rstrip("\n").split("\t")
-        if len(cells) == len(LOG_COLUMNS) and cells[0] in progress and int(cells[1]) <= progress[cells[0]]:
+        if len(cells) == width and cells[0] in progress and int(cells[1]) <= progress[cells[0]]:
             kept.append(line)
     if len(kept) != len(lines):
         tmp = path.with_name(f".{path.name}.tmp")

@@ -122,10 +122,13 @@ def _zero_first_moments(state: dict[str, Any]) -> None:
 
 
 def _parts(state: dict[str, Any]) -> list[str]:
-    """The parts written as files of their own: one per network, EMA and optimizer."""
+    """The parts written as files of their own: one per network, EMA and optimizer, and the latent
+    anchor."""
     names = [f"networks.{n}" for n in NETWORKS]
     names += [f"ema.{n}" for n in state.get("ema", {})]
     names += [f"optimizers.{n}" for n in state.get("optimizers", {})]
+    if state.get("anchor") is not None:
+        names.append("anchor")  # the frozen latent anchor: the same file from one pack to the next
     return names
 
 

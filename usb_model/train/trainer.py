@@ -131,6 +131,12 @@ class Trainer:
         if cfg.training.vae_ema_decay > 0:
             # Until the denoiser stages adopt it (_adopt_autoencoder_ema): then it is dropped.
             self.ema["autoencoder"] = EMA(self.networks.autoencoder, cfg.training.vae_ema_decay)
+        # The autoencoder as the run started (training.vae_latent_anchor): a frozen copy whose
+        # latents the trained encoder is held near. Kept in the state, so a resume anchors to the
+        # same latents, not to those of the step it resumes from.
+        self.anchor: nn.Module | None = None
+        if cfg.training.vae_latent_anchor > 0:
+            self.anchor = copy.deepcopy(self.networks.autoencoder).eval().requires_grad_(False)
         self.optimizers = self._build_optimizers()
         self.adversarial = PatchAdversarialLoss(criterion="least_squares")
         self.progress = {stage: 0 for stage in STAGES}
@@ -196,6 +202,7 @@ class Trainer:
             "networks": self.networks.state_dict(),
             "discriminator": self.discriminator.state_dict(),
             "ema": {name: ema.state_dict() for name, ema in self.ema.items()},
+            **({"anchor": {"weights": self.anchor.state_dict()}} if self.anchor is not None else {}),
             "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
         }
 
@@ -227,6 +234,12 @@ class Trainer:
                 )
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
+        if self.anchor is not None:
+            if state.get("anchor") is not None:
+                load_weights(self.anchor, state["anchor"]["weights"], source="training state (latent anchor)")
+            else:  # switched on in a resumed run: the anchor is the autoencoder it resumes
+                self.anchor.load_state_dict(self.networks.autoencoder.state_dict())
+                log.info("latent anchor: the autoencoder at step %d", int(state["progress"]["autoencoder"]))
         self.progress = {stage: int(state["progress"][stage]) for stage in STAGES}
         self.seconds = {stage: float(state["seconds"][stage]) for stage in STAGES}
         self.latent_scale_done = bool(state["latent_scale_done"])
@@ -528,6 +541,13 @@ class Trainer:
                 self.perceptual,
                 self.adversarial,
             )
+            if self.anchor is not None:
+                with torch.no_grad():
+                    anchored, _ = self.anchor.encode(x)
+                drift = (((z_mu.float() - anchored.float()) * self.networks.latent_scale) ** 2).mean()
+                total = total + tr.vae_latent_anchor * drift
+                terms["anchor"] = drift.item()
+                terms["loss"] = total.item()
         self._optimize("autoencoder", total, self.networks.autoencoder.parameters())
         if "autoencoder" in self.ema:
             self.ema["autoencoder"].update(self.networks.autoencoder)
