@@ -35,7 +35,10 @@ TEST_SEED = 7_000_003
 
 
 @torch.no_grad()
-def reconstruction_scores(networks, n: int) -> dict:
+def reconstruction_scores(networks, n: int, reference=None) -> dict:
+    """``reference``: another model whose encoder the denoisers learnt on; each brain's latent is
+    then also compared with its latent there (``latent_drift``: the RMS difference over the RMS of
+    the reference latent), which says how far a retrained encoder moved the denoisers' space."""
     cfg = networks.cfg
     data = TripletDataset(cfg.grid, n, TEST_SEED, healthy_fraction=0.0, contrast=cfg.grid.contrast)
     rows = []
@@ -43,7 +46,8 @@ def reconstruction_scores(networks, n: int) -> dict:
         item = data[i]
         for kind in ("healthy", "lesioned"):
             x = item[kind][None]
-            recon = networks.decode(networks.encode(x)).clamp(0, 1)[0, 0].numpy()
+            latent = networks.encode(x)
+            recon = networks.decode(latent).clamp(0, 1)[0, 0].numpy()
             truth = x[0, 0].numpy()
             brain = item["healthy"][0].numpy() > 0
             rows.append(
@@ -55,6 +59,9 @@ def reconstruction_scores(networks, n: int) -> dict:
                     "l1_brain": masked_l1(recon, truth, brain),
                 }
             )
+            if reference is not None:
+                theirs = reference.encode(x)
+                rows[-1]["latent_drift"] = float((latent - theirs).norm() / theirs.norm())
         mask = item["mask"][None]
         decoded = networks.decode(networks.encode(mask)).clamp(0, 1)[0, 0].numpy()
         truth = mask[0, 0].numpy()
@@ -70,6 +77,8 @@ def reconstruction_scores(networks, n: int) -> dict:
     for kind in ("healthy", "lesioned"):
         sel = [r for r in rows if r["kind"] == kind]
         summary[kind] = {m: float(np.mean([r[m] for r in sel])) for m in ("psnr_brain", "ssim_brain", "l1_brain")}
+        if reference is not None:
+            summary[kind]["latent_drift"] = float(np.mean([r["latent_drift"] for r in sel]))
     return {"cases": rows, "summary": summary}
 
 
@@ -78,13 +87,19 @@ def main(argv=None) -> int:
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--latent-reference",
+        type=Path,
+        help="a model whose latents to compare with (the encoder the denoisers learnt on), e.g. resources/models/demo",
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "autoencoder.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     directory = checkpoint_directory(args.model)
     networks = load_checkpoint(directory).eval()
     clock = time.perf_counter()
-    result = reconstruction_scores(networks, args.n)
+    reference = load_checkpoint(checkpoint_directory(args.latent_reference)).eval() if args.latent_reference else None
+    result = reconstruction_scores(networks, args.n, reference)
     meta = json.loads((directory / "meta.json").read_text())
     result["environment"] = {
         "model": str(args.model),
@@ -92,6 +107,7 @@ def main(argv=None) -> int:
         "trained_steps": meta.get("notes", {}).get("trained_steps"),
         "autoencoder": networks.cfg.to_dict()["autoencoder"],
         "n": args.n,
+        "latent_reference": str(args.latent_reference) if args.latent_reference else None,
         "test_seed": TEST_SEED,
         "seconds": round(time.perf_counter() - clock, 1),
         "date": time.strftime("%Y-%m-%d"),
@@ -101,7 +117,8 @@ def main(argv=None) -> int:
         if kind == "mask":
             print(f"{kind:9s} MSE {s['mse']:.5f}  Dice at 0.5 {s['dice']:.3f}")
         else:
-            print(f"{kind:9s} PSNR {s['psnr_brain']:.2f} dB  SSIM {s['ssim_brain']:.3f}  L1 {s['l1_brain']:.4f}")
+            drift = f"  latent drift {s['latent_drift']:.1%}" if "latent_drift" in s else ""
+            print(f"{kind:9s} PSNR {s['psnr_brain']:.2f} dB  SSIM {s['ssim_brain']:.3f}  L1 {s['l1_brain']:.4f}{drift}")
     return 0
 
 
