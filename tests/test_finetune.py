@@ -268,6 +268,9 @@ def test_a_latent_anchor_holds_a_trained_encoder_near_the_latents_the_run_starte
     state = trainer_module.load_state(tmp_path / "resumed" / "state", "trainer")
     for key, value in source.autoencoder.state_dict().items():
         torch.testing.assert_close(state["anchor"]["weights"][key], value, rtol=1e-2, atol=1e-3)
+    # Once a denoiser stage starts nothing trains the encoder: the anchor leaves the state.
+    T.train_all(resumed_cfg, data, tmp_path / "resumed", {"autoencoder": 5, "lesion": 1}, resume=True, save_every=10)
+    assert "anchor" not in trainer_module.load_state(tmp_path / "resumed" / "state", "trainer")
 
 
 def test_a_log_begun_before_a_new_column_keeps_its_columns(tmp_path):

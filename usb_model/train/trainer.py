@@ -129,7 +129,7 @@ class Trainer:
                 module.requires_grad_(False)
         self.ema = {name: EMA(getattr(self.networks, name), cfg.training.ema_decay) for name in ("lesion", "brain")}
         if cfg.training.vae_ema_decay > 0:
-            # Until the denoiser stages adopt it (_adopt_autoencoder_ema): then it is dropped.
+            # Until the denoiser stages adopt it (_finish_autoencoder): then it is dropped.
             self.ema["autoencoder"] = EMA(self.networks.autoencoder, cfg.training.vae_ema_decay)
         # The autoencoder as the run started (training.vae_latent_anchor): a frozen copy whose
         # latents the trained encoder is held near. Kept in the state, so a resume anchors to the
@@ -358,7 +358,7 @@ class Trainer:
                 if self.progress[stage] >= targets[stage]:
                     continue
                 if stage != "autoencoder":
-                    self._adopt_autoencoder_ema()
+                    self._finish_autoencoder()
                 if stage != "autoencoder" and not self.latent_scale_done:
                     self.compute_latent_scale()
                 self._run_stage(stage, targets[stage])
@@ -386,14 +386,16 @@ class Trainer:
 
     # -- stages ---------------------------------------------------------------------------------
 
-    def _adopt_autoencoder_ema(self) -> None:
+    def _finish_autoencoder(self) -> None:
         """The denoisers train on the autoencoder the checkpoint holds: its EMA, where it has one.
 
-        From then on the autoencoder no longer changes, so its EMA is its weights and is dropped.
+        From then on the autoencoder no longer changes, so its EMA is its weights and is dropped,
+        and so is the latent anchor (nothing trains the encoder any more).
         """
         ema = self.ema.pop("autoencoder", None)
         if ema is not None:
             self.networks.autoencoder.load_state_dict(ema.module.state_dict())
+        self.anchor = None
 
     def compute_latent_scale(self) -> float:
         """Set ``networks.latent_scale`` to 1/std of the training images' posterior means."""
