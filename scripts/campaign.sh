@@ -186,6 +186,17 @@ run_encoder() {
 		--steps "autoencoder=$ENCODER_STEPS" --threads "$THREADS" --save-every 100 >>"$RUNS/encoder.log" 2>&1
 }
 
+packed() {  # packed NAME: the committed snapshot holds the run's present progress
+	[ -f "$STATE/$1/snapshot.json" ] || return 1
+	python - "$RUNS/$1" "$STATE/$1/snapshot.json" <<'EOF'
+import json, sys
+from pathlib import Path
+from usb_model.checkpoint import load_state
+progress = load_state(Path(sys.argv[1]) / "state", "trainer")["progress"]
+sys.exit(0 if json.loads(Path(sys.argv[2]).read_text())["progress"] == progress else 1)
+EOF
+}
+
 trained() {  # trained CHECKPOINT_DIR STAGE STEPS: the committed checkpoint has that many steps
 	python -c 'import json, sys; m = json.load(open(sys.argv[1])); sys.exit(0 if m["notes"]["trained_steps"].get(sys.argv[2], 0) >= int(sys.argv[3]) else 1)' \
 		"$1/meta.json" "$2" "$3" 2>/dev/null
@@ -234,6 +245,10 @@ pack)
 		# Restored from its snapshot but not trained since (a finished autoencoder, phase 5's state
 		# copied into phase 5b): no checkpoint, nothing new to record or pack.
 		[ -f "$RUNS/$name/checkpoint/model.safetensors" ] || continue
+		# Packed already at this step (a phase stopped for the next one): no second curve point.
+		if packed "$name"; then
+			continue
+		fi
 		# A finished phase whose checkpoint is committed (lesion2/checkpoint) needs no resumable state.
 		if [ "$name" = lesion2 ] && trained "$LESION2/checkpoint" lesion "$LESION2_STEPS"; then
 			continue
