@@ -34,13 +34,19 @@ from usb_model.synth import TripletDataset  # noqa: E402
 TEST_SEED = 7_000_003
 
 
+def held_out(cfg, n: int) -> TripletDataset:
+    """The held-out items every reconstruction benchmark scores (each item's brain before its lesion
+    is drawn in, and the lesioned one); the diagnostics read the same brains."""
+    return TripletDataset(cfg.grid, n, TEST_SEED, healthy_fraction=0.0, contrast=cfg.grid.contrast)
+
+
 @torch.no_grad()
 def reconstruction_scores(networks, n: int, reference=None) -> dict:
     """``reference``: another model whose encoder the denoisers learnt on; each brain's latent is
     then also compared with its latent there (``latent_drift``: the RMS difference over the RMS of
     the reference latent), which says how far a retrained encoder moved the denoisers' space."""
     cfg = networks.cfg
-    data = TripletDataset(cfg.grid, n, TEST_SEED, healthy_fraction=0.0, contrast=cfg.grid.contrast)
+    data = held_out(cfg, n)
     rows = []
     for i in range(n):
         item = data[i]

@@ -31,12 +31,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from autoencoder import TEST_SEED  # noqa: E402
+from autoencoder import TEST_SEED, held_out  # noqa: E402
 
 from usb_model.atomic import write_text  # noqa: E402
 from usb_model.checkpoint import checkpoint_directory, checkpoint_sha256, load_checkpoint  # noqa: E402
 from usb_model.metrics import masked_psnr  # noqa: E402
-from usb_model.synth import TripletDataset  # noqa: E402
 from usb_model.synth import healthy as synth_healthy  # noqa: E402
 
 
@@ -82,8 +81,7 @@ def fitted(clean: np.ndarray, noisy: np.ndarray, brain: np.ndarray) -> np.ndarra
 
 @torch.no_grad()
 def scores(networks, n: int) -> dict:
-    # The same items as autoencoder.py (healthy_fraction 0: each item's brain before its lesion).
-    data = TripletDataset(networks.cfg.grid, n, TEST_SEED, healthy_fraction=0.0, contrast=networks.cfg.grid.contrast)
+    data = held_out(networks.cfg, n)
     rows = []
     with NoiseFreeTwins() as twins:
         for i in range(n):

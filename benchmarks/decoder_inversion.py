@@ -27,12 +27,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from autoencoder import TEST_SEED  # noqa: E402
+from autoencoder import TEST_SEED, held_out  # noqa: E402
 
 from usb_model.atomic import write_text  # noqa: E402
 from usb_model.checkpoint import checkpoint_directory, checkpoint_sha256, load_checkpoint  # noqa: E402
 from usb_model.metrics import masked_psnr  # noqa: E402
-from usb_model.synth import TripletDataset  # noqa: E402
 
 
 def invert(
@@ -56,7 +55,7 @@ def invert(
 
 
 def scores(networks, n: int, iterations: int, lr: float, proximal: float = 0.0) -> dict:
-    data = TripletDataset(networks.cfg.grid, n, TEST_SEED, healthy_fraction=0.0, contrast=networks.cfg.grid.contrast)
+    data = held_out(networks.cfg, n)
     networks.requires_grad_(False)
     rows = []
     for i in range(n):
