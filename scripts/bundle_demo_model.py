@@ -126,6 +126,17 @@ def card(name: str, cfg: USBConfig, meta: dict, stages: dict, sha: str, size_mb:
             ),
             "",
         ]
+    donor = notes.get("autoencoder_from")
+    if donor:
+        lines += [
+            "## Autoencoder adopted from a run of its own",
+            f"The autoencoder is that of `{donor.get('checkpoint')}` (sha256 `{donor.get('model_sha256')}`,"
+            f" {donor.get('trained_steps', {}).get('autoencoder', 'n/a')} autoencoder steps; weights: {donor.get('weights')}),",
+            "put with `python -m usb_model.train.adopt` onto the denoisers, sampling settings and template of sha256",
+            f"`{donor.get('denoisers_from_sha256')}`, which it left bit for bit as they were. Every result below was",
+            "measured on the combination.",
+            "",
+        ]
     lines += _marked(results.get("quality"), _quality_section)
     lines += _marked(results.get("autoencoder"), _autoencoder_section)
     for healing in results.get("healing", []):

@@ -72,6 +72,9 @@ def test_a_lesion_only_fine_tune_borrows_its_parents_results_where_the_lesion_ne
     # A fine-tune that also trained the brain net changes what healing runs: no borrowing.
     meta["notes"]["trained_steps"]["brain"] = 10
     assert bundle.lesion_only_parent(meta) is None
+    # So does an autoencoder adopted from a run of its own (usb_model.train.adopt counts its steps).
+    meta["notes"]["trained_steps"].update(brain=0, autoencoder=40)
+    assert bundle.lesion_only_parent(meta) is None
 
 
 def test_a_superseded_run_is_left_off_the_card(tmp_path):

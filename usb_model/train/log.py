@@ -11,7 +11,7 @@ from typing import Any
 LOG_COLUMNS = ("stage", "step", "loss", "recon", "kl", "adv", "perceptual", "disc", "lr", "seconds", "anchor")
 
 
-def _format(value: Any) -> str:
+def format_cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
@@ -23,7 +23,7 @@ def append_log(path: Path, row: dict[str, Any]) -> None:
     """One line per write, flushed and synced, so a crash leaves whole lines only."""
     new = not path.is_file() or path.stat().st_size == 0
     columns = LOG_COLUMNS if new else _header(path)
-    line = "\t".join(_format(row.get(c)) for c in columns) + "\n"
+    line = "\t".join(format_cell(row.get(c)) for c in columns) + "\n"
     with open(path, "a") as fh:
         fh.write(("\t".join(LOG_COLUMNS) + "\n" if new else "") + line)
         fh.flush()
