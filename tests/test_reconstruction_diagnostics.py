@@ -46,3 +46,20 @@ def test_the_twins_leave_the_dataset_items_as_they_are():
         again = data[1]
     assert all(torch.equal(plain[k], again[k]) for k in plain)
     assert twins.last is not None and twins.last.shape == tuple(GRID.shape)
+
+
+def test_a_channel_the_decoder_does_not_read_shows_as_collapsed(tiny_cfg):
+    """benchmarks/latent_channels.py: zeroing a channel whose decoder weights are zero leaves the
+    decode as it is (infinite PSNR, capped), a read channel changes it; drift from itself is 0."""
+    from latent_channels import channel_scores
+
+    from usb_model.networks import USBNetworks
+
+    torch.manual_seed(0)
+    networks = USBNetworks(tiny_cfg).eval()
+    with torch.no_grad():
+        networks.autoencoder.post_quant_conv.conv.weight[:, 0] = 0  # the decoder ignores channel 0
+    rows = channel_scores(networks, 1, reference=networks)
+    assert len(rows) == tiny_cfg.autoencoder.latent_channels
+    assert rows[0]["zeroed_psnr"] >= 100 > max(r["zeroed_psnr"] for r in rows[1:])
+    assert all(r["drift"] == 0 and r["sigma_mean"] > 0 for r in rows)
