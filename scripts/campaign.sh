@@ -45,6 +45,13 @@
 # near the denoisers' by training.vae_latent_anchor (encoder_anchored.json; its cosine over 8000 steps
 # so that the learning rate at phase 5b's step is about 7e-5), to ENCODER_STEPS autoencoder steps.
 # The denoisers are not trained here: whether they need a fine-tune on the moved latents is measured first.
+# Phase 6b (lowkl, 2026-12-08, ninth session): phase 6 flattened near 29.6 dB (8 brains) by 4000 steps, and
+# benchmarks/latent_channels.py showed why: at vae_kl_weight 1e-8 (the KL summed over the latent against a
+# reconstruction error averaged over voxels) three of the four latent channels had collapsed to the prior
+# and the brain rode on one channel with sigma 0.12, so the decoder trained on heavily noised latents. So
+# phase 6's state is copied at its 4100-step save and resumed with the KL weight 2500 times smaller
+# (encoder_lowkl.json: 4e-12, about what the latent diffusion paper's summed reconstruction error implies
+# at this grid) and a shorter autoencoder EMA (0.99), to LOWKL_STEPS autoencoder steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -71,6 +78,8 @@ WIDENOMASK_STEPS=${WIDENOMASK_STEPS:-4000}
 WIDENOMASK_CONFIG=benchmarks/campaign/decoder_wide_nomask.json
 ENCODER_STEPS=${ENCODER_STEPS:-6000}
 ENCODER_CONFIG=benchmarks/campaign/encoder_anchored.json
+LOWKL_STEPS=${LOWKL_STEPS:-6000}
+LOWKL_CONFIG=benchmarks/campaign/encoder_lowkl.json
 
 # shellcheck disable=SC1091
 [ -f .venv/bin/activate ] && . .venv/bin/activate
@@ -186,6 +195,17 @@ run_encoder() {
 		--steps "autoencoder=$ENCODER_STEPS" --threads "$THREADS" --save-every 100 >>"$RUNS/encoder.log" 2>&1
 }
 
+run_lowkl() {
+	restore lowkl
+	if [ ! -f "$RUNS/lowkl/state/trainer.json" ]; then
+		restore encoder
+		mkdir -p "$RUNS/lowkl"
+		cp -r "$RUNS/encoder/state" "$RUNS/lowkl/state"
+	fi
+	usb-train "$RUNS/lowkl" --preset "$LOWKL_CONFIG" --init-checkpoint "$LESION2/checkpoint" \
+		--steps "autoencoder=$LOWKL_STEPS" --threads "$THREADS" --save-every 100 >>"$RUNS/lowkl.log" 2>&1
+}
+
 packed() {  # packed NAME: the committed snapshot holds the run's present progress
 	[ -f "$STATE/$1/snapshot.json" ] || return 1
 	python - "$RUNS/$1" "$STATE/$1/snapshot.json" <<'EOF'
@@ -219,8 +239,9 @@ start)
 			widedecoder) phase=run_widedecoder ;;
 			widenomask) phase=run_widenomask ;;
 			encoder) phase=run_encoder ;;
+			lowkl) phase=run_lowkl ;;
 			*)
-				echo "phase 2 is finished and bundled; phase 3 (brainlow) ran on 2026-12-07 and was not adopted (PHASE=brainlow reruns it); phase 4 trains the decoder alone (PHASE=decoder), phase 5 a twice wider one (PHASE=widedecoder), phase 5b that one without mask items (PHASE=widenomask), phase 6 the encoder held near its latents (PHASE=encoder); a next phase needs a new config and run directory"
+				echo "phase 2 is finished and bundled; phase 3 (brainlow) ran on 2026-12-07 and was not adopted (PHASE=brainlow reruns it); phase 4 trains the decoder alone (PHASE=decoder), phase 5 a twice wider one (PHASE=widedecoder), phase 5b that one without mask items (PHASE=widenomask), phase 6 the encoder held near its latents (PHASE=encoder), phase 6b the same with a KL weight 2500 times smaller (PHASE=lowkl); a next phase needs a new config and run directory"
 				exit 0
 				;;
 			esac
@@ -231,16 +252,16 @@ start)
 		echo "the campaign is already running (pid $(cat "$RUNS/campaign.pid"))"
 		exit 0
 	fi
-	export -f restore ae_done run_all run_lesion2 run_brainlow run_decoder run_widedecoder run_widenomask run_encoder
+	export -f restore ae_done run_all run_lesion2 run_brainlow run_decoder run_widedecoder run_widenomask run_encoder run_lowkl
 	export RUNS STATE AE_STEPS LESION_STEPS BRAIN_STEPS THREADS AE_CONFIG USB_CONFIG AE_INIT LESION2_STEPS LESION2_CONFIG FINAL \
 		LESION2 BRAINLOW_STEPS BRAINLOW_CONFIG DECODER_STEPS DECODER_CONFIG WIDEDECODER_STEPS WIDEDECODER_CONFIG \
-		WIDENOMASK_STEPS WIDENOMASK_CONFIG ENCODER_STEPS ENCODER_CONFIG
+		WIDENOMASK_STEPS WIDENOMASK_CONFIG ENCODER_STEPS ENCODER_CONFIG LOWKL_STEPS LOWKL_CONFIG
 	nohup nice -n 19 bash -c $phase >>"$RUNS/campaign.log" 2>&1 &
 	echo $! >"$RUNS/campaign.pid"
 	echo "campaign started (pid $!); logs in $RUNS/"
 	;;
 pack)
-	for name in ae usb lesion2 brainlow decoder widedecoder widenomask encoder; do
+	for name in ae usb lesion2 brainlow decoder widedecoder widenomask encoder lowkl; do
 		[ -f "$RUNS/$name/state/trainer.json" ] || continue
 		# Restored from its snapshot but not trained since (a finished autoencoder, phase 5's state
 		# copied into phase 5b): no checkpoint, nothing new to record or pack.
@@ -275,6 +296,9 @@ pack)
 		elif [ "$name" = encoder ]; then
 			python benchmarks/learning_curve.py "$RUNS/encoder" --stage autoencoder \
 				--run-name "encoder and wide decoder, latents anchored, from phase 5b" --threads "$THREADS" --note "${NOTE:-}"
+		elif [ "$name" = lowkl ]; then
+			python benchmarks/learning_curve.py "$RUNS/lowkl" --stage autoencoder \
+				--run-name "encoder and wide decoder, KL weight 4e-12, from phase 6" --threads "$THREADS" --note "${NOTE:-}"
 		elif [ "$name" = brainlow ]; then
 			python benchmarks/learning_curve.py "$RUNS/brainlow" --stage brain \
 				--run-name "brain net, timestep focus below 512 (from lesion2)" --threads "$THREADS" --note "${NOTE:-}"
@@ -320,7 +344,7 @@ share | full)
 	done
 	;;
 status)
-	for name in ae usb lesion2 brainlow decoder widedecoder widenomask encoder; do
+	for name in ae usb lesion2 brainlow decoder widedecoder widenomask encoder lowkl; do
 		[ -f "$RUNS/$name.log" ] && echo "$name: $(tail -n 1 "$RUNS/$name.log")"
 	done
 	;;
