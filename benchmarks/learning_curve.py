@@ -35,7 +35,7 @@ from autoencoder import reconstruction_scores  # noqa: E402
 from levers import EVAL_T, held_out, score  # noqa: E402
 
 from usb_model.atomic import write_text  # noqa: E402
-from usb_model.checkpoint import load_checkpoint, load_state  # noqa: E402
+from usb_model.checkpoint import load_checkpoint, load_state, read_meta  # noqa: E402
 from usb_model.diffusion import Diffusion  # noqa: E402
 from usb_model.train.losses import brain_inputs  # noqa: E402
 
@@ -43,6 +43,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def training_position(run_dir: Path) -> dict:
+    """Steps and hours from the run's training state; a directory with a checkpoint only (e.g.
+    ``usb_model.train.adopt``'s, the bundled denoisers on another run's latents) has its steps from
+    the checkpoint's notes and no hours."""
+    if not (run_dir / "state" / "trainer.json").is_file():
+        meta = read_meta(run_dir / "checkpoint")
+        config = json.loads((run_dir / "checkpoint" / "config.json").read_text())["name"]
+        return {"progress": meta.get("notes", {}).get("trained_steps", {}), "seconds": {}, "config": config}
     state = load_state(run_dir / "state", "trainer")
     return {"progress": state["progress"], "seconds": state["seconds"], "config": state["config"]["name"]}
 
@@ -115,13 +122,14 @@ def main(argv=None) -> int:
     networks = load_checkpoint(args.run_dir / "checkpoint").eval()
     clock = time.perf_counter()
     scores = stage_scores(networks, args.stage, args.n)
-    hours = position["seconds"][args.stage] / 3600
+    seconds = position["seconds"].get(args.stage)
+    hours = seconds / 3600 if seconds is not None else None
     row = {
         "run": args.run_name or position["config"],
         "stage": args.stage,
-        "steps": position["progress"][args.stage],
-        "hours": round(hours, 4),
-        "cpu_hours": round(hours * args.threads, 4),
+        "steps": position["progress"].get(args.stage, 0),
+        "hours": round(hours, 4) if hours is not None else None,
+        "cpu_hours": round(hours * args.threads, 4) if hours is not None else None,
         "threads": args.threads,
         **scores,
         "n_eval": args.n,
