@@ -80,10 +80,12 @@ def card(name: str, cfg: USBConfig, meta: dict, stages: dict, sha: str, size_mb:
         "| stage | steps | batch | seconds | last logged loss |",
         "| --- | --- | --- | --- | --- |",
     ]
+    adopted = notes.get("autoencoder_from") or {}
     for stage in ("autoencoder", "lesion", "brain"):
         s = stages.get(stage)
         if s:
-            lines.append(f"| {stage} | {s['steps']} | {t.batch_size} | {s['seconds']:.0f} | {s['loss']:.4f} |")
+            batch = adopted.get("batch_size", t.batch_size) if stage == "autoencoder" else t.batch_size
+            lines.append(f"| {stage} | {s['steps']} | {batch} | {s['seconds']:.0f} | {s['loss']:.4f} |")
     total = sum(s["seconds"] for s in stages.values())
     lines += [
         "",

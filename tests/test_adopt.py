@@ -68,6 +68,7 @@ def test_the_model_keeps_its_denoisers_and_settings_and_takes_the_donors_autoenc
     assert notes["autoencoder_from"]["model_sha256"] == checkpoint_sha256(tmp_path / "donor")
     assert notes["autoencoder_from"]["denoisers_from_sha256"] == checkpoint_sha256(tmp_path / "model")
     assert notes["autoencoder_weights"] == "EMA"
+    assert notes["autoencoder_from"]["batch_size"] == load_preset("tiny").training.batch_size
 
     rows = read_log(tmp_path / "out" / "log.tsv")
     assert [(r["stage"], r["step"]) for r in rows] == [("lesion", 7), ("autoencoder", 40)]

@@ -113,3 +113,29 @@ def test_the_card_shows_the_newest_healing_run_of_each_setting_and_no_one_class_
         "healing-head-short.json",
         "healing-template.json",
     ]
+
+
+def test_the_card_of_a_model_with_an_adopted_autoencoder_says_where_it_came_from():
+    bundle = _bundle_script()
+    from usb_model.config import load_preset
+
+    cfg = load_preset("tiny")
+    meta = {
+        "notes": {
+            "trained_steps": {"autoencoder": 4600, "lesion": 3000, "brain": 0},
+            "autoencoder_from": {
+                "checkpoint": ".campaign-run/lowkl/checkpoint",
+                "model_sha256": "d" * 64,
+                "trained_steps": {"autoencoder": 4600},
+                "weights": "EMA",
+                "batch_size": cfg.training.batch_size + 5,
+                "denoisers_from_sha256": "p" * 64,
+            },
+        }
+    }
+    stages = {s: {"steps": 10, "seconds": 1.0, "loss": 0.1} for s in ("autoencoder", "lesion")}
+    text = bundle.card("demo", cfg, meta, stages, "a" * 64, 1.0, {})
+    assert "## Autoencoder adopted from a run of its own" in text and "d" * 64 in text and "p" * 64 in text
+    # Each stage's row has its own run's batch: the autoencoder's is the donor run's.
+    assert f"| autoencoder | 10 | {cfg.training.batch_size + 5} |" in text
+    assert f"| lesion | 10 | {cfg.training.batch_size} |" in text

@@ -86,6 +86,7 @@ def adopted_networks(model: Path, donor: Path) -> tuple[USBNetworks, dict]:
         "model_sha256": checkpoint_sha256(donor),
         "trained_steps": donor_notes.get("trained_steps", {}),
         "weights": donor_notes.get("autoencoder_weights", "the run's own"),
+        "batch_size": cfg_donor.training.batch_size,
         "denoisers_from_sha256": checkpoint_sha256(model),
     }
     if "autoencoder_weights" in donor_notes:
