@@ -24,7 +24,6 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file
 
 from ..atomic import write_text
@@ -107,14 +106,13 @@ def adopt(model: Path, donor: Path, out: Path, logs: Sequence[Path] = ()) -> Pat
     """Write OUT/checkpoint (the model's denoisers, the donor's autoencoder) and OUT/log.tsv."""
     model = checkpoint_directory(model)
     networks, meta = adopted_networks(model, donor)
-    with torch.no_grad():
-        save_checkpoint(
-            networks,
-            out / "checkpoint",
-            training_data=meta["training_data"],
-            notes=meta["notes"],
-            template=load_template_arrays(model),
-        )
+    save_checkpoint(
+        networks,
+        out / "checkpoint",
+        training_data=meta["training_data"],
+        notes=meta["notes"],
+        template=load_template_arrays(model),
+    )
     own_log = model / "training_log.tsv"
     write_text(out / "log.tsv", joined_log([own_log, *logs] if own_log.is_file() else list(logs)))
     return out / "checkpoint"
